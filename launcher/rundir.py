@@ -1,0 +1,341 @@
+"""The run directory: where a sweep's plan, state, logs and results live as plain files.
+
+Layout (DESIGN.md): runs/<sweep-id>/{sweep.yaml, sweep.json, supervisor.json, supervisor.log}
+and runs/<sweep-id>/jobs/<job-id>/{spec.json, state.json, stdout.log, metrics.jsonl,
+result.json, checkpoint.pt}. Plain files, not a database, because Slurm jobs on other nodes
+write them over NFS; every state write is a temp file plus rename so a reader never sees half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher.errors import UserError
+
+SWEEP_FORMAT = "launch-sweep/1"
+ENDED_STATES = ("finished", "failed", "cancelled", "timeout")
+STATES = ("pending", "waiting", "running", "preempted", *ENDED_STATES)
+
+
+def runs_dir() -> Path:
+    """Return the runs root: $LAUNCH_RUNS_DIR, or ./runs."""
+    return Path(os.environ.get("LAUNCH_RUNS_DIR") or "runs").absolute()
+
+
+def sweep_dir(sweep_id: str, root: Path | None = None) -> Path:
+    """Return the folder of one sweep."""
+    return (root or runs_dir()) / sweep_id
+
+
+def job_dir(sweep_id: str, job_id: str, root: Path | None = None) -> Path:
+    """Return the folder of one job of a sweep."""
+    return sweep_dir(sweep_id, root) / "jobs" / job_id
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to path so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write obj as JSON to path atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """Return the JSON in path, or default when it is missing or not (yet) valid."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return default
+
+
+def read_last_jsonl(path: Path) -> dict | None:
+    """Return the last complete JSON line of a .jsonl file, or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 8192))
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Return every complete JSON line of a .jsonl file (a torn last line is skipped)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def create_sweep(
+    sweep_id: str,
+    sweep_yaml: str,
+    meta: dict,
+    jobs: Sequence[tuple[str, dict, dict]],
+    root: Path | None = None,
+) -> Path:
+    """Return the new sweep folder, written whole: plan, resolved file and every job's spec.
+
+    jobs holds (job_id, params, spec). The folder is built under a hidden name and renamed
+    into place, so a crash never leaves half a sweep and 10,000 jobs cost one rename.
+    """
+    root = root or runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / sweep_id
+    if final.exists():
+        raise UserError(f"run directory {final} already exists")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{sweep_id}.", dir=root))
+    (tmp / "sweep.yaml").write_text(sweep_yaml)
+    info = {
+        "format": SWEEP_FORMAT,
+        "sweep_id": sweep_id,
+        "created": time.time(),
+        "user": current_user(),
+        "host": socket.gethostname(),
+        "runs_dir": str(root),
+        **meta,
+        "jobs": [{"id": job_id, "params": params} for job_id, params, _ in jobs],
+    }
+    (tmp / "sweep.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    jobs_root = tmp / "jobs"
+    jobs_root.mkdir()
+    for job_id, _, spec in jobs:
+        d = jobs_root / job_id
+        d.mkdir()
+        (d / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, final)
+    return final
+
+
+def current_user() -> str:
+    """Return the login name of this process's user."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def read_sweep_info(sweep_id: str, root: Path | None = None) -> dict:
+    """Return a sweep's sweep.json, or raise UserError naming what is missing."""
+    path = sweep_dir(sweep_id, root) / "sweep.json"
+    info = read_json(path)
+    if info is None:
+        raise UserError(f"no sweep {sweep_id!r} in {path.parent.parent} (see `launch status`)")
+    return info
+
+
+def read_job_state(sweep_id: str, job_id: str, root: Path | None = None) -> dict:
+    """Return a job's state.json; a job with none is pending."""
+    return read_json(job_dir(sweep_id, job_id, root) / "state.json") or {"state": "pending"}
+
+
+def write_job_state(sweep_id: str, job_id: str, state: dict, root: Path | None = None) -> None:
+    """Write a job's state.json atomically."""
+    assert state.get("state") in STATES, state
+    atomic_write_json(job_dir(sweep_id, job_id, root) / "state.json", state)
+
+
+def list_sweeps(root: Path | None = None) -> list[str]:
+    """Return the sweep ids under the runs root, oldest first."""
+    root = root or runs_dir()
+    try:
+        entries = [p for p in root.iterdir() if (p / "sweep.json").is_file()]
+    except FileNotFoundError:
+        return []
+    return [p.name for p in sorted(entries, key=lambda p: (p.stat().st_mtime, p.name))]
+
+
+def resolve_sweep_id(text: str, root: Path | None = None) -> str:
+    """Return the sweep id that text names: an exact id, a unique prefix, or the newest match.
+
+    `launch status cifar` means the newest sweep whose id starts with "cifar".
+    """
+    ids = list_sweeps(root)
+    if text in ids:
+        return text
+    matches = [s for s in ids if s.startswith(text)]
+    if not matches:
+        where = root or runs_dir()
+        known = ", ".join(ids[-5:]) or "none"
+        raise UserError(f"no sweep matches {text!r} in {where} (newest: {known})")
+    return matches[-1]
+
+
+def split_target(text: str, root: Path | None = None) -> tuple[str, str | None]:
+    """Return (sweep_id, job_id or None) from "SWEEP" or "SWEEP/JOB"."""
+    sweep_text, _, job_text = text.partition("/")
+    sweep_id = resolve_sweep_id(sweep_text, root)
+    if not job_text:
+        return sweep_id, None
+    ids = [j["id"] for j in read_sweep_info(sweep_id, root)["jobs"]]
+    if job_text in ids:
+        return sweep_id, job_text
+    matches = [j for j in ids if j.startswith(job_text)]
+    if len(matches) != 1:
+        what = "no job" if not matches else f"{len(matches)} jobs"
+        raise UserError(f"{what} of sweep {sweep_id} match {job_text!r}")
+    return sweep_id, matches[0]
+
+
+def supervisor_alive(sweep_path: Path) -> bool | None:
+    """Return whether the sweep's local supervisor runs; None when it never had one here."""
+    info = read_json(sweep_path / "supervisor.json")
+    if not info:
+        return None
+    if info.get("host") != socket.gethostname():
+        return None
+    import psutil
+
+    try:
+        proc = psutil.Process(info["pid"])
+        return abs(proc.create_time() - info.get("create_time", 0)) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
+        return False
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What status and results show of one job."""
+
+    job_id: str
+    params: dict
+    state: str
+    attempt: int
+    runs: int
+    gpus: tuple[str, ...]
+    gpu_indices: tuple[int, ...]
+    cpus: int | None
+    epoch: int | None
+    epochs: int | None
+    val_accuracy: float | None
+    elapsed_s: float | None
+    eta_s: float | None
+    reason: str | None
+    exit_code: int | None
+    signal: int | None
+    slurm_job_id: str | None
+
+
+@dataclass(frozen=True)
+class SweepView:
+    """What status shows of one sweep: its plan, its supervisor and its jobs."""
+
+    sweep_id: str
+    name: str
+    executor: str
+    created: float
+    user: str
+    host: str
+    supervisor: str  # running | dead | ended | none
+    jobs: tuple[JobView, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Return how many jobs are in each state."""
+        out: dict[str, int] = {}
+        for job in self.jobs:
+            out[job.state] = out.get(job.state, 0) + 1
+        return out
+
+
+def load_job_view(sweep_path: Path, job_id: str, params: dict, now: float) -> JobView:
+    """Return one job's view from its state.json and the last line of its metrics.jsonl."""
+    d = sweep_path / "jobs" / job_id
+    st = read_json(d / "state.json") or {"state": "pending"}
+    last = read_last_jsonl(d / "metrics.jsonl") or {}
+    started, ended = st.get("started"), st.get("ended")
+    elapsed = None
+    if started:
+        elapsed = (ended or now) - started
+    epoch, epochs = last.get("epoch"), last.get("epochs")
+    if epochs is None:
+        spec = read_json(d / "spec.json") or {}
+        epochs = spec.get("epochs") if isinstance(spec.get("epochs"), int) else None
+    eta = None
+    if st.get("state") == "running" and epoch and epochs and last.get("elapsed_s"):
+        eta = last["elapsed_s"] / epoch * (epochs - epoch)
+    return JobView(
+        job_id=job_id,
+        params=params,
+        state=st.get("state", "pending"),
+        attempt=st.get("attempt", 0),
+        runs=st.get("runs", 0),
+        gpus=tuple(st.get("gpus") or ()),
+        gpu_indices=tuple(st.get("gpu_indices") or ()),
+        cpus=st.get("cpus"),
+        epoch=epoch,
+        epochs=epochs,
+        val_accuracy=last.get("val_accuracy"),
+        elapsed_s=elapsed,
+        eta_s=eta,
+        reason=st.get("reason"),
+        exit_code=st.get("exit_code"),
+        signal=st.get("signal"),
+        slurm_job_id=st.get("slurm_job_id"),
+    )
+
+
+def load_sweep_view(sweep_id: str, root: Path | None = None, now: float | None = None) -> SweepView:
+    """Return the view of one sweep, read from its run directory."""
+    now = time.time() if now is None else now
+    path = sweep_dir(sweep_id, root)
+    info = read_sweep_info(sweep_id, root)
+    jobs = tuple(load_job_view(path, j["id"], j.get("params", {}), now) for j in info["jobs"])
+    alive = supervisor_alive(path)
+    if info.get("executor", "local") != "local" or alive is None:
+        supervisor = "none"
+    elif alive:
+        supervisor = "running"
+    elif all(j.state in ENDED_STATES for j in jobs):
+        supervisor = "ended"
+    else:
+        supervisor = "dead"
+    return SweepView(
+        sweep_id=sweep_id,
+        name=info.get("name", sweep_id),
+        executor=info.get("executor", "local"),
+        created=info.get("created", 0.0),
+        user=info.get("user", "?"),
+        host=info.get("host", "?"),
+        supervisor=supervisor,
+        jobs=jobs,
+    )
