@@ -1,0 +1,224 @@
+"""`launch results` on hand-built run directories: numbers, text, CSV, JSON and the plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launcher import results
+from launcher.cli import main
+from launcher.errors import UserError
+
+SWEEP = "demo-20261122-193455"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# (job id, params, state, result or None, epochs of metrics written)
+JOBS = [
+    ("a-s0-1a2b3c4d", {"model": "alexnet", "optimizer.lr": 0.01, "seed": 0},
+     "finished", {"test_accuracy": 0.50, "test_loss": 1.4}, 3),
+    ("a-s1-2b3c4d5e", {"model": "alexnet", "optimizer.lr": 0.01, "seed": 1},
+     "finished", {"test_accuracy": 0.52, "test_loss": 1.3}, 3),
+    ("a-s2-3c4d5e6f", {"model": "alexnet", "optimizer.lr": 0.01, "seed": 2},
+     "finished", {"test_accuracy": 0.54, "test_loss": 1.2}, 3),
+    ("b-s0-4d5e6f70", {"model": "alexnet", "optimizer.lr": 0.001, "seed": 0},
+     "finished", {"test_accuracy": 0.41, "test_loss": 1.9}, 3),
+    ("b-s1-5e6f7081", {"model": "alexnet", "optimizer.lr": 0.001, "seed": 1},
+     "failed", None, 0),
+    ("b-s2-6f708192", {"model": "alexnet", "optimizer.lr": 0.001, "seed": 2},
+     "running", None, 1),
+    ("c-s0-708192a3", {"model": "resnet9", "optimizer.lr": 0.01, "seed": 0},
+     None, None, 0),
+]
+
+GOLDEN = """\
+sweep demo-20261122-193455: 7 jobs (4 finished, 1 failed, 1 running, 1 pending)
+
+job            model    optimizer.lr  state     seed  test_acc  test_loss  epochs  wall_s  device
+a-s0-1a2b3c4d  alexnet  0.01          finished     0    0.5000     1.4000       3    12.0  cpu
+a-s1-2b3c4d5e  alexnet  0.01          finished     1    0.5200     1.3000       3    12.0  cpu
+a-s2-3c4d5e6f  alexnet  0.01          finished     2    0.5400     1.2000       3    12.0  cpu
+b-s0-4d5e6f70  alexnet  0.001         finished     0    0.4100     1.9000       3    12.0  cpu
+b-s1-5e6f7081  alexnet  0.001         failed       1         -          -       -       -  -
+b-s2-6f708192  alexnet  0.001         running      2         -          -       1       -  -
+c-s0-708192a3  resnet9  0.01          pending      0         -          -       -       -  -
+
+per configuration, over seeds (n = seeds with a result / jobs):
+model    optimizer.lr    n  test_acc mean +- std  test_loss mean +- std
+alexnet  0.01          3/3      0.5200 +- 0.0200       1.3000 +- 0.1000
+alexnet  0.001         1/3           0.4100 +- -            1.9000 +- -
+resnet9  0.01          0/1                     -                      -
+"""
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def make_sweep(root: Path, sweep_id: str = SWEEP, jobs=JOBS) -> Path:
+    """Write a run directory by hand, the way the supervisor and the jobs leave it."""
+    d = root / sweep_id
+    write_json(d / "sweep.json", {
+        "format": "launch-sweep/1", "sweep_id": sweep_id, "name": "demo", "executor": "local",
+        "created": 1.0, "user": "alice", "host": "athena", "runs_dir": str(root),
+        "grid_keys": ["model", "optimizer.lr", "seed"],
+        "jobs": [{"id": job_id, "params": params} for job_id, params, *_ in jobs],
+    })
+    for job_id, params, state, result, epochs in jobs:
+        jd = d / "jobs" / job_id
+        write_json(jd / "spec.json", {"model": params["model"], "seed": params["seed"]})
+        if state is not None:
+            write_json(jd / "state.json", {"state": state, "attempt": 1, "runs": 1})
+        if result is not None:
+            write_json(jd / "result.json", {
+                "status": "finished", "seed": params["seed"], "epochs_done": 3,
+                "wall_time_s": 12.0, "device": "cpu", **result})
+        lines = [
+            {"epoch": k, "epochs": 3, "train_loss": 2.0 / k,
+             "val_accuracy": 0.1 * k + params["seed"] / 100, "val_loss": 2.0,
+             "train_accuracy": 0.5, "lr": 0.01, "images_per_s": 100.0, "elapsed_s": 4.0 * k,
+             "time": 1000.0 + k}
+            for k in range(1, epochs + 1)
+        ]
+        if lines:
+            (jd / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return d
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Sample mean and standard deviation, written out so the test does not share code."""
+    m = sum(values) / len(values)
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "runs"
+    make_sweep(root)
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(root))
+    return root
+
+
+def test_rows_and_per_configuration_mean_std(runs):
+    table = results.collect_results(SWEEP, runs)
+    assert [j.job_id for j in table.jobs] == [j[0] for j in JOBS]  # plan order
+    assert [j.state for j in table.jobs] == [
+        "finished", "finished", "finished", "finished", "failed", "running", "pending"]
+    assert table.param_keys == ("model", "optimizer.lr", "seed")
+    assert table.config_keys == ("model", "optimizer.lr")
+    assert table.finished() == 4
+    a, b, c = table.configs
+    assert a.params == {"model": "alexnet", "optimizer.lr": 0.01}
+    acc_mean, acc_std = mean_std([0.50, 0.52, 0.54])
+    loss_mean, loss_std = mean_std([1.4, 1.3, 1.2])
+    assert (a.n, a.test_accuracy.mean, a.test_accuracy.std) == (
+        3, pytest.approx(acc_mean), pytest.approx(acc_std))
+    assert a.test_loss.mean == pytest.approx(loss_mean)
+    assert a.test_loss.std == pytest.approx(loss_std)
+    assert (b.n, b.test_accuracy.mean, b.test_accuracy.std) == (1, 0.41, None)
+    assert len(b.job_ids) == 3
+    assert (c.n, c.test_accuracy.mean, c.test_loss.mean) == (0, None, None)
+    running = table.jobs[5]
+    assert (running.epochs_done, running.test_accuracy) == (1, None)  # progress from metrics
+
+
+def test_text_table_matches_golden(runs):
+    assert results.render_results(results.collect_results(SWEEP, runs)) == GOLDEN
+
+
+def test_unfinished_result_is_not_averaged(tmp_path):
+    jobs = [("a-s0-11111111", {"model": "m", "optimizer.lr": 0.1, "seed": 0}, "running", None, 1),
+            ("a-s1-22222222", {"model": "m", "optimizer.lr": 0.1, "seed": 1}, "pending", None, 0)]
+    d = make_sweep(tmp_path, "x-20260101-000000", jobs)
+    # a crashed job's result and a torn one must not count
+    failed = {"status": "failed", "test_accuracy": 1.0}
+    write_json(d / "jobs" / "a-s0-11111111" / "result.json", failed)
+    (d / "jobs" / "a-s1-22222222" / "result.json").write_text('{"status": "finished", "test_acc')
+    table = results.collect_results("x-20260101-000000", tmp_path)
+    assert table.finished() == 0
+    text = results.render_results(table)
+    assert "no finished job yet in sweep x-20260101-000000" in text
+    assert "mean +- std" not in text
+    assert results.results_json(table)["configs"][0]["test_accuracy"] == {
+        "n": 0, "mean": None, "std": None}
+
+
+def test_csv_has_one_row_per_job(runs):
+    text = results.results_csv(results.collect_results(SWEEP, runs))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["job_id", "model", "optimizer.lr", "state", "seed", "test_accuracy",
+                             "test_loss", "epochs_done", "wall_time_s", "device"]
+    assert [r["job_id"] for r in rows] == [j[0] for j in JOBS]
+    assert rows[1]["test_accuracy"] == "0.52" and rows[1]["optimizer.lr"] == "0.01"
+    assert rows[4]["state"] == "failed" and rows[4]["test_accuracy"] == ""
+    acc = [float(r["test_accuracy"]) for r in rows[:3]]
+    assert mean_std(acc)[0] == pytest.approx(0.52)
+
+
+def test_json_has_stable_keys(runs):
+    out = results.results_json(results.collect_results(SWEEP, runs))
+    assert list(out) == ["format", "sweep_id", "name", "param_keys", "config_keys", "finished",
+                         "jobs", "configs"]
+    assert out["format"] == "launch-results/1" and out["finished"] == 4
+    assert list(out["jobs"][0]) == ["job_id", "params", "state", "seed", "test_accuracy",
+                                    "test_loss", "epochs_done", "wall_time_s", "device"]
+    first = out["configs"][0]
+    assert list(first) == ["params", "job_ids", "n", "test_accuracy", "test_loss"]
+    assert first["test_loss"]["std"] == pytest.approx(mean_std([1.4, 1.3, 1.2])[1])
+    assert out["configs"][1]["test_accuracy"] == {"n": 1, "mean": 0.41, "std": None}
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_cli_json_csv_and_prefix(runs, capsys):
+    assert main(["results", "demo", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sweep_id"] == SWEEP and len(out["jobs"]) == 7
+    assert main(["results", "demo", "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("job_id,model,optimizer.lr,state")
+    assert main(["results", "nosuch"]) == 2
+    assert "no sweep matches 'nosuch'" in capsys.readouterr().err
+
+
+def test_plot_writes_png(runs, tmp_path, capsys):
+    png = tmp_path / "curves.png"
+    assert main(["results", SWEEP, "--json", "--plot", str(png)]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # the plot note goes to stderr, so stdout stays JSON
+    assert f"wrote learning curves to {png}" in captured.err
+    data = png.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000
+    with pytest.raises(UserError, match="folder .* does not exist"):
+        results.plot_learning_curves(SWEEP, tmp_path / "missing" / "x.png", runs)
+
+
+def test_plot_without_metrics_is_a_clear_error(tmp_path):
+    jobs = [("a-s0-11111111", {"model": "m", "optimizer.lr": 0.1, "seed": 0}, None, None, 0)]
+    make_sweep(tmp_path, "x-20260101-000000", jobs)
+    with pytest.raises(UserError, match="no metrics yet"):
+        results.plot_learning_curves("x-20260101-000000", tmp_path / "p.png", tmp_path)
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_missing_matplotlib_says_how_to_install(runs, tmp_path, monkeypatch, capsys):
+    # None in sys.modules makes `import matplotlib...` raise ImportError, as if not installed
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["results", SWEEP, "--plot", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert "matplotlib is not installed: pip install 'launch[plot]'" in err
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_results_and_logs_import_neither_torch_nor_matplotlib():
+    code = ("import sys, launcher.results, launcher.logs; "
+            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
