@@ -155,6 +155,8 @@ SPEC_SCHEMA: dict[str, Field] = {
     "dataset": Field("choice", "cifar10", "data set", choices=("cifar10", "synthetic")),
     "data_root": Field("str", None, "CIFAR-10 root (holds cifar-10-batches-py); "
                        "null: $LAUNCH_DATA, else ~/.cache/launch/data", nullable=True),
+    "download": Field("bool", True, "fetch CIFAR-10 through torchvision when it is missing "
+                      "or corrupt (once, under a file lock)"),
     "synthetic": Field("section", None, "the synthetic data set", fields=_SYNTHETIC),
     "epochs": Field("int", 22, "passes over the training split", minimum=1),
     "batch_size": Field("int", 500, "training batch size (last partial batch dropped)",

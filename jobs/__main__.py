@@ -1,0 +1,91 @@
+"""`python -m jobs SPEC.json --out DIR`: run one training job; exit 0, 2, 75 or 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jobs.spec import SpecError, schema_lines, validate_spec
+
+EXIT_OK, EXIT_CRASH, EXIT_USER, EXIT_REQUEUE = 0, 1, 2, 75
+
+DESCRIPTION = """\
+Train one seeded model from a job spec (a JSON mapping; every key is optional)
+and write checkpoint.pt, metrics.jsonl and result.json into DIR, nowhere else.
+Run it again on the same DIR and it resumes from DIR's checkpoint.
+
+  echo '{"model": "tutorial_cnn", "dataset": "synthetic", "epochs": 2}' > demo.json
+  python -m jobs demo.json --check          # print the spec with defaults filled in
+  python -m jobs demo.json --out runs/demo  # train
+"""
+
+EPILOG = """\
+exit codes: 0 finished; 2 bad spec, missing data or foreign checkpoint (one line says
+which key and what is allowed); 75 stopped by SIGTERM/SIGUSR2 after writing a checkpoint
+(requeue it: the next run resumes); 1 crash (traceback).
+
+environment: LAUNCH_DATA (data root when data_root is null), LAUNCH_NUM_WORKERS
+(DataLoader workers when num_workers is null), OMP_NUM_THREADS (torch threads),
+CUDA_VISIBLE_DEVICES.
+
+spec keys (dotted = nested mapping):
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser; its --help lists every spec key from jobs.spec."""
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs", description=DESCRIPTION,
+        epilog=EPILOG + "\n".join("  " + line for line in schema_lines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", metavar="SPEC.json", help="the job spec (JSON mapping)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate, print the spec with defaults filled in, and exit")
+    return parser
+
+
+def _error(message: str) -> int:
+    print(f"jobs: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USER
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        raw = json.loads(Path(args.spec).read_text())
+        spec = validate_spec(raw)
+    except OSError as exc:
+        return _error(f"cannot read {args.spec}: {exc.strerror}")
+    except json.JSONDecodeError as exc:
+        return _error(f"{args.spec}: not valid JSON ({exc})")
+    except SpecError as exc:
+        return _error(f"{args.spec}: {exc}")
+    if args.check:
+        print(json.dumps(spec, indent=2))
+        return EXIT_OK
+    if not args.out:
+        return _error("--out DIR is required to run a job (or use --check)")
+    # torch is imported only now, so --help, --check and spec errors answer fast.
+    from jobs.data import DataError
+    from jobs.train import Preempted, ResumeError, train
+
+    try:
+        train(spec, args.out, log=_log)
+    except (SpecError, DataError, ResumeError) as exc:
+        return _error(str(exc))
+    except Preempted as exc:
+        _log(f"preempted: {exc}; exit {EXIT_REQUEUE} (requeue: the next run resumes)")
+        return EXIT_REQUEUE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

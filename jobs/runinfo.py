@@ -1,0 +1,70 @@
+"""Where a job runs: device choice, thread and worker counts, and the record of it all."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+from jobs.spec import SpecError
+
+
+def pick_device(requested: str) -> torch.device:
+    """Returns the torch device for spec `device`; SpecError if cuda is asked for but absent."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        raise SpecError("device", "cuda requested but torch sees no CUDA device "
+                        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                        "allowed: auto|cpu|cuda")
+    return torch.device("cpu")
+
+
+def configure_threads() -> int:
+    """Returns torch's intra-op thread count, set from OMP_NUM_THREADS when that is set."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        torch.set_num_threads(int(value))
+    return torch.get_num_threads()
+
+
+def resolve_num_workers(spec: dict) -> int:
+    """Returns DataLoader workers: the spec's, else $LAUNCH_NUM_WORKERS, else 0 (0 for device)."""
+    if spec["loader"] == "device":
+        return 0
+    if spec["num_workers"] is not None:
+        return spec["num_workers"]
+    value = os.environ.get("LAUNCH_NUM_WORKERS", "")
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise SpecError("num_workers", f"$LAUNCH_NUM_WORKERS must be an integer >= 0, "
+                        f"got {value!r}")
+    return int(value)
+
+
+def device_record(device: torch.device) -> tuple[str, str | None]:
+    """Returns (device description, GPU UUID or None)."""
+    if device.type != "cuda":
+        return "cpu", None
+    props = torch.cuda.get_device_properties(device)
+    uuid = getattr(props, "uuid", None)
+    return f"cuda:{torch.cuda.current_device()} ({props.name})", (
+        f"GPU-{uuid}" if uuid is not None else None)
+
+
+def env_record(num_threads: int, num_workers: int) -> dict:
+    """Returns the software and placement facts result.json records under "env"."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "num_threads": num_threads,
+        "num_workers": num_workers,
+        "hostname": socket.gethostname(),
+    }

@@ -1,0 +1,302 @@
+"""The training job, flat: train(spec, out_dir) -> result.
+
+One pass reads top to bottom: seed, load data, build, resume if DIR holds a
+checkpoint, train epoch by epoch (metrics line, log line, checkpoint each), test,
+write result.json.  SIGTERM/SIGUSR2 only set a flag; at the end of the current
+batch the job writes a checkpoint of exactly that point and raises Preempted
+(exit 75).  Every random draw is keyed so that a resumed run, mid-epoch or not,
+ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from jobs import checkpoint as ckpt
+from jobs.data import load_splits
+from jobs.evaluate import evaluate, format_duration
+from jobs.loaders import Normalizer, augment_params, epoch_order, make_loader
+from jobs.models import build_model, count_parameters
+from jobs.optimizers import make_optimizer, make_scheduler
+from jobs.runinfo import (
+    configure_threads,
+    device_record,
+    env_record,
+    pick_device,
+    resolve_num_workers,
+)
+from jobs.seeding import (
+    STATEFUL,
+    derived_seeds,
+    global_rng_state,
+    make_generator,
+    seed_everything,
+    set_global_rng_state,
+)
+from jobs.spec import SpecError, validate_spec
+from jobs.variants import add_grad_noise, apply_repeat, apply_stochastic_depth
+
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+# Keys that may differ between a checkpoint and the run resuming it: they do not change results.
+RESUME_FREE_KEYS = ("num_workers", "data_root", "download")
+
+
+class Preempted(Exception):
+    """A signal asked the job to stop; the checkpoint is written. Exit 75 so it is requeued."""
+
+
+class ResumeError(Exception):
+    """DIR's checkpoint belongs to another spec."""
+
+
+@dataclass
+class Job:
+    """What the loop works on: built once per process, then mutated by training."""
+
+    spec: dict
+    seeds: dict
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    generators: dict
+    loaders: dict
+    normalize: Normalizer
+    autocast: object
+    batches_per_epoch: int
+
+
+@dataclass
+class Progress:
+    """Where training stands; the part of a checkpoint that is not a state_dict."""
+
+    epoch: int = 0        # epochs finished
+    batch: int = 0        # batches finished in the current epoch
+    step: int = 0         # optimizer steps so far
+    loss_sum: float = 0.0  # current epoch's training loss, summed over samples
+    correct: int = 0
+    seen: int = 0
+    elapsed_before_s: float = 0.0  # wall time of earlier attempts
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed_s(self) -> float:
+        return self.elapsed_before_s + time.perf_counter() - self.started
+
+
+def train(spec: dict, out_dir: str | Path, log=print) -> dict:
+    """Returns result.json's content after training `spec` in `out_dir` (resuming if possible).
+
+    Raises SpecError/DataError/ResumeError for user errors, Preempted after a signal.
+    """
+    spec = validate_spec(spec)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stop: dict = {}
+    previous = _catch_signals(stop, log)
+    try:
+        return _run(spec, out_dir, stop, log)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _catch_signals(stop: dict, log) -> dict:
+    def handler(signum, frame):
+        stop["signal"] = signal.Signals(signum).name
+
+    try:
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    except ValueError:  # not the main thread: whoever runs us owns the signals
+        log("signals: not in the main thread, SIGTERM/SIGUSR2 will not checkpoint")
+        return {}
+
+
+def _run(spec: dict, out_dir: Path, stop: dict, log) -> dict:
+    num_threads = configure_threads()
+    device = pick_device(spec["device"])
+    num_workers = resolve_num_workers(spec)
+    seeds = derived_seeds(spec["seed"])
+    seed_everything(spec["seed"], spec["reproducible"])
+    data = load_splits(spec, seeds["split"], log)
+    job = _build(spec, seeds, device, data, num_workers, log)
+    progress = Progress()
+    state = ckpt.load_checkpoint(out_dir)
+    if state is not None:
+        _restore(job, progress, state, out_dir)
+    _truncate_metrics(out_dir / METRICS, progress.epoch)
+    log(f"start: {spec['model']} on {device_record(device)[0]}, {len(data['train'])} train / "
+        f"{len(data['val'])} val / {len(data['test'])} test images, {spec['epochs']} epochs of "
+        f"{job.batches_per_epoch} batches, seed {spec['seed']}, {num_threads} threads, "
+        f"{num_workers} workers"
+        + (f"; resuming at epoch {progress.epoch + 1} batch {progress.batch}" if state else ""))
+    while progress.epoch < spec["epochs"]:
+        _train_epoch(job, progress, stop, out_dir, log)
+    if stop:  # arrived during the last epoch's evaluation; its checkpoint is on disk
+        raise Preempted(f"{stop['signal']}: checkpoint at epoch {progress.epoch} written")
+    return _finish(job, progress, out_dir, env_record(num_threads, num_workers), log)
+
+
+def _build(spec, seeds, device, data, num_workers, log) -> Job:
+    model = build_model(spec, make_generator(seeds["init"]))
+    generators = {"repeat": make_generator(seeds["repeat"]),
+                  "depth": make_generator(seeds["depth"]),
+                  "noise": make_generator(seeds["noise"], device)}
+    if spec["repeat"] is not None:
+        apply_repeat(model, spec["repeat"], generators["repeat"])
+    if spec["stochastic_depth"] is not None:
+        apply_stochastic_depth(model, spec["stochastic_depth"]["p_L"], generators["depth"])
+    cuda = device.type == "cuda"
+    for key in ("bf16", "channels_last"):
+        if spec[key] and not cuda:
+            log(f"{key}: ignored on {device.type} (CUDA only)")
+    channels_last = spec["channels_last"] and cuda
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    batches_per_epoch = len(data["train"]) // spec["batch_size"]
+    if batches_per_epoch == 0:
+        raise SpecError("batch_size", f"must be <= the {len(data['train'])} training images "
+                        f"(the last partial batch is dropped), got {spec['batch_size']}")
+    optimizer = make_optimizer(spec["optimizer"], model.parameters())
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (
+        spec["bf16"] and cuda) else contextlib.nullcontext
+    return Job(spec, seeds, device, model, optimizer,
+               make_scheduler(spec["lr_schedule"], optimizer, spec["epochs"], batches_per_epoch),
+               generators, {k: make_loader(spec["loader"], v, device, num_workers)
+                            for k, v in data.items()},
+               Normalizer(device, channels_last), autocast, batches_per_epoch)
+
+
+def _train_epoch(job: Job, p: Progress, stop: dict, out_dir: Path, log) -> None:
+    spec, epoch = job.spec, p.epoch
+    loader = job.loaders["train"]
+    order, gen = epoch_order(len(loader), job.seeds["data_order"], epoch)
+    params = augment_params(len(loader), job.seeds["augment"], epoch) if spec["augment"] else None
+    job.model.train()
+    loss_sum = torch.tensor(p.loss_sum, dtype=torch.float64, device=job.device)
+    correct = torch.tensor(p.correct, dtype=torch.int64, device=job.device)
+    start_seen, start_s = p.seen, time.perf_counter()
+    for x, y in loader.batches(order, params, spec["batch_size"], p.batch, generator=gen):
+        loss, out = _step(job, x, y, p.step)
+        # Kept on the device: an .item() per batch would stall the GPU pipeline.
+        loss_sum += loss.detach().double() * len(y)
+        correct += (out.argmax(1) == y).sum()
+        p.batch, p.step, p.seen = p.batch + 1, p.step + 1, p.seen + len(y)
+        if stop and p.batch < job.batches_per_epoch:
+            p.loss_sum, p.correct = loss_sum.item(), int(correct.item())
+            _save(job, p, out_dir)
+            raise Preempted(f"{stop['signal']}: checkpoint at epoch {epoch + 1} "
+                            f"batch {p.batch} written")
+    train_s = time.perf_counter() - start_s
+    val = evaluate(job, job.loaders["val"])
+    line = {"epoch": epoch + 1, "epochs": spec["epochs"],
+            "train_loss": loss_sum.item() / p.seen, "train_accuracy": correct.item() / p.seen,
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            "lr": job.optimizer.param_groups[0]["lr"],
+            "images_per_s": (p.seen - start_seen) / max(train_s, 1e-9),
+            "elapsed_s": p.elapsed_s(), "time": time.time()}
+    with open(out_dir / METRICS, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    p.epoch, p.batch, p.loss_sum, p.correct, p.seen = epoch + 1, 0, 0.0, 0, 0
+    _save(job, p, out_dir)
+    log(_epoch_line(line, p))
+
+
+def _step(job: Job, x: torch.Tensor, y: torch.Tensor, step: int):
+    x = job.normalize(x)
+    with job.autocast():
+        out = job.model(x)
+        loss = F.cross_entropy(out, y)
+    job.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if job.spec["grad_noise"] is not None:
+        add_grad_noise([q for g in job.optimizer.param_groups for q in g["params"]], step,
+                       job.spec["grad_noise"], job.generators["noise"])
+    job.optimizer.step()
+    if job.scheduler is not None:
+        job.scheduler.step()
+    return loss, out
+
+
+def _epoch_line(line: dict, p: Progress) -> str:
+    done, total = line["epoch"], line["epochs"]
+    eta_s = line["elapsed_s"] / done * (total - done)
+    val = "" if line["val_loss"] is None else (
+        f" val_loss {line['val_loss']:.4f} val_acc {line['val_accuracy']:.3f}")
+    return (f"epoch {done}/{total} train_loss {line['train_loss']:.4f} "
+            f"train_acc {line['train_accuracy']:.3f}{val} lr {line['lr']:.3g} "
+            f"{line['images_per_s']:.0f} img/s elapsed {format_duration(line['elapsed_s'])} "
+            f"eta {format_duration(eta_s)}")
+
+
+def _comparable(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k not in RESUME_FREE_KEYS}
+
+
+def _save(job: Job, p: Progress, out_dir: Path) -> None:
+    ckpt.save_checkpoint(out_dir, {
+        "format": "launch-checkpoint/1", "spec": _comparable(job.spec),
+        "epoch": p.epoch, "batch": p.batch, "step": p.step,
+        "loss_sum": p.loss_sum, "correct": p.correct, "seen": p.seen,
+        "elapsed_s": p.elapsed_s(),
+        "model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
+        "scheduler": None if job.scheduler is None else job.scheduler.state_dict(),
+        "generators": {name: job.generators[name].get_state() for name in STATEFUL},
+        "rng": global_rng_state(),
+    })
+
+
+def _restore(job: Job, p: Progress, state: dict, out_dir: Path) -> None:
+    if state.get("spec") != _comparable(job.spec):
+        old = state.get("spec") or {}
+        keys = sorted(k for k in set(old) | set(_comparable(job.spec))
+                      if old.get(k) != job.spec.get(k))
+        raise ResumeError(f"{out_dir / ckpt.CHECKPOINT} was written by a different spec "
+                          f"(differs in: {', '.join(keys) or 'format'}); use a fresh --out DIR, "
+                          "or delete the checkpoint to start over")
+    job.model.load_state_dict(state["model"])
+    job.optimizer.load_state_dict(state["optimizer"])
+    if job.scheduler is not None:
+        job.scheduler.load_state_dict(state["scheduler"])
+    for name in STATEFUL:
+        job.generators[name].set_state(state["generators"][name])
+    set_global_rng_state(state["rng"])
+    p.epoch, p.batch, p.step = state["epoch"], state["batch"], state["step"]
+    p.loss_sum, p.correct, p.seen = state["loss_sum"], state["correct"], state["seen"]
+    p.elapsed_before_s = state["elapsed_s"]
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drops metric lines past the checkpoint: a killed run may have logged an epoch it redoes."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines()
+             if ln.strip() and json.loads(ln)["epoch"] <= epochs_done]
+    ckpt.atomic_write_bytes(path, lambda f: f.write("".join(ln + "\n" for ln in lines).encode()))
+
+
+def _finish(job: Job, p: Progress, out_dir: Path, env: dict, log) -> dict:
+    test = evaluate(job, job.loaders["test"])
+    device, gpu_uuid = device_record(job.device)
+    result = {
+        "status": "finished", "seed": job.spec["seed"], "derived_seeds": job.seeds,
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        "per_class_accuracy": test["per_class_accuracy"],
+        "epochs_done": p.epoch, "wall_time_s": p.elapsed_s(),
+        "device": device, "gpu_uuid": gpu_uuid,
+        "num_parameters": count_parameters(job.model),
+        "weights_sha256": ckpt.weights_sha256(job.model.state_dict()),
+        "env": env, "spec": job.spec,
+    }
+    ckpt.atomic_write_json(out_dir / RESULT, result)
+    log_acc = "n/a" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
+    log(f"done: test_accuracy {log_acc} test_loss {test['loss']:.4f} "
+        f"weights_sha256 {result['weights_sha256']}")
+    return result
