@@ -1,0 +1,538 @@
+"""What a sweep expands to: overrides, the job/grid/points checks, one plan per job, ids, table.
+
+Jobs are the grid's cartesian product (axes in file order, the last varying fastest), each
+combined with every entry of `points` (grid x points); with no grid, the points alone; with
+neither, the one job. A job's id is `<slug>-<hash8>`: the slug from its swept values, the hash
+over its resolved job mapping, so ids never depend on a job's position in the sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import re
+import shlex
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from jobs.spec import SPEC_SCHEMA, SpecError, validate_spec
+from launcher.sweepfile import (
+    CMDLINE,
+    TOP_KEYS,
+    SourceMap,
+    Sweep,
+    SweepFileError,
+    dotted,
+    gpus_needed,
+    parse_yaml,
+    printable,
+)
+
+SLUG_MAX = 48
+_LIST_KEYS = ("include_gpus", "exclude_gpus", "sbatch_lines", "setup")
+# A placeholder names a key of the job mapping, dotted for nested keys: {lr}, {optimizer.lr}.
+_PLACEHOLDER = re.compile(r"[^.{}\[\]!:\s]+(?:\.[^.{}\[\]!:\s]+)*")
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """One job: its id, its swept values, its resolved spec and, for command jobs, its argv."""
+
+    job_id: str
+    params: dict[str, Any]
+    spec: dict[str, Any]
+    command: list[str] | None
+
+
+# ---------------------------------------------------------------- overrides (KEY=VALUE)
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Return (dotted key, value) of `KEY=VALUE`; a comma list gives a list of values."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SweepFileError(CMDLINE, None, printable(text), "an override is KEY=VALUE, "
+                             "e.g. job.epochs=1 or grid.seed=0,1")
+    if key == "name":  # a name is data: keep it exactly as typed
+        return key, value
+    value = value.strip()
+    if value[:1] in ("[", "{", "'", '"') or "," not in value:
+        return key, _yaml_value(key, value)
+    return key, [_yaml_value(key, part.strip()) for part in value.split(",")]
+
+
+def _yaml_value(key: str, text: str) -> Any:
+    try:
+        return parse_yaml(text, CMDLINE)[0]
+    except SweepFileError as exc:
+        raise SweepFileError(CMDLINE, None, key,
+                             f"cannot parse value {text!r}: {exc.message}") from None
+
+
+def apply_overrides(raw: dict, lines: dict, overrides: Sequence[str]) -> None:
+    """Apply overrides to the raw file data in place; their keys point at the command line.
+
+    `job.KEY=V` pins KEY (and takes it out of the grid); `job.KEY=a,b` and `grid.KEY=a,b`
+    sweep it; `seeds=N` and a seed axis replace each other.
+    """
+    for text in overrides:
+        key, value = parse_override(text)
+        top, _, rest = key.partition(".")
+        parts = tuple(rest.split(".")) if rest else ()
+        if top == "grid" or (top == "job" and isinstance(value, list) and rest != "command"):
+            if not rest:
+                raise SweepFileError(CMDLINE, None, key, "say which key to sweep: grid.KEY=a,b")
+            _set(raw, lines, ("grid", rest), value if isinstance(value, list) else [value])
+            if rest == "seed":
+                raw.pop("seeds", None)
+            continue
+        if top in ("resources", "slurm") and rest in _LIST_KEYS and not isinstance(value, list):
+            value = [value]
+        _set(raw, lines, (top,) + parts, value)
+        if top == "job" and parts:
+            if isinstance(raw.get("grid"), dict) and rest in raw["grid"]:
+                del raw["grid"][rest]
+                _forget(lines, ("grid", rest))
+            if rest == "seed":
+                raw.pop("seeds", None)
+        if top == "seeds" and isinstance(raw.get("grid"), dict):
+            raw["grid"].pop("seed", None)
+
+
+def _set(raw: dict, lines: dict, path: tuple, value: Any) -> None:
+    if path[0] not in TOP_KEYS:
+        raise SweepFileError(CMDLINE, None, dotted(path), "unknown key", TOP_KEYS)
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            raise SweepFileError(CMDLINE, None, dotted(path),
+                                 f"cannot set it: '{dotted(path[:i + 1])}' is not a mapping")
+    node[path[-1]] = value
+    _forget(lines, path)
+    lines[path] = None
+
+
+def _forget(lines: dict, path: tuple) -> None:
+    for known in [p for p in lines if p[: len(path)] == path]:
+        del lines[known]
+
+
+# ---------------------------------------------------------------- job, grid, points
+
+def check_axes(src: SourceMap, raw: dict) -> tuple[dict, dict[str, list], tuple[dict, ...]]:
+    """Return (job, grid with the seeds axis, points) checked for shape; SweepFileError if not."""
+    if "job" not in raw:
+        raise src.error((), "missing: the mapping that describes one job", key="job")
+    job = _check_job(src, raw["job"])
+    grid = _check_grid(src, raw.get("grid"), raw.get("seeds"))
+    points = _check_points(src, raw.get("points"))
+    for i, point in enumerate(points or ({},)):
+        swept = [(("grid", k), k) for k in grid] + [(("points", i, k), k) for k in point]
+        for n, (path, key) in enumerate(swept):
+            for _, other in swept[:n]:
+                if key == other or key.startswith(other + ".") or other.startswith(key + "."):
+                    raise src.error(path, f"overlaps the grid key '{other}'; sweep each key once")
+            _check_reachable(src, job, path, key)
+    return job, grid, points
+
+
+def _check_value(src: SourceMap, path: tuple, value: Any, job_keys: bool = False) -> None:
+    """Raise unless value is plain data (JSON): strings, numbers, booleans, null, lists, maps."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if job_keys and "." in key:
+                raise src.error(path + (key,), "a job key may not contain '.', which "
+                                "separates nested keys")
+            _check_value(src, path + (key,), item, job_keys)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value(src, path + (i,), item, job_keys)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise src.error(path, f"must be a finite number, got {value}")
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        raise src.error(path, f"a {type(value).__name__} is not allowed here; quote it")
+
+
+def _check_job(src: SourceMap, job: Any) -> dict:
+    if not isinstance(job, dict) or not job:
+        raise src.error(("job",), "must be a non-empty mapping: a built-in model's spec, "
+                        "or a `command` template with its values")
+    _check_value(src, ("job",), job, job_keys=True)
+    if "command" not in job:
+        return job
+    path = ("job", "command")
+    command = job["command"]
+    if isinstance(command, str):
+        try:  # split like a shell would, only to build the argv list: it never meets a shell
+            command = shlex.split(command)
+        except ValueError as exc:
+            raise src.error(path, f"cannot split the command: {exc}") from None
+    if not isinstance(command, list) or not command:
+        raise src.error(path, "must be a non-empty list of arguments (or one string)")
+    argv = []
+    for i, arg in enumerate(command):
+        if isinstance(arg, bool) or not isinstance(arg, (str, int, float)):
+            raise src.error(path + (i,), f"an argument is a string or a number, got {arg!r}")
+        arg = arg if isinstance(arg, str) else str(arg)
+        try:
+            template_pieces(arg)
+        except ValueError as exc:
+            raise src.error(path + (i,), str(exc)) from None
+        argv.append(arg)
+    return {**job, "command": argv}
+
+
+def _check_key(src: SourceMap, path: tuple, key: str) -> None:
+    if not _PLACEHOLDER.fullmatch(key):
+        raise src.error(path, "a key is a name or a dotted path like optimizer.lr")
+    if key == "command" or key.startswith("command."):
+        raise src.error(path, "the command template cannot be swept; sweep the values "
+                        "its placeholders use")
+
+
+def _check_grid(src: SourceMap, raw: Any, seeds: Any) -> dict[str, list]:
+    if raw is not None and not isinstance(raw, dict):
+        raise src.error(("grid",), "must be a mapping of KEY: [values, ...]")
+    grid = {}
+    for key, values in (raw or {}).items():
+        path = ("grid", key)
+        _check_key(src, path, key)
+        if not isinstance(values, list):
+            raise src.error(path, f"must be a list of values to sweep, e.g. [{values!r}]")
+        if not values:
+            raise src.error(path, "empty list: a grid axis needs at least one value")
+        _check_value(src, path, values)
+        grid[key] = values
+    if seeds is None:
+        return grid
+    if "seed" in grid:
+        raise src.error(("seeds",), "both `seeds` and `grid.seed` sweep the seed; keep one")
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        grid["seed"] = list(range(seeds))
+        return grid
+    if not isinstance(seeds, list) or not seeds or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise src.error(("seeds",), "must be a count N >= 1 (seeds 0..N-1) or a non-empty "
+                        f"list of integers >= 0, got {seeds!r}")
+    grid["seed"] = list(seeds)
+    return grid
+
+
+def _check_points(src: SourceMap, raw: Any) -> tuple[dict, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise src.error(("points",), "must be a non-empty list of mappings, one per variant")
+    for i, point in enumerate(raw):
+        if not isinstance(point, dict) or not point:
+            raise src.error(("points", i), "a point is a non-empty mapping of KEY: value")
+        for key, value in point.items():
+            _check_key(src, ("points", i, key), key)
+            _check_value(src, ("points", i, key), value)
+    return tuple(raw)
+
+
+def _check_reachable(src: SourceMap, job: dict, path: tuple, key: str) -> None:
+    """Raise when a swept key cannot be set: a command job must already have it."""
+    node: Any = job
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) and node is not None:
+            raise src.error(path, f"'job.{'.'.join(parts[:i])}' is not a mapping")
+        if "command" in job and key != "seed" and (node is None or part not in node):
+            raise src.error(path, "no such key in job: a command job's sweepable values "
+                            "are its own keys (add a default there)", key_paths(job))
+        node = node.get(part) if isinstance(node, dict) else None
+
+
+def key_paths(job: dict, prefix: str = "") -> list[str]:
+    """Return the dotted paths of every key in job except the command template."""
+    out = []
+    for key, value in job.items():
+        if not prefix and key == "command":
+            continue
+        out.append(prefix + key)
+        if isinstance(value, dict):
+            out.extend(key_paths(value, prefix + key + "."))
+    return out
+
+
+def template_pieces(arg: str) -> list[tuple[str, str | None, str]]:
+    """Return (literal, placeholder key or None, format spec) pieces of one argv template."""
+    pieces = []
+    for literal, key, spec, conversion in string.Formatter().parse(arg):
+        if key is not None and (conversion or not _PLACEHOLDER.fullmatch(key) or "{" in spec):
+            raise ValueError(f"placeholder {{{key}}} must name a key, like {{lr}} or "
+                             "{optimizer.lr} (write {{ and }} for literal braces)")
+        pieces.append((literal, key, spec or ""))
+    return pieces
+
+
+# ---------------------------------------------------------------- expansion
+
+def plan_jobs(sweep: Sweep) -> list[JobPlan]:
+    """Return one JobPlan per job, each validated; SweepFileError names the line at fault."""
+    axes = list(sweep.grid.items())
+    points = sweep.points or ({},)
+    template = [template_pieces(arg) for arg in sweep.job["command"]] if sweep.is_command else None
+    plans: list[JobPlan] = []
+    seen: dict[str, tuple] = {}
+    for combo in itertools.product(*(range(len(values)) for _, values in axes)):
+        chosen = {key: values[i] for (key, values), i in zip(axes, combo, strict=True)}
+        for p_index, point in enumerate(points):
+            params = {**chosen, **point}
+            origin = (combo, p_index if sweep.points else None)
+            job = _assign(sweep.job, params)
+            if template is None:
+                try:
+                    spec = validate_spec(job)
+                except SpecError as exc:
+                    raise _spec_error(sweep, exc, params, origin) from None
+                command = None
+            else:
+                spec = job
+                command = [_render(sweep, pieces, i, job) for i, pieces in enumerate(template)]
+            digest = hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+            plan = JobPlan(f"{slug(params)}-{digest[:8]}", params, spec, command)
+            if digest in seen:
+                raise _duplicate(sweep, seen[digest], plan, origin)
+            seen[digest] = (plan, origin)
+            plans.append(plan)
+    return plans
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _assign(job: dict, params: dict) -> dict:
+    """Return a copy of job with each dotted key of params set (missing mappings created)."""
+    out = _copy(job)
+    for key, value in params.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if node.get(part) is None:  # e.g. `repeat: null` (off) swept as repeat.max
+                node[part] = {}
+            node = node[part]
+        node[leaf] = _copy(value)
+    return out
+
+
+def _lookup(job: dict, key: str) -> Any:
+    node: Any = job
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _arg_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _render(sweep: Sweep, pieces: list, index: int, job: dict) -> str:
+    """Return one argv item with its placeholders filled from the job's values."""
+    out = []
+    for literal, key, spec in pieces:
+        out.append(literal)
+        if key is None:
+            continue
+        value = _lookup(job, key)
+        if value is None:
+            raise sweep.locations.error(
+                ("job", "command", index), f"placeholder {{{key}}} has no value: give "
+                f"job.{key} a value (grid and points may then sweep it)", key_paths(job))
+        try:
+            out.append(format(value, spec) if spec else _arg_text(value))
+        except (TypeError, ValueError) as exc:
+            raise sweep.locations.error(("job", "command", index),
+                                        f"cannot format {{{key}:{spec}}}: {exc}") from None
+    return "".join(out)
+
+
+def _spec_parts(key: str) -> tuple:
+    return tuple(int(p[1:-1]) if p.startswith("[") else p
+                 for p in re.findall(r"\[\d+\]|[^.\[\]]+", key or ""))
+
+
+def _unknown_key(parts: tuple) -> tuple[str, ...] | None:
+    """Return the keys allowed where parts leaves the spec schema, or None if it stays in."""
+    fields = SPEC_SCHEMA
+    for part in parts:
+        if isinstance(part, int):
+            return None
+        if part not in fields:
+            return tuple(fields)
+        if fields[part].kind != "section":
+            return None
+        fields = fields[part].fields
+    return None
+
+
+def _swept_origin(sweep: Sweep, params: dict, parts: tuple, origin: tuple) -> tuple:
+    """Return (sweep-file path, key shown) of the grid value or point that set spec key parts."""
+    combo, p_index = origin
+    for key in params:
+        swept = tuple(key.split("."))
+        n = min(len(swept), len(parts))
+        if parts and swept[:n] == parts[:n]:
+            shown = dotted(parts) if len(parts) >= len(swept) else key
+            if key in sweep.grid:
+                return ("grid", key, combo[list(sweep.grid).index(key)]), f"grid.{shown}"
+            return ("points", p_index, key), f"points[{p_index}].{shown}"
+    return ("job",) + parts, dotted(("job",) + parts)
+
+
+def _spec_error(sweep: Sweep, exc: SpecError, params: dict, origin: tuple) -> SweepFileError:
+    parts = _spec_parts(exc.key)
+    allowed = _unknown_key(parts)
+    message = exc.message if allowed is None else "not a key of the job spec"
+    path, shown = _swept_origin(sweep, params, parts, origin)
+    if params and path[0] == "job":
+        message += f" (in the job with {_params_text(params)})"
+    return sweep.locations.error(path, message, allowed or (), key=shown)
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k}={printable(_arg_text(v))}" for k, v in params.items())
+
+
+def _duplicate(sweep: Sweep, first: tuple, plan: JobPlan, origin: tuple) -> SweepFileError:
+    (first_plan, (first_combo, _)), (combo, p_index) = first, origin
+    path: tuple = ("points", p_index) if p_index is not None else ("grid",)
+    for key, a, b in zip(sweep.grid, first_combo, combo, strict=True):
+        if a != b:
+            path = ("grid", key, b)
+            break
+    return sweep.locations.error(
+        path, f"gives the same job as {_params_text(first_plan.params) or 'another'} "
+        f"(job {first_plan.job_id}): every job must differ", key=dotted(path[:2]))
+
+
+# ---------------------------------------------------------------- ids
+
+def canonical_json(spec: dict) -> str:
+    """Return the canonical JSON of a resolved job mapping: sorted keys, compact separators."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def slug(params: dict) -> str:
+    """Return the readable part of a job id: swept values, only [A-Za-z0-9._=-], <= 48 chars."""
+    keys = sorted(params, key=lambda k: (k == "seed", k))  # file order must not matter
+    parts = [re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{k.rsplit('.', 1)[-1]}={_slug_text(params[k])}")
+             for k in keys]
+    # Trim the longest parts first, so that every swept key (the seed too) keeps a piece.
+    width = max((len(p) for p in parts), default=0)
+    while width > 1 and sum(min(len(p), width) for p in parts) + len(parts) - 1 > SLUG_MAX:
+        width -= 1
+    text = "_".join(p[:width].rstrip("-") for p in parts).strip("._=-")
+    return text[:SLUG_MAX].rstrip("._=-") or "job"
+
+
+def _slug_text(value: Any) -> str:
+    if isinstance(value, dict):  # {layer: fc2, min: 1} -> fc2-1: the table shows the keys
+        return "-".join(_slug_text(v) for v in value.values())
+    if isinstance(value, list):
+        return "-".join(_slug_text(v) for v in value)
+    return _arg_text(value)
+
+
+def job_id_for(spec: dict, params: dict) -> str:
+    """Return the stable id `<slug>-<hash8>` of a job from its resolved spec and swept values."""
+    return f"{slug(params)}-{hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:8]}"
+
+
+def make_sweep_id(name: str, now: datetime | float | None = None) -> str:
+    """Return the sweep id: the name made path-safe, "-", local time as YYYYmmdd-HHMMSS."""
+    if not isinstance(now, datetime):
+        now = datetime.fromtimestamp(time.time() if now is None else now)
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("._-")[:40].rstrip("._-") or "sweep"
+    return f"{clean}-{now:%Y%m%d-%H%M%S}"
+
+
+# ---------------------------------------------------------------- what gets shown and written
+
+def resolved_yaml(sweep: Sweep) -> str:
+    """Return the resolved sweep file: defaults filled, overrides applied, seeds in the grid."""
+    data = {
+        "name": sweep.name, "executor": sweep.executor, "job": sweep.job, "grid": sweep.grid,
+        "points": [dict(p) for p in sweep.points],
+        "resources": _plain(dataclasses.asdict(sweep.resources)),
+        "slurm": _plain(dataclasses.asdict(sweep.slurm)),
+        "max_retries": sweep.max_retries, "timeout_min": sweep.timeout_min,
+    }
+    if not sweep.points:
+        del data["points"]
+    header = f"# resolved from {printable(sweep.source_path)}"
+    if sweep.overrides:
+        header += " with " + printable(shlex.join(sweep.overrides))
+    return header + "\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _cell(value: Any, width: int = 40) -> str:
+    text = printable(_arg_text(value))
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def render_plan(sweep: Sweep, plans: Sequence[JobPlan]) -> str:
+    """Return the --dry-run table (id, swept values, seed, GPUs, CPUs) and a summary line."""
+    res = sweep.resources
+    keys = list(dict.fromkeys(k for p in plans for k in p.params if k != "seed"))
+    gpus = gpus_needed(res)
+    gpu_text = f"1/{res.jobs_per_gpu}" if gpus and res.jobs_per_gpu > 1 else str(gpus)
+    header = ["JOB ID", *(k.upper() for k in keys), "SEED", "GPUS", "CPUS"]
+    rows = []
+    for p in plans:
+        row = [p.job_id, *(_cell(p.params[k]) if k in p.params else "-" for k in keys),
+               _cell(p.spec.get("seed", "-")), gpu_text, str(res.cpus_per_job)]
+        if p.command is not None:
+            row.append(_cell(shlex.join(p.command), 80))
+        rows.append(row)
+    if sweep.is_command:
+        header.append("COMMAND")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]
+    return "\n".join(lines + [_summary(sweep, len(plans), gpu_text)]) + "\n"
+
+
+def _summary(sweep: Sweep, count: int, gpu_text: str) -> str:
+    res = sweep.resources
+    axes = " x ".join(f"{k} ({len(v)})" for k, v in sweep.grid.items())
+    if sweep.points:
+        axes = f"{axes} x {len(sweep.points)} points" if axes else f"{len(sweep.points)} points"
+    device = {"auto": "on GPUs, or on the CPU where the machine has none",
+              "cpu": "on the CPU", "gpu": "on GPUs only"}[res.device]
+    if gpus_needed(res) == 0:
+        device = "on the CPU"
+    return (f"{count} job{'s' if count != 1 else ''} from {axes or 'the job alone'}; "
+            f"executor {sweep.executor}; GPUs per job: {gpu_text}, {device}; "
+            f"CPUs per job: {res.cpus_per_job} of a budget of {res.cpu_budget} "
+            f"(at most {res.cpu_budget // res.cpus_per_job} at once); dry run: nothing "
+            "written, nothing started")

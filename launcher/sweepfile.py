@@ -1,0 +1,411 @@
+"""Sweep files: YAML read with a line per key, command-line overrides, validation to dataclasses.
+
+`load_sweep` is the one way in. Every problem becomes a `SweepFileError` that names the file,
+the line, the dotted key and what is allowed. Structure is checked here; each job's values
+are checked by `launcher.plan.plan_jobs` (through `jobs.spec` for built-in models).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from launcher.cpus import default_cpu_budget
+from launcher.errors import UserError
+
+CMDLINE = "<command line>"
+# Far above any hand-written file (a 10,000-entry points list is ~100,000 nodes); it stops
+# alias bombs ("billion laughs") before they eat the machine.
+MAX_NODES = 250_000
+
+
+class SweepFileError(UserError):
+    """A bad sweep file or override: names the file, the line, the key and what is allowed."""
+
+    def __init__(self, file: str, line: int | None, key: str, message: str,
+                 allowed: Sequence[Any] = ()) -> None:
+        self.file, self.line, self.key = file, line, key
+        self.message, self.allowed = message, tuple(allowed)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.key:
+            text += f": key '{printable(self.key)}'"
+        text += f": {self.message}"
+        if self.allowed:
+            text += f" (allowed: {', '.join(printable(str(a)) for a in self.allowed)})"
+        return text
+
+
+def printable(text: str) -> str:
+    """Return `text` with control characters escaped, so a value cannot break a line."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def dotted(path: Sequence[Any]) -> str:
+    """Return a key path as users write it: `grid.optimizer.lr[1]`, `points[0].model`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@dataclass(frozen=True)
+class SourceMap:
+    """Where each key path came from: a line of `file`, or None for the command line."""
+
+    file: str
+    lines: Mapping[tuple, int | None]
+    # The `seeds:` shorthand becomes the grid axis `seed`; errors should still point at `seeds`.
+    aliases: Mapping[tuple, tuple] = field(default_factory=dict)
+
+    def locate(self, path: tuple) -> tuple[str, int | None]:
+        """Return (file label, line) for a key path, walking up to the nearest known key."""
+        for prefix, target in self.aliases.items():
+            if path[: len(prefix)] == prefix:
+                path = target + path[len(prefix):]
+        while True:
+            if path in self.lines:
+                line = self.lines[path]
+                return (self.file, line) if line is not None else (CMDLINE, None)
+            if not path:
+                return self.file, 1
+            path = path[:-1]
+
+    def error(self, path: tuple, message: str, allowed: Sequence[Any] = (),
+              key: str | None = None) -> SweepFileError:
+        """Return the error for `path` (raise it); `key` overrides the displayed key."""
+        file, line = self.locate(tuple(path))
+        return SweepFileError(file, line, dotted(path) if key is None else key, message, allowed)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job needs and how the machine is shared (see configs/cifar.yaml)."""
+
+    cpu_budget: int
+    gpus_per_job: int = 1
+    jobs_per_gpu: int = 1
+    cpus_per_job: int = 2
+    gpu_memory_mib: int | None = None
+    include_gpus: tuple[int | str, ...] | None = None
+    exclude_gpus: tuple[int | str, ...] = ()
+    leave_free: int = 0
+    prefer: str = "most_free_memory"
+    max_memory_used_mib: int | None = None
+    max_utilization_percent: float | None = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """The `slurm:` section: what each array task asks Slurm for."""
+
+    gpus_per_node: int
+    cpus_per_task: int
+    partition: str | None = None
+    time_min: int = 60
+    mem_gb: float | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int | None = None
+    sbatch_lines: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep file. `grid` includes the `seeds` axis as `seed`. Do not mutate."""
+
+    name: str
+    executor: str
+    job: dict[str, Any]
+    grid: dict[str, list[Any]]
+    points: tuple[dict[str, Any], ...]
+    resources: Resources
+    slurm: SlurmConfig
+    max_retries: int
+    timeout_min: float | None
+    source_path: str
+    source_text: str
+    overrides: tuple[str, ...] = ()
+    locations: SourceMap = field(default=SourceMap("", {}), compare=False, repr=False)
+
+    @property
+    def is_command(self) -> bool:
+        """Return True for a command-template job, False for a built-in model."""
+        return "command" in self.job
+
+
+class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):
+    """Safe YAML, plus YAML 1.2 floats without a dot (`1e-3`), which YAML 1.1 reads as text."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int | None], str]:
+    """Return (data, line of every key path, text) of a YAML file; SweepFileError on any fault."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise SweepFileError(file, None, "", f"cannot read it: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SweepFileError(file, line, "", "not UTF-8 text") from None
+    data, lines = parse_yaml(text, file)
+    return data, lines, text
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple, int | None]]:
+    """Return (data, line of every key path) of YAML text, rejecting duplicate keys."""
+    loader = _Loader(text)
+    lines: dict[tuple, int | None] = {(): 1}
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else _Builder(loader, SourceMap(file, lines)).build(node, ())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise SweepFileError(file, mark.line + 1 if mark else None, "",
+                             f"YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:  # the reader's errors (control characters) carry a position
+        position = getattr(exc, "position", None)
+        line = text[:position].count("\n") + 1 if isinstance(position, int) else None
+        raise SweepFileError(file, line, "", f"YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+class _Builder:
+    """Turns a composed YAML node tree into Python values, recording each key's line."""
+
+    def __init__(self, loader: Any, src: SourceMap) -> None:
+        self.loader, self.src, self.nodes, self.active = loader, src, 0, set()
+
+    def build(self, node: Any, path: tuple) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES or id(node) in self.active:
+            why = "recursive YAML alias" if id(node) in self.active else (
+                f"the file expands to over {MAX_NODES} YAML values (aliases?)")
+            raise SweepFileError(self.src.file, node.start_mark.line + 1, dotted(path[:1]), why)
+        if isinstance(node, yaml.ScalarNode):
+            return self.loader.construct_object(node)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                out = []
+                for i, item in enumerate(node.value):
+                    self.src.lines[path + (i,)] = item.start_mark.line + 1
+                    out.append(self.build(item, path + (i,)))
+                return out
+            return self.build_mapping(node, path)
+        finally:
+            self.active.discard(id(node))
+
+    def build_mapping(self, node: Any, path: tuple) -> dict:
+        out: dict = {}
+        merges = []
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merges.append(value_node)
+                continue
+            line = key_node.start_mark.line + 1
+            key = self.loader.construct_object(key_node) if isinstance(
+                key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                raise SweepFileError(self.src.file, line, dotted(path) or "(top level)",
+                                     f"keys must be strings, got {key!r}; quote it")
+            if key in out:
+                first = self.src.lines[path + (key,)]
+                raise SweepFileError(self.src.file, line, dotted(path + (key,)),
+                                     f"duplicate key (first at line {first})")
+            self.src.lines[path + (key,)] = line
+            out[key] = self.build(value_node, path + (key,))
+        for merge in merges:  # `<<: *base`: explicit keys win, as in YAML's merge key spec
+            sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    raise self.src.error(path, "`<<` must merge a mapping")
+                for key, value in self.build_mapping(source, path + ("<<",)).items():
+                    out.setdefault(key, value)
+        return out
+
+
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
+    """Return the validated Sweep of a sweep file with overrides applied; writes nothing."""
+    # plan imports this module at import time; importing it at call time keeps them acyclic.
+    from launcher import plan
+
+    raw, lines, text = read_yaml(path)
+    src = SourceMap(str(path), lines)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise src.error((), "a sweep file is a mapping of keys", TOP_KEYS, key="(top level)")
+    plan.apply_overrides(raw, lines, overrides)
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise src.error((key,), "unknown key", TOP_KEYS)
+    if "seeds" in raw:
+        src = SourceMap(str(path), lines, {("grid", "seed"): ("seeds",)})
+    job, grid, points = plan.check_axes(src, raw)
+    resources = _check_resources(src, raw.get("resources"))
+    return Sweep(
+        name=_check(src, ("name",), raw.get("name", Path(path).stem), _name),
+        executor=_check(src, ("executor",), raw.get("executor", "local"),
+                        _one_of("local", "slurm")),
+        job=job, grid=grid, points=points, resources=resources,
+        slurm=_check_slurm(src, raw.get("slurm"), resources),
+        max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0), _int(0)),
+        timeout_min=_check(src, ("timeout_min",), raw.get("timeout_min"), _optional(_number(0))),
+        source_path=str(path), source_text=text, overrides=tuple(overrides), locations=src,
+    )
+
+
+# Value rules: each returns an error message (and the allowed values) or None when fine.
+def _int(minimum: int) -> Any:
+    def rule(value: Any) -> tuple[str, tuple] | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {value!r}", ()
+        return (f"must be >= {minimum}, got {value}", ()) if value < minimum else None
+    return rule
+
+
+def _number(above: float, at_most: float = math.inf) -> Any:
+    def rule(value: Any) -> tuple[str, tuple] | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a number, got {value!r}", ()
+        if not (above < value <= at_most):
+            limit = "" if at_most == math.inf else f" and <= {at_most:g}"
+            return f"must be > {above:g}{limit}, got {value}", ()
+        return None
+    return rule
+
+
+def _one_of(*choices: str) -> Any:
+    def rule(value: Any) -> tuple[str, tuple] | None:
+        ok = isinstance(value, str) and value in choices
+        return None if ok else (f"{value!r} is not one of the choices", choices)
+    return rule
+
+
+def _optional(rule: Any) -> Any:
+    return lambda value: None if value is None else rule(value)
+
+
+def _name(value: Any) -> tuple[str, tuple] | None:
+    ok = isinstance(value, str) and value.strip()
+    return None if ok else (f"must be a non-empty string, got {value!r}", ())
+
+
+def _token(value: Any) -> tuple[str, tuple] | None:
+    # Slurm values end up in `#SBATCH --key=value` lines: whitespace could smuggle in more.
+    if isinstance(value, str) and value and re.fullmatch(r"[^\s\x00-\x1f\x7f]+", value):
+        return None
+    return f"must be a non-empty string without spaces or control characters, got {value!r}", ()
+
+
+def _gpu_list(value: Any) -> tuple[str, tuple] | None:
+    items = value if isinstance(value, list) else [None]
+    for item in items:
+        if not (isinstance(item, str) and item) and _int(0)(item) is not None:
+            return f"must be a list of GPU indices or UUIDs, got {value!r}", ()
+    return None
+
+
+def _lines(prefix: str) -> Any:
+    def rule(value: Any) -> tuple[str, tuple] | None:
+        for item in value if isinstance(value, list) else [None]:
+            if not isinstance(item, str) or not item.startswith(prefix) or "\n" in item or (
+                    "\r" in item or "\x00" in item):
+                want = "one-line strings" + (f" starting with {prefix!r}" if prefix else "")
+                return f"must be a list of {want}, got {item!r}", ()
+        return None
+    return rule
+
+
+def _check(src: SourceMap, path: tuple, value: Any, rule: Any) -> Any:
+    problem = rule(value)
+    if problem:
+        raise src.error(path, *problem)
+    return tuple(value) if isinstance(value, list) else value
+
+
+RESOURCE_RULES = {
+    "gpus_per_job": _int(0), "jobs_per_gpu": _int(1), "cpu_budget": _int(1),
+    "cpus_per_job": _int(1), "gpu_memory_mib": _optional(_int(1)),
+    "include_gpus": _optional(_gpu_list), "exclude_gpus": _gpu_list, "leave_free": _int(0),
+    "prefer": _one_of("most_free_memory", "lowest_index"),
+    "max_memory_used_mib": _optional(_int(0)),
+    "max_utilization_percent": _optional(_number(-1e-9, 100)),
+    "device": _one_of("auto", "cpu", "gpu"),
+}
+SLURM_RULES = {
+    "partition": _optional(_token), "time_min": _int(1), "gpus_per_node": _int(0),
+    "cpus_per_task": _int(1), "mem_gb": _optional(_number(0)), "account": _optional(_token),
+    "qos": _optional(_token), "constraint": _optional(_token),
+    "array_parallelism": _optional(_int(1)), "sbatch_lines": _lines("#SBATCH "),
+    "setup": _lines(""),
+}
+TOP_KEYS = ("name", "executor", "job", "grid", "points", "seeds", "resources", "max_retries",
+            "timeout_min", "slurm")
+
+
+def _section(src: SourceMap, name: str, raw: Any, rules: dict, defaults: dict) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise src.error((name,), "must be a mapping", tuple(rules))
+    values = dict(defaults)
+    for key, value in raw.items():
+        if key not in rules:
+            raise src.error((name, key), "unknown key", tuple(rules))
+        values[key] = _check(src, (name, key), value, rules[key])
+    return values
+
+
+def _check_resources(src: SourceMap, raw: Any) -> Resources:
+    budget = raw.get("cpu_budget") if isinstance(raw, dict) else None
+    budget = budget if isinstance(budget, int) and budget > 0 else default_cpu_budget()
+    # Two CPUs per job unless the budget is smaller: a 2-core laptop still runs the demo.
+    values = _section(src, "resources", raw, RESOURCE_RULES,
+                      {"cpu_budget": budget, "cpus_per_job": min(2, budget)})
+    res = Resources(**values)
+    if res.cpus_per_job > res.cpu_budget:
+        raise src.error(("resources", "cpus_per_job"), f"{res.cpus_per_job} CPUs per job can "
+                        f"never start within cpu_budget {res.cpu_budget}")
+    if res.jobs_per_gpu > 1 and res.gpus_per_job != 1:
+        raise src.error(("resources", "jobs_per_gpu"), "sharing a GPU between jobs needs "
+                        f"gpus_per_job: 1, got {res.gpus_per_job}")
+    if res.device == "gpu" and res.gpus_per_job == 0:
+        raise src.error(("resources", "device"), "device: gpu needs gpus_per_job >= 1")
+    return res
+
+
+def gpus_needed(resources: Resources) -> int:
+    """Return the GPUs one job holds: 0 for CPU jobs (`gpus_per_job: 0` or `device: cpu`)."""
+    return 0 if resources.device == "cpu" else resources.gpus_per_job
+
+
+def _check_slurm(src: SourceMap, raw: Any, res: Resources) -> SlurmConfig:
+    defaults = {"gpus_per_node": gpus_needed(res), "cpus_per_task": res.cpus_per_job}
+    return SlurmConfig(**_section(src, "slurm", raw, SLURM_RULES, defaults))
