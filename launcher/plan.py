@@ -466,7 +466,8 @@ def make_sweep_id(name: str, now: datetime | float | None = None) -> str:
     """Return the sweep id: the name made path-safe, "-", local time as YYYYmmdd-HHMMSS."""
     if not isinstance(now, datetime):
         now = datetime.fromtimestamp(time.time() if now is None else now)
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("._-")[:40].rstrip("._-") or "sweep"
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    clean = re.sub(r"--+", "-", clean).strip("._-")[:40].rstrip("._-") or "sweep"
     return f"{clean}-{now:%Y%m%d-%H%M%S}"
 
 

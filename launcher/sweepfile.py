@@ -183,7 +183,10 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple, int | None]]:
         data = None if node is None else _Builder(loader, SourceMap(file, lines)).build(node, ())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        context = exc.context or ""
+        if context and exc.context_mark and exc.context_mark.line != mark.line:
+            context += f" (from line {exc.context_mark.line + 1})"
+        problem = " ".join(str(p) for p in (context, exc.problem) if p)
         raise SweepFileError(file, mark.line + 1 if mark else None, "",
                              f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:  # the reader's errors (control characters) carry a position
