@@ -1,0 +1,297 @@
+"""Leases: an exclusive flock on a slot file, held for a job's whole life.
+
+Slot files live in one directory shared by every user ($LAUNCH_LOCK_DIR, default
+/tmp/launch-leases, mode 1777): `gpu.<uuid>.<slot>` for GPUs, `cpu.<n>` for the CPU
+budget (launcher/cpus.py). The kernel drops a flock when the last descriptor of its open
+file goes away, so a holder killed by any means frees its slot at once and nothing ever
+goes stale. The files are never unlinked: a lock on an unlinked file would protect nothing
+against someone who opens a fresh file of the same name.
+
+Who holds what is read from /proc/locks rather than by trying the lock: a probing reader
+would hold the lock for an instant, and a user acquiring at that instant would be turned
+away from a free slot.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.errors import UserError
+
+DEFAULT_LOCK_DIR = "/tmp/launch-leases"
+_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class LeaseError(UserError):
+    """The lease directory or a slot file is unsafe to use (symlink, wrong owner, mode)."""
+
+
+def lock_dir(create: bool = True) -> Path:
+    """Return the lease directory ($LAUNCH_LOCK_DIR), made safe and mode 1777 when create."""
+    path = Path(os.environ.get("LAUNCH_LOCK_DIR") or DEFAULT_LOCK_DIR)
+    if create:
+        ensure_lock_dir(path)
+    return path
+
+
+def ensure_lock_dir(path: Path) -> None:
+    """Create the shared lease directory (mode 1777 whatever the umask) or check it is safe."""
+    try:
+        os.mkdir(path, 0o1777)
+        os.chmod(path, 0o1777)  # mkdir's mode went through the umask; chmod does not
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise LeaseError(f"lease directory {path} is not a plain directory; refusing to use it")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode == 0o1777:
+        return
+    if st.st_uid == os.getuid():
+        os.chmod(path, 0o1777)  # ours: repair it so other users can take leases too
+        return
+    # Without the sticky bit anyone could rename a held slot file away and break exclusion.
+    if mode & 0o002 or st.st_uid != 0:
+        raise LeaseError(f"lease directory {path} has mode {mode:o} and belongs to uid "
+                         f"{st.st_uid}; it must be mode 1777 (set LAUNCH_LOCK_DIR elsewhere)")
+
+
+@dataclass
+class Lease:
+    """A held slot: the open descriptor whose flock is the lease."""
+
+    fd: int
+    path: Path
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Return what the slot is for: the GPU UUID, or the file name (e.g. "cpu.3")."""
+        return self.meta.get("uuid") or self.path.name
+
+    @property
+    def slot(self) -> int | None:
+        """Return the slot number of a GPU lease, None for other slot files."""
+        return self.meta.get("slot")
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        """Replace the JSON that status shows for this slot (e.g. with the job's pid)."""
+        self.meta = dict(meta)
+        data = json.dumps(self.meta, sort_keys=True).encode() + b"\n"
+        try:
+            # Write first, then cut: a reader sees old or new text, never an empty file.
+            os.pwrite(self.fd, data, 0)
+            os.ftruncate(self.fd, len(data))
+        except OSError as exc:
+            if exc.errno not in (errno.EBADF, errno.EACCES, errno.EPERM):
+                raise  # EBADF: opened read-only (not our file); the lock still holds
+
+    def release(self) -> None:
+        """End the lease for every process sharing this descriptor, and close it."""
+        if self.fd < 0:
+            return
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.close()
+
+    def close(self) -> None:
+        """Close our copy only: a child given the fd (pass_fds) keeps holding the lease."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _open_slot(path: Path) -> int:
+    try:
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            try:
+                # O_EXCL: with fs.protected_regular, O_CREAT on another user's file in a
+                # sticky directory fails, so create only when nobody has yet.
+                fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666)
+                os.fchmod(fd, 0o666)  # other users write their metadata into it later
+            except FileExistsError:
+                fd = os.open(path, _OPEN_FLAGS)
+        except PermissionError:
+            fd = os.open(path, (_OPEN_FLAGS & ~os.O_RDWR) | os.O_RDONLY)  # flock needs no write
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LeaseError(f"lease file {path} is a symbolic link; refusing to use it") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)  # a hard link could make us overwrite someone's file with metadata
+        raise LeaseError(f"lease file {path} is not a plain file with one link; refusing it")
+    return fd
+
+
+def try_lock_slot(path: Path, meta: Mapping[str, Any]) -> Lease | None:
+    """Return a Lease on the slot file, or None at once if someone holds it.
+
+    The descriptor is close-on-exec; hand it to a child with subprocess's pass_fds.
+    """
+    fd = _open_slot(Path(path))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    lease = Lease(fd, Path(path))
+    lease.write_meta(meta)
+    return lease
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """Whether a slot file is held now, and what its holder wrote into it."""
+
+    path: Path
+    held: bool
+    meta: Mapping[str, Any]
+
+
+def _flock_inodes() -> set[int] | None:
+    """Return the inode numbers that carry an flock now, or None without /proc/locks."""
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    held = set()
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 5095 fe:00:2146482 0 EOF"; "1: -> FLOCK ..." is a waiter
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK":
+            held.add(int(parts[5].rsplit(":", 1)[1]))
+    # Inode numbers only: on overlayfs the device in /proc/locks is the lower filesystem's.
+    return held
+
+
+def _probe(path: Path) -> bool:
+    """Return whether a slot is held by trying a shared lock (where /proc/locks is missing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return {}
+    try:
+        meta = json.loads(os.read(fd, 65536) or b"{}")
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}  # mid-write, or not ours: status shows the holder as unknown
+    finally:
+        os.close(fd)
+
+
+def read_slots(paths: Iterable[Path]) -> list[SlotState]:
+    """Return, for each slot file, whether it is held now and its holder's metadata.
+
+    Missing files and symlinks count as free. Nothing here takes a lock.
+    """
+    inodes = _flock_inodes()
+    out = []
+    for path in map(Path, paths):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            out.append(SlotState(path, False, {}))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            out.append(SlotState(path, False, {}))
+            continue
+        held = st.st_ino in inodes if inodes is not None else _probe(path)
+        out.append(SlotState(path, held, _read_meta(path) if held else {}))
+    return out
+
+
+# -- GPU leases ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GpuLease:
+    """A held GPU slot as status and the free-GPU policy see it."""
+
+    uuid: str
+    slot: int
+    user: str
+    host: str
+    pid: int | None
+    sweep: str | None
+    job: str | None
+    start: float | None
+
+
+def gpu_slot_path(directory: Path, uuid: str, slot: int) -> Path:
+    """Return the slot file of one GPU (or MIG) UUID."""
+    # Old MIG UUIDs look like "MIG-GPU-<uuid>/1/0"; a slash cannot go in a file name.
+    return Path(directory) / f"gpu.{uuid.replace('/', '_')}.{slot}"
+
+
+def parse_gpu_slot(name: str) -> tuple[str, int]:
+    """Return (uuid as in the file name, slot) of a `gpu.<uuid>.<slot>` file name."""
+    body, _, slot = name.removeprefix("gpu.").rpartition(".")
+    return body, int(slot)
+
+
+def read_gpu_leases(directory: Path | None = None) -> tuple[GpuLease, ...]:
+    """Return every GPU lease held now in the lease directory."""
+    directory = Path(directory) if directory else lock_dir(create=False)
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith("gpu."))
+    except OSError:
+        return ()
+    out = []
+    for state in read_slots(directory / n for n in names):
+        if not state.held:
+            continue
+        try:
+            uuid, slot = parse_gpu_slot(state.path.name)
+        except ValueError:
+            continue  # not one of our slot names
+        m = state.meta
+        out.append(GpuLease(uuid=m.get("uuid", uuid), slot=slot, user=m.get("user", "?"),
+                            host=m.get("host", "?"), pid=m.get("pid"), sweep=m.get("sweep"),
+                            job=m.get("job"), start=m.get("start")))
+    return tuple(out)
+
+
+def acquire_gpus(uuids: Sequence[str], count: int, slots_per_gpu: int, meta: Mapping[str, Any],
+                 directory: Path | None = None) -> list[Lease] | None:
+    """Return leases on `count` of the given UUIDs, tried in order, or None (all or nothing).
+
+    Each lease's metadata gets its "uuid" and "slot" added.
+    """
+    directory = Path(directory) if directory else lock_dir()
+    held: list[Lease] = []
+    for uuid in uuids:
+        for slot in range(slots_per_gpu):
+            lease = try_lock_slot(gpu_slot_path(directory, uuid, slot),
+                                  {**meta, "uuid": uuid, "slot": slot})
+            if lease is not None:
+                held.append(lease)
+                break
+        if len(held) == count:
+            return held
+    for lease in held:
+        lease.release()
+    return None
