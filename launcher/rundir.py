@@ -224,13 +224,9 @@ def supervisor_alive(sweep_path: Path) -> bool | None:
         return None
     if info.get("host") != socket.gethostname():
         return None
-    import psutil
+    from launcher import procs
 
-    try:
-        proc = psutil.Process(info["pid"])
-        return abs(proc.create_time() - info.get("create_time", 0)) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
-        return False
+    return procs.same_process(info.get("pid", 0), info.get("create_time"))
 
 
 @dataclass(frozen=True)

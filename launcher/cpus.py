@@ -1,0 +1,97 @@
+"""The machine-wide CPU budget: every job this tool starts draws its CPUs from one pool.
+
+The pool is a set of token files `cpu.<n>` in the lease directory, held with flock exactly
+like GPU leases, so two users' sweeps share one budget without a daemon, and a job killed
+by any means gives its tokens back. A sweep draws only from tokens 0..cpu_budget-1, so the
+machine never has more CPUs in use by this tool than the largest budget any sweep declared.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher import leases
+
+
+def usable_cpus() -> int:
+    """Return how many CPUs this process may run on (affinity, cgroup cpusets included)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_cpu_budget() -> int:
+    """Return the default budget: half the machine's usable CPUs, at least one."""
+    return max(1, usable_cpus() // 2)
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    """How a job's CPUs are split between DataLoader workers and intra-op threads."""
+
+    cpus: int
+    num_workers: int
+    num_threads: int
+
+    def env(self) -> dict[str, str]:
+        """Return the job environment variables for this share (DESIGN.md: Job environment)."""
+        threads = str(self.num_threads)
+        return {
+            "LAUNCH_NUM_WORKERS": str(self.num_workers),
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+        }
+
+
+def cpu_share(cpus: int, on_gpu: bool, spec: dict) -> CpuShare:
+    """Return the split of a job's CPUs; workers + threads == cpus, always.
+
+    On a GPU the main process mostly waits for the device, so all CPUs but one feed the
+    DataLoader. On the CPU the model's math is the work, so threads get every CPU unless the
+    spec asks for workers. A `device` loader needs no workers at all.
+    """
+    assert cpus >= 1, cpus
+    asked = spec.get("num_workers")
+    if spec.get("loader") == "device":
+        workers = 0
+    elif isinstance(asked, int) and asked >= 0:
+        workers = min(asked, cpus - 1)
+    else:
+        workers = cpus - 1 if on_gpu else 0
+    return CpuShare(cpus=cpus, num_workers=workers, num_threads=cpus - workers)
+
+
+def token_path(lock_dir: Path, n: int) -> Path:
+    """Return the path of CPU token n."""
+    return lock_dir / f"cpu.{n}"
+
+
+def acquire_cpus(
+    count: int, budget: int, meta: dict, lock_dir: Path | None = None
+) -> list[leases.Lease] | None:
+    """Return `count` held CPU tokens out of the first `budget`, or None if too few are free.
+
+    All or nothing: a job never sits on part of its CPUs while waiting for the rest.
+    """
+    assert 1 <= count <= budget, (count, budget)
+    lock_dir = lock_dir or leases.lock_dir()
+    held: list[leases.Lease] = []
+    for n in range(budget):
+        lease = leases.try_lock_slot(token_path(lock_dir, n), meta)
+        if lease is not None:
+            held.append(lease)
+            if len(held) == count:
+                return held
+    for lease in held:
+        lease.release()
+    return None
+
+
+def cpus_in_use(budget: int, lock_dir: Path | None = None) -> int:
+    """Return how many of the first `budget` CPU tokens are held now (by anyone)."""
+    lock_dir = lock_dir or leases.lock_dir()
+    held = leases.read_slots([token_path(lock_dir, n) for n in range(budget)])
+    return sum(1 for slot in held if slot.held)

@@ -1,0 +1,69 @@
+"""Following a running sweep in the terminal, without owning it.
+
+The follower only reads the run directory: Ctrl-C, a closed laptop or a dropped SSH
+connection end the following and nothing else.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from launcher import rundir
+
+REFRESH_S = 1.0
+
+
+def follow_sweep(sweep_id: str, refresh_s: float = REFRESH_S) -> int:
+    """Show the sweep until it ends; return 0 if every job finished, 1 otherwise.
+
+    On a terminal the table is redrawn in place; elsewhere (a pipe, a log file) each job's
+    state changes are printed once, as lines.
+    """
+    from launcher import status
+
+    tty = sys.stdout.isatty()
+    seen: dict[str, str] = {}
+    try:
+        while True:
+            view = rundir.load_sweep_view(sweep_id)
+            if tty:
+                text = "\n".join(status.render_sweeps([view], None, one_sweep=True))
+                sys.stdout.write("\x1b[H\x1b[J" + text + "\n(Ctrl-C stops following; "
+                                 "the sweep keeps running)\n")
+                sys.stdout.flush()
+            else:
+                print_changes(view, seen)
+            ended = all(j.state in rundir.ENDED_STATES for j in view.jobs)
+            if ended or view.supervisor == "dead":
+                return summarize(view)
+            time.sleep(refresh_s)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; {sweep_id} keeps running. Look again with "
+              f"`launch status {sweep_id}` or `launch logs {sweep_id} -f`.", file=sys.stderr)
+        return 0
+
+
+def print_changes(view: rundir.SweepView, seen: dict[str, str]) -> None:
+    """Print one line per job whose state changed since the last call."""
+    for job in view.jobs:
+        if seen.get(job.job_id) != job.state:
+            seen[job.job_id] = job.state
+            where = f" on GPU {','.join(map(str, job.gpu_indices))}" if job.gpu_indices else ""
+            print(f"{time.strftime('%H:%M:%S')} {job.job_id} {job.state}{where}", flush=True)
+
+
+def summarize(view: rundir.SweepView) -> int:
+    """Print how the sweep ended and what to do next; return the exit status."""
+    counts = view.counts()
+    text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    if view.supervisor == "dead" and any(j.state not in rundir.ENDED_STATES for j in view.jobs):
+        print(f"the supervisor of {view.sweep_id} died ({text}); "
+              f"continue with `launch sweep --resume {view.sweep_id}`", file=sys.stderr)
+        return 1
+    print(f"sweep {view.sweep_id} ended: {text}", file=sys.stderr)
+    if counts.get("finished", 0) == len(view.jobs):
+        print(f"results: launch results {view.sweep_id}", file=sys.stderr)
+        return 0
+    print(f"rerun the others: launch sweep --resume {view.sweep_id}", file=sys.stderr)
+    return 1

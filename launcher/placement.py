@@ -1,0 +1,175 @@
+"""Where the next job runs: GPUs that NVML says are free and whose lease we win, plus CPUs.
+
+The supervisor asks `Placer.grant(job_id, spec)` for each queued job and gets back either a
+Grant (held leases and the job's environment) or the reason the job must wait.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from launcher import cpus, gpus, leases, nvml
+from launcher.errors import UserError
+from launcher.rundir import current_user
+
+SNAPSHOT_MAX_AGE_S = 2.0
+UTILIZATION_SAMPLES = 3  # utilisation must be low in this many NVML looks in a row
+
+
+def gpu_policy(resources: Mapping[str, Any]) -> gpus.GpuPolicy:
+    """Return the free-GPU policy that a sweep's `resources` section asks for."""
+    include = resources.get("include_gpus")
+    util = resources.get("max_utilization_percent")
+    return gpus.GpuPolicy(
+        include=tuple(str(g) for g in include) if include else (),
+        exclude=tuple(str(g) for g in resources.get("exclude_gpus") or ()),
+        leave_free=int(resources.get("leave_free") or 0),
+        jobs_per_gpu=int(resources.get("jobs_per_gpu") or 1),
+        job_memory_mib=resources.get("gpu_memory_mib"),
+        max_memory_used_mib=resources.get("max_memory_used_mib"),
+        max_utilization_percent=10 if util is None else util,
+        prefer_most_free_memory=resources.get("prefer", "most_free_memory") == "most_free_memory",
+    )
+
+
+def gpus_wanted(resources: Mapping[str, Any]) -> int:
+    """Return how many GPUs each job asks for (0 when the sweep runs on the CPU)."""
+    if resources.get("device") == "cpu":
+        return 0
+    return int(resources.get("gpus_per_job", 1))
+
+
+def check_devices(resources: Any) -> str | None:
+    """Return a note when jobs will run on the CPU for want of GPUs; raise if they cannot."""
+    res = resources if isinstance(resources, Mapping) else vars(resources)
+    want = gpus_wanted(res)
+    if want == 0:
+        return None
+    try:
+        count = len(nvml.query().gpus)
+        problem = None if count else f"no GPUs on {socket.gethostname()}"
+    except nvml.NvmlUnavailable as err:
+        count, problem = 0, str(err)
+    if problem is None:
+        if want > count:
+            raise UserError(f"resources.gpus_per_job is {want}, but this machine has {count} GPUs")
+        return None
+    if res.get("device") == "gpu":
+        raise UserError(f"{problem}; this sweep needs GPUs (resources.device: gpu). "
+                        "Set resources.device: auto to run on the CPU instead")
+    return f"{problem}: jobs run on the CPU, as the CPU budget allows"
+
+
+@dataclass
+class Grant:
+    """Leases held for one job, and the environment that tells the job what it got."""
+
+    gpu_leases: list[leases.Lease]
+    cpu_leases: list[leases.Lease]
+    gpu_indices: tuple[int, ...]
+    share: cpus.CpuShare
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def holds(self) -> list[leases.Lease]:
+        return self.gpu_leases + self.cpu_leases
+
+    def fds(self) -> tuple[int, ...]:
+        """Return the lease descriptors the job inherits, so the job holds its own leases."""
+        return tuple(lease.fd for lease in self.holds)
+
+    def record(self) -> dict[str, Any]:
+        """Return what state.json records of the grant."""
+        return {
+            "gpus": [lease.key for lease in self.gpu_leases],
+            "gpu_indices": list(self.gpu_indices),
+            "cpus": self.share.cpus,
+            "num_workers": self.share.num_workers,
+            "num_threads": self.share.num_threads,
+        }
+
+    def describe(self) -> str:
+        where = "on the CPU"
+        if self.gpu_indices:
+            where = "on GPU " + ",".join(map(str, self.gpu_indices))
+        return f"{where}, {self.share.cpus} CPUs"
+
+    def handed_to(self, pid: int) -> None:
+        """Name the job's pid in the lease files, then close our copies: the job holds them."""
+        for lease in self.holds:
+            lease.write_meta({**lease.meta, "pid": pid})
+            lease.close()
+
+    def release(self) -> None:
+        for lease in self.holds:
+            lease.release()
+
+
+class Placer:
+    """Grants GPUs and CPUs to one sweep's jobs, looking at NVML at most every few seconds."""
+
+    def __init__(self, sweep_id: str, resources: Mapping[str, Any]):
+        self.sweep_id = sweep_id
+        self.resources = resources
+        self.policy = gpu_policy(resources)
+        self.user = current_user()
+        self.host = socket.gethostname()
+        self.cpu_budget = int(resources.get("cpu_budget") or cpus.default_cpu_budget())
+        self.cpus_per_job = min(int(resources.get("cpus_per_job") or 1), self.cpu_budget)
+        self.want = gpus_wanted(resources)
+        self.lock_dir = leases.lock_dir()
+        self.snapshots: list[nvml.Snapshot] = []
+        self.looked_at = 0.0
+        if self.want and check_devices(resources):
+            self.want = 0  # no driver and device: auto -> run on the CPU
+
+    def refresh(self) -> None:
+        """Forget the cached NVML look, so the next grant looks again (a job just ended)."""
+        self.looked_at = 0.0
+
+    def snapshot(self) -> nvml.Snapshot:
+        now = time.monotonic()
+        if not self.snapshots or now - self.looked_at > SNAPSHOT_MAX_AGE_S:
+            self.snapshots = [nvml.query(), *self.snapshots][:UTILIZATION_SAMPLES]
+            self.looked_at = now
+        return self.snapshots[0]
+
+    def meta(self, job_id: str) -> dict[str, Any]:
+        return {"user": self.user, "host": self.host, "pid": os.getpid(),
+                "sweep": self.sweep_id, "job": job_id, "start": time.time()}
+
+    def grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
+        """Return the leases and environment for a job, or the reason it has to wait."""
+        meta = self.meta(job_id)
+        gpu_leases: list[leases.Lease] = []
+        indices: tuple[int, ...] = ()
+        if self.want:
+            snap = self.snapshot()
+            choice = gpus.pick_gpus(snap, leases.read_gpu_leases(self.lock_dir), self.policy,
+                                    self.user, self.want, earlier=self.snapshots[1:])
+            if not choice.ok:
+                return choice.reason()
+            got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu, meta,
+                                      self.lock_dir)
+            if got is None:
+                self.refresh()
+                return f"need {self.want} GPUs: the free ones were just leased by others"
+            gpu_leases = got
+            by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
+            indices = tuple(by_uuid[lease.key] for lease in got)
+        cpu_leases = cpus.acquire_cpus(self.cpus_per_job, self.cpu_budget, meta, self.lock_dir)
+        if cpu_leases is None:
+            for lease in gpu_leases:
+                lease.release()
+            used = cpus.cpus_in_use(self.cpu_budget, self.lock_dir)
+            return (f"CPU budget spent: {used} of {self.cpu_budget} CPUs in use, "
+                    f"a job needs {self.cpus_per_job}")
+        share = cpus.cpu_share(self.cpus_per_job, bool(gpu_leases), spec)
+        uuids = [lease.key for lease in gpu_leases]
+        env = {**gpus.job_env(uuids), **share.env()}
+        return Grant(gpu_leases, cpu_leases, indices, share, env)

@@ -1,0 +1,309 @@
+"""The local executor: one detached process per sweep that queues, places and watches jobs.
+
+`python -m launcher.supervisor SWEEP_DIR` runs until every job of the sweep has ended. It
+takes GPU leases and CPU tokens for a job, starts the job in its own process group with the
+lease files' descriptors passed down (so the job, not the supervisor, holds them: a killed
+supervisor leaves running jobs their GPUs), and wakes on a job's end through a pidfd, not a
+polling tick. Everything it knows lives in the run directory, so a new supervisor started by
+`launch sweep --resume` takes over where a dead one stopped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher import placement, procs, rundir
+from launcher.rundir import atomic_write_json, read_json
+
+EXIT_REQUEUE = 75  # the job wrote its checkpoint after SIGTERM/SIGUSR2 (jobs/__main__.py)
+KILL_GRACE_S = 10.0
+POLL_S = 2.0  # how often to look at NVML again while a job waits for a GPU
+LOG_TAIL_LINES = 20
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Running:
+    """A job this supervisor started and watches."""
+
+    job_id: str
+    pid: int
+    pidfd: int
+    state: dict
+    proc: subprocess.Popen
+    deadline: float | None = None
+    term_sent: float | None = None
+
+
+def log(msg: str) -> None:
+    """Write one timestamped line to the supervisor log (our stdout)."""
+    print(time.strftime("%H:%M:%S ") + msg, flush=True)
+
+
+def lock_supervisor(path: Path) -> int | None:
+    """Return a descriptor holding the sweep's supervisor lock, or None if another holds it."""
+    fd = os.open(path / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def cancel_requested(path: Path, job_id: str) -> bool:
+    """Return whether `launch cancel` asked for this job (or the whole sweep) to stop."""
+    return (path / "cancel").exists() or (path / "jobs" / job_id / "cancel").exists()
+
+
+def log_tail(job_path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """Return the last lines of a job's stdout.log."""
+    try:
+        with open(job_path / "stdout.log", "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_leftover(st: dict) -> None:
+    """Stop a job that outlived its supervisor (it was told to die with it, and is dying)."""
+    pid = st.get("pid")
+    if not pid or st.get("host") != socket.gethostname():
+        return
+    if procs.same_process(pid, st.get("pid_create_time")):
+        procs.signal_group(st.get("pgid", pid), signal.SIGTERM)
+        deadline = time.time() + KILL_GRACE_S
+        while procs.same_process(pid, st.get("pid_create_time")) and time.time() < deadline:
+            time.sleep(0.05)
+        procs.signal_group(st.get("pgid", pid), signal.SIGKILL)
+
+
+def die_with_parent() -> None:
+    """In the job's child process: ask the kernel for SIGTERM when the supervisor dies.
+
+    A job must not outlive its supervisor: nobody would record how it ended. It gets the
+    SIGTERM a preemption would give, writes its checkpoint, and `--resume` continues it.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def job_argv(spec: dict, spec_path: Path, out: Path) -> list[str]:
+    """Return the argv of a job: its own command, or the built-in training job."""
+    if "command" in spec:
+        return [str(a) for a in spec["command"]]
+    return [sys.executable, "-m", "jobs", str(spec_path), "--out", str(out)]
+
+
+class Supervisor:
+    """The queue, the running jobs, and the loop that moves jobs from one to the other."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.info = read_json(path / "sweep.json")
+        self.sweep_id = self.info["sweep_id"]
+        self.resources = self.info.get("resources", {})
+        self.max_retries = int(self.info.get("max_retries", 0))
+        timeout_min = self.info.get("timeout_min")
+        self.timeout_s = None if timeout_min is None else float(timeout_min) * 60
+        self.cwd = self.info.get("cwd") or str(path)
+        self.placer = placement.Placer(self.sweep_id, self.resources)
+        self.selector = selectors.DefaultSelector()
+        self.running: dict[int, Running] = {}  # by pidfd
+        self.queue: deque[str] = deque()
+        self.attempts: dict[str, int] = {}
+        self.waiting_reason: str | None = None
+
+    # -- state ------------------------------------------------------------------------------
+    def state(self, job_id: str) -> dict:
+        return rundir.read_job_state(self.sweep_id, job_id, self.path.parent)
+
+    def write(self, job_id: str, state: dict) -> None:
+        rundir.write_job_state(self.sweep_id, job_id, state, self.path.parent)
+
+    def load_queue(self) -> None:
+        """Queue every job that has not ended; stop what a dead supervisor left behind."""
+        for job in self.info["jobs"]:
+            job_id = job["id"]
+            st = self.state(job_id)
+            if st["state"] in rundir.ENDED_STATES:
+                continue
+            if st["state"] == "running":
+                stop_leftover(st)
+            result = read_json(self.path / "jobs" / job_id / "result.json") or {}
+            if result.get("status") == "finished":
+                # It ended while no supervisor watched; its own result says how.
+                self.end(job_id, st, "finished", reason="finished while unsupervised")
+                continue
+            self.queue.append(job_id)
+
+    def watch(self, run: Running) -> None:
+        self.running[run.pidfd] = run
+        self.selector.register(run.pidfd, selectors.EVENT_READ)
+        if self.timeout_s is not None:
+            run.deadline = (run.state.get("started") or time.time()) + self.timeout_s
+
+    # -- starting ---------------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Start queued jobs, in order, while resources last."""
+        while self.queue:
+            job_id = self.queue[0]
+            if cancel_requested(self.path, job_id):
+                self.queue.popleft()
+                self.end(job_id, self.state(job_id), "cancelled", reason="cancelled before start")
+                continue
+            spec = read_json(self.path / "jobs" / job_id / "spec.json")
+            grant = self.placer.grant(job_id, spec)
+            if isinstance(grant, str):
+                self.note_waiting(job_id, grant)
+                return
+            self.queue.popleft()
+            self.start(job_id, spec, grant)
+
+    def note_waiting(self, job_id: str, reason: str) -> None:
+        if reason != self.waiting_reason:
+            self.waiting_reason = reason
+            st = self.state(job_id)
+            self.write(job_id, {**st, "state": "waiting", "reason": reason})
+            log(f"waiting: {reason}")
+
+    def start(self, job_id: str, spec: dict, grant: placement.Grant) -> None:
+        job_path = self.path / "jobs" / job_id
+        prev = self.state(job_id)
+        env = {
+            **os.environ,
+            **grant.env,
+            "LAUNCH_SWEEP_ID": self.sweep_id,
+            "LAUNCH_JOB_ID": job_id,
+            "LAUNCH_JOB_DIR": str(job_path),
+        }
+        argv = job_argv(spec, job_path / "spec.json", job_path)
+        with open(job_path / "stdout.log", "ab") as out:
+            try:
+                proc = subprocess.Popen(
+                    argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, start_new_session=True, pass_fds=grant.fds(),
+                    preexec_fn=die_with_parent,
+                )
+            except OSError as err:
+                grant.release()
+                self.end(job_id, prev, "failed", reason=f"could not start {argv[0]!r}: {err}")
+                return
+        self.waiting_reason = None
+        self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
+        st = {
+            "state": "running",
+            "attempt": self.attempts[job_id],
+            "runs": prev.get("runs", 0) + 1,
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "pid_create_time": procs.create_time(proc.pid),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            **grant.record(),
+        }
+        self.write(job_id, st)
+        grant.handed_to(proc.pid)
+        run = Running(job_id, proc.pid, os.pidfd_open(proc.pid), st, proc)
+        self.watch(run)
+        log(f"start {job_id} {grant.describe()} (attempt {st['attempt']}, pid {proc.pid})")
+
+    # -- ending -----------------------------------------------------------------------------
+    def reap(self, run: Running) -> None:
+        """Record a job's end and decide whether it runs again."""
+        self.selector.unregister(run.pidfd)
+        os.close(run.pidfd)
+        del self.running[run.pidfd]
+        self.placer.refresh()
+        code, sig = self.exit_status(run)
+        job_path = self.path / "jobs" / run.job_id
+        if code == 0:
+            state = "finished"
+        else:
+            state = "failed"
+        if state != "finished" and cancel_requested(self.path, run.job_id):
+            state = "cancelled"
+        elif state != "finished" and run.term_sent and run.deadline and time.time() >= run.deadline:
+            state = "timeout"
+        extra = {"exit_code": code, "signal": sig}
+        if state == "failed":
+            extra["log_tail"] = log_tail(job_path)
+        retry = state == "failed" and self.attempts.get(run.job_id, 1) <= self.max_retries
+        how = f"exit {code}" if sig is None else f"signal {sig}"
+        log(f"{state} {run.job_id} ({how})" + (", will retry" if retry else ""))
+        if retry or (code == EXIT_REQUEUE and state == "failed"):
+            self.write(run.job_id, {**run.state, "state": "pending", "ended": time.time(),
+                                    "reason": f"retry after {how}", **extra})
+            self.queue.append(run.job_id)
+        else:
+            self.end(run.job_id, run.state, state, **extra)
+
+    def exit_status(self, run: Running) -> tuple[int | None, int | None]:
+        code = run.proc.wait()
+        return (None, -code) if code < 0 else (code, None)
+
+    def end(self, job_id: str, prev: dict, state: str, **extra) -> None:
+        self.write(job_id, {**prev, "state": state, "ended": time.time(), **extra})
+
+    def enforce(self, now: float) -> None:
+        """Stop jobs past their timeout or cancelled: SIGTERM, then SIGKILL after a grace."""
+        for run in self.running.values():
+            overdue = run.deadline is not None and now >= run.deadline
+            if run.term_sent is None and (overdue or cancel_requested(self.path, run.job_id)):
+                procs.signal_group(run.pid, signal.SIGTERM)
+                run.term_sent = now
+                log(f"SIGTERM {run.job_id}: " + ("timeout" if overdue else "cancelled"))
+            elif run.term_sent is not None and now - run.term_sent > KILL_GRACE_S:
+                procs.signal_group(run.pid, signal.SIGKILL)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        self.load_queue()
+        log(f"sweep {self.sweep_id}: {len(self.queue)} jobs to run")
+        while self.queue or self.running:
+            self.dispatch()
+            # A job's end wakes us at once (pidfd); the timeout only paces NVML re-checks,
+            # cancel requests and timeouts.
+            for key, _ in self.selector.select(POLL_S / 2):
+                self.reap(self.running[key.fd])
+            self.enforce(time.time())
+        counts: dict[str, int] = {}
+        for job in self.info["jobs"]:
+            s = self.state(job["id"])["state"]
+            counts[s] = counts.get(s, 0) + 1
+        log("sweep ended: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Supervise one sweep until all its jobs end; exit 3 if another supervisor has it."""
+    argv = sys.argv[1:] if argv is None else argv
+    path = Path(argv[0]).absolute()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session may go; we stay
+    lock_fd = lock_supervisor(path)
+    if lock_fd is None:
+        log("another supervisor runs this sweep; leaving it alone")
+        return 3
+    atomic_write_json(path / "supervisor.json", {
+        "pid": os.getpid(), "pgid": os.getpgrp(), "host": socket.gethostname(),
+        "started": time.time(), "create_time": procs.create_time(os.getpid()),
+    })
+    return Supervisor(path).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

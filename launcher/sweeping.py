@@ -1,0 +1,228 @@
+"""The sweep commands: start, resume and cancel a sweep, and hand it to Slurm.
+
+The supervisor (supervisor.py) does the running; this module plans, writes the run
+directory, starts the supervisor detached from the terminal, and follows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from launcher import procs, rundir
+from launcher.errors import UserError
+
+SUPERVISOR_START_S = 10.0
+
+
+def load_plan(file: str, overrides: list[str]):
+    """Return the loaded sweep and its planned jobs."""
+    from launcher import plan, sweepfile
+
+    sweep = sweepfile.load_sweep(file, overrides)
+    return sweep, plan.plan_jobs(sweep)
+
+
+def job_files(plans) -> list[tuple[str, dict, dict]]:
+    """Return (job id, swept values, spec.json content) per job; commands go in resolved."""
+    out = []
+    for p in plans:
+        spec = dict(p.spec)
+        if p.command is not None:
+            spec["command"] = list(p.command)
+        out.append((p.job_id, dict(p.params), spec))
+    return out
+
+
+def create_run_dir(sweep, plans, executor: str) -> Path:
+    """Return the new sweep folder, with the plan and every job's spec written."""
+    from launcher import plan
+
+    sweep_id = plan.make_sweep_id(sweep.name, time.time())
+    meta = {
+        "name": sweep.name,
+        "executor": executor,
+        "grid_keys": sorted({k for p in plans for k in p.params}),
+        "resources": dataclasses.asdict(sweep.resources),
+        "slurm": dataclasses.asdict(sweep.slurm),
+        "max_retries": sweep.max_retries,
+        "timeout_min": sweep.timeout_min,
+        "cwd": os.getcwd(),
+        "source": str(Path(sweep.source_path).absolute()) if sweep.source_path else None,
+    }
+    return rundir.create_sweep(sweep_id, plan.resolved_yaml(sweep), meta, job_files(plans))
+
+
+def start_sweep(
+    file: str, overrides: list[str], executor: str | None, dry_run: bool, detach: bool
+) -> int:
+    """Plan a sweep and run it: print the plan, submit to Slurm, or supervise it here."""
+    from launcher import placement, plan
+
+    sweep, plans = load_plan(file, overrides)
+    executor = executor or sweep.executor
+    if dry_run:
+        print(plan.render_plan(sweep, plans))
+        return 0
+    if executor == "slurm":
+        from launcher import slurm
+
+        path = create_run_dir(sweep, plans, "slurm")
+        job_ids = slurm.submit_sweep(sweep, plans, path)
+        print(path.name)
+        print(f"submitted {len(plans)} jobs as Slurm job {', '.join(job_ids)}; "
+              f"`launch status {path.name}` shows them", file=sys.stderr)
+        return 0
+    note = placement.check_devices(sweep.resources)
+    if note:
+        print(f"launch: {note}", file=sys.stderr)
+    path = create_run_dir(sweep, plans, "local")
+    spawn_supervisor(path)
+    return after_start(path.name, len(plans), detach)
+
+
+def after_start(sweep_id: str, njobs: int, detach: bool) -> int:
+    """Print the sweep id and return, or follow the sweep until it ends."""
+    if detach:
+        print(sweep_id)
+        print(f"started {njobs} jobs; `launch status {sweep_id}` shows them, "
+              f"`launch logs {sweep_id} -f` follows", file=sys.stderr)
+        return 0
+    from launcher import follow
+
+    return follow.follow_sweep(sweep_id)
+
+
+def spawn_supervisor(path: Path) -> None:
+    """Start the sweep's supervisor in its own session, detached from this terminal."""
+    info_path = path / "supervisor.json"
+    before = rundir.read_json(info_path)
+    with open(path / "supervisor.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launcher.supervisor", str(path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True,
+        )
+    deadline = time.time() + SUPERVISOR_START_S
+    while time.time() < deadline:
+        info = rundir.read_json(info_path)
+        if info and info != before and info.get("pid") == proc.pid:
+            return
+        if proc.poll() is not None:
+            tail = (path / "supervisor.log").read_text()[-2000:]
+            raise UserError(f"the supervisor of {path.name} exited at once:\n{tail}")
+        time.sleep(0.02)
+    raise UserError(f"the supervisor of {path.name} did not start; see {path}/supervisor.log")
+
+
+RESUMABLE = ("failed", "cancelled", "timeout", "waiting", "preempted")
+
+
+def resume_sweep(target: str, detach: bool) -> int:
+    """Rerun what failed, was cancelled or never ran; finished jobs are never run again."""
+    sweep_id = rundir.resolve_sweep_id(target)
+    path = rundir.sweep_dir(sweep_id)
+    info = rundir.read_sweep_info(sweep_id)
+    if info.get("executor") == "slurm":
+        from launcher import slurm
+
+        return slurm.resume_sweep(path)
+    if rundir.supervisor_alive(path):
+        pid = rundir.read_json(path / "supervisor.json")["pid"]
+        raise UserError(f"sweep {sweep_id} is running (supervisor pid {pid}); nothing to resume")
+    clear_cancel_markers(path, [j["id"] for j in info["jobs"]])
+    todo = 0
+    for job in info["jobs"]:
+        st = rundir.read_job_state(sweep_id, job["id"])
+        if st["state"] in RESUMABLE:
+            rundir.write_job_state(sweep_id, job["id"], {**st, "state": "pending", "reason": None})
+        if st["state"] != "finished":
+            todo += 1
+    if not todo:
+        print(f"nothing to resume: all {len(info['jobs'])} jobs of {sweep_id} finished")
+        return 0
+    spawn_supervisor(path)
+    return after_start(sweep_id, todo, detach)
+
+
+def clear_cancel_markers(path: Path, job_ids: list[str]) -> None:
+    """Remove the cancel requests of a sweep and its jobs, so that they may run again."""
+    for marker in [path / "cancel", *(path / "jobs" / j / "cancel" for j in job_ids)]:
+        try:
+            marker.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def cancel(target: str, grace_s: float) -> int:
+    """Cancel a sweep or one job: SIGTERM to its process group, SIGKILL after grace_s."""
+    sweep_id, only = rundir.split_target(target)
+    path = rundir.sweep_dir(sweep_id)
+    info = rundir.read_sweep_info(sweep_id)
+    job_ids = [only] if only else [j["id"] for j in info["jobs"]]
+    if info.get("executor") == "slurm":
+        from launcher import slurm
+
+        return slurm.cancel(path, job_ids if only else None)
+    marker = path / "jobs" / only / "cancel" if only else path / "cancel"
+    marker.write_text(f"{time.time()}\n")
+    running = {}
+    for job_id in job_ids:
+        st = rundir.read_job_state(sweep_id, job_id)
+        if st["state"] == "running" and procs.same_process(st.get("pid", 0),
+                                                             st.get("pid_create_time")):
+            running[job_id] = st
+            procs.signal_group(st["pgid"], signal.SIGTERM)
+    stop_groups(running, grace_s)
+    supervised = rundir.supervisor_alive(path)
+    if supervised:
+        wait_for_ended(sweep_id, list(running), grace_s + 5)
+    cancelled = 0
+    for job_id in job_ids:
+        st = rundir.read_job_state(sweep_id, job_id)
+        if st["state"] not in rundir.ENDED_STATES and not supervised:
+            rundir.write_job_state(sweep_id, job_id, {**st, "state": "cancelled",
+                                                      "ended": time.time()})
+        cancelled += st["state"] != "finished"
+    what = f"job {only}" if only else f"{cancelled} unfinished jobs"
+    print(f"cancelled {what} of {sweep_id} ({len(running)} were running)")
+    return 0
+
+
+def stop_groups(running: dict[str, dict], grace_s: float) -> None:
+    """Wait up to grace_s for signalled jobs to exit, then SIGKILL their process groups."""
+    deadline = time.time() + grace_s
+    alive = dict(running)
+    while alive and time.time() < deadline:
+        alive = {j: st for j, st in alive.items()
+                 if procs.same_process(st["pid"], st.get("pid_create_time"))}
+        time.sleep(0.05)
+    for st in alive.values():
+        procs.signal_group(st["pgid"], signal.SIGKILL)
+
+
+def wait_for_ended(sweep_id: str, job_ids: list[str], timeout_s: float) -> None:
+    """Wait until the supervisor has recorded the end of each job, at most timeout_s."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        states = [rundir.read_job_state(sweep_id, j)["state"] for j in job_ids]
+        if all(s in rundir.ENDED_STATES or s == "pending" for s in states):
+            return
+        time.sleep(0.05)
+
+
+def write_sbatch_script(file: str, overrides: list[str], output: str) -> int:
+    """Write a standalone Slurm array script and the run directory it fills."""
+    from launcher import sbatch
+
+    sweep, plans = load_plan(file, overrides)
+    path = create_run_dir(sweep, plans, "slurm")
+    text = sbatch.write_sbatch(sweep, plans, path)
+    Path(output).write_text(text)
+    print(f"wrote {output} for sweep {path.name} ({len(plans)} jobs); submit: sbatch {output}")
+    return 0
