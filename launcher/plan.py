@@ -51,6 +51,8 @@ class JobPlan:
     params: dict[str, Any]
     spec: dict[str, Any]
     command: list[str] | None
+    # The canonical JSON of spec that the id's hash is over: write it instead of re-encoding.
+    spec_json: str = dataclasses.field(default="", repr=False, compare=False)
 
 
 # ---------------------------------------------------------------- overrides (KEY=VALUE)
@@ -284,33 +286,42 @@ def template_pieces(arg: str) -> list[tuple[str, str | None, str]]:
 
 def plan_jobs(sweep: Sweep) -> list[JobPlan]:
     """Return one JobPlan per job, each validated; SweepFileError names the line at fault."""
-    axes = list(sweep.grid.items())
+    # Slug pieces are made once per grid value and per point, not once per job.
+    axes = [(key, values, [_slug_piece(key, v) for v in values])
+            for key, values in sweep.grid.items()]
     points = sweep.points or ({},)
+    point_pieces = [{k: _slug_piece(k, v) for k, v in point.items()} for point in points]
     template = [template_pieces(arg) for arg in sweep.job["command"]] if sweep.is_command else None
     plans: list[JobPlan] = []
     seen: dict[str, tuple] = {}
-    for combo in itertools.product(*(range(len(values)) for _, values in axes)):
-        chosen = {key: values[i] for (key, values), i in zip(axes, combo, strict=True)}
+    for combo in itertools.product(*(range(len(values)) for _, values, _ in axes)):
+        chosen = {key: values[i] for (key, values, _), i in zip(axes, combo, strict=True)}
+        pieces = {key: ps[i] for (key, _, ps), i in zip(axes, combo, strict=True)}
         for p_index, point in enumerate(points):
             params = {**chosen, **point}
             origin = (combo, p_index if sweep.points else None)
-            job = _assign(sweep.job, params)
-            if template is None:
-                try:
-                    spec = validate_spec(job)
-                except SpecError as exc:
-                    raise _spec_error(sweep, exc, params, origin) from None
-                command = None
-            else:
-                spec = job
-                command = [_render(sweep, pieces, i, job) for i, pieces in enumerate(template)]
-            digest = hashlib.sha256(canonical_json(spec).encode()).hexdigest()
-            plan = JobPlan(f"{slug(params)}-{digest[:8]}", params, spec, command)
+            spec, command = _resolve(sweep, params, template, origin)
+            spec_json = canonical_json(spec)
+            digest = hashlib.sha256(spec_json.encode()).hexdigest()
+            job_slug = _fit_slug({**pieces, **point_pieces[p_index]})
+            plan = JobPlan(f"{job_slug}-{digest[:8]}", params, spec, command, spec_json)
             if digest in seen:
                 raise _duplicate(sweep, seen[digest], plan, origin)
             seen[digest] = (plan, origin)
             plans.append(plan)
     return plans
+
+
+def _resolve(sweep: Sweep, params: dict, template: list | None,
+             origin: tuple) -> tuple[dict, list[str] | None]:
+    """Return (resolved spec, argv or None) of the job that sets params."""
+    if template is None:
+        try:  # validate_spec returns new containers, so the job may share the sweep's values
+            return validate_spec(_assign(sweep.job, params, deep=False)), None
+        except SpecError as exc:
+            raise _spec_error(sweep, exc, params, origin) from None
+    job = _assign(sweep.job, params, deep=True)  # the spec itself: shares nothing
+    return job, [_render(sweep, pieces, i, job) for i, pieces in enumerate(template)]
 
 
 def _copy(value: Any) -> Any:
@@ -321,17 +332,17 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _assign(job: dict, params: dict) -> dict:
-    """Return a copy of job with each dotted key of params set (missing mappings created)."""
-    out = _copy(job)
+def _assign(job: dict, params: dict, deep: bool) -> dict:
+    """Return job with each dotted key of params set; mappings on the way are copied."""
+    out = _copy(job) if deep else dict(job)
     for key, value in params.items():
         node = out
         *parents, leaf = key.split(".")
         for part in parents:
-            if node.get(part) is None:  # e.g. `repeat: null` (off) swept as repeat.max
-                node[part] = {}
+            child = node.get(part)  # None: e.g. `repeat: null` (off) swept as repeat.max
+            node[part] = {} if child is None else (child if deep else dict(child))
             node = node[part]
-        node[leaf] = _copy(value)
+        node[leaf] = _copy(value) if deep else value
     return out
 
 
@@ -438,9 +449,18 @@ def canonical_json(spec: dict) -> str:
 
 def slug(params: dict) -> str:
     """Return the readable part of a job id: swept values, only [A-Za-z0-9._=-], <= 48 chars."""
-    keys = sorted(params, key=lambda k: (k == "seed", k))  # file order must not matter
-    parts = [re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{k.rsplit('.', 1)[-1]}={_slug_text(params[k])}")
-             for k in keys]
+    return _fit_slug({k: _slug_piece(k, v) for k, v in params.items()})
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def _slug_piece(key: str, value: Any) -> str:
+    return _UNSAFE.sub("-", f"{key.rsplit('.', 1)[-1]}={_slug_text(value)}")
+
+
+def _fit_slug(pieces: dict[str, str]) -> str:
+    parts = [pieces[k] for k in sorted(pieces, key=lambda k: (k == "seed", k))]  # any order
     # Trim the longest parts first, so that every swept key (the seed too) keeps a piece.
     width = max((len(p) for p in parts), default=0)
     while width > 1 and sum(min(len(p), width) for p in parts) + len(parts) - 1 > SLUG_MAX:
