@@ -20,7 +20,7 @@ import json
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +64,18 @@ def ensure_lock_dir(path: Path) -> None:
                          f"{st.st_uid}; it must be mode 1777 (set LAUNCH_LOCK_DIR elsewhere)")
 
 
-@dataclass
 class Lease:
-    """A held slot: the open descriptor whose flock is the lease."""
+    """A held slot: the open descriptor whose flock is the lease (a handle, not a value)."""
 
-    fd: int
-    path: Path
-    meta: dict = field(default_factory=dict)
+    __slots__ = ("fd", "path", "meta")
+
+    def __init__(self, fd: int, path: Path, meta: Mapping[str, Any] | None = None):
+        self.fd = fd
+        self.path = path
+        self.meta = dict(meta or {})
+
+    def __repr__(self) -> str:
+        return f"Lease(fd={self.fd}, path={str(self.path)!r}, meta={self.meta!r})"
 
     @property
     def key(self) -> str:

@@ -219,7 +219,9 @@ def _device(read: _Reader, index: int) -> dict[str, Any]:
         "pci_bus_id": read.field(lambda: _text(lib.nvmlDeviceGetPciInfo(handle).busId)),
     }
     dev.update(_memory(read, handle))
-    dev["utilization"] = read.field(lambda: _utilization(lib.nvmlDeviceGetUtilizationRates(handle)))
+    util = read.field(lambda: lib.nvmlDeviceGetUtilizationRates(handle))
+    dev["utilization"] = util if isinstance(util, _Failed) else \
+        {"gpu": util.gpu, "memory": util.memory}
     dev["temperature_c"] = read.field(lambda: lib.nvmlDeviceGetTemperature(handle, 0))
     dev["fan_percent"] = read.field(lambda: lib.nvmlDeviceGetFanSpeed(handle))
     dev["power_mw"] = read.field(lambda: lib.nvmlDeviceGetPowerUsage(handle))
@@ -233,17 +235,16 @@ def _device(read: _Reader, index: int) -> dict[str, Any]:
     return dev
 
 
-def _utilization(u: Any) -> dict[str, int]:
-    return {"gpu": u.gpu, "memory": u.memory}
+def _skeleton(host: str, init_error: str | None = None) -> dict[str, Any]:
+    return {"format": FORMAT, "host": host, "driver_version": None, "cuda_driver_version": None,
+            "init_error": init_error, "devices": [], "processes": {}}
 
 
 def capture_with(lib: Any, process_info: Callable[[int], dict], host: str) -> dict[str, Any]:
     """Return the snapshot dict (DESIGN.md format) read from `lib` and `process_info`."""
     global _initialized
     read = _Reader(lib)
-    snap: dict[str, Any] = {"format": FORMAT, "host": host, "driver_version": None,
-                            "cuda_driver_version": None, "init_error": None, "devices": [],
-                            "processes": {}}
+    snap = _skeleton(host)
     real = lib is pynvml_module()
     if not (real and _initialized):  # the real library is initialised once per process
         init = read.field(lib.nvmlInit)
@@ -297,10 +298,8 @@ def capture_raw() -> dict[str, Any]:
         return capture_with(fake, fake.process_info, fake.host)
     try:
         lib = pynvml_module()
-    except ImportError:
-        return {"format": FORMAT, "host": socket.gethostname(), "driver_version": None,
-                "cuda_driver_version": None, "init_error": "LibraryNotFound",
-                "devices": [], "processes": {}}
+    except ImportError:  # a broken install reads like a machine without NVML
+        return _skeleton(socket.gethostname(), "LibraryNotFound")
     return capture_with(lib, psutil_process_info, socket.gethostname())
 
 
