@@ -20,7 +20,7 @@ from launcher.rundir import ENDED_STATES, JobView, SweepView
 
 EXIT_NO_NVML = 3
 MIB = 1024 * 1024
-PENDING_SHOWN = 5  # pending jobs listed per sweep; the rest are counted
+SHOWN_PER_STATE = {"finished": 10, "pending": 5}  # per sweep; the newest finished, next pending
 ENDED_SWEEPS_SHOWN = 3
 SWEEPS_READ = 20  # newest sweeps read from the run directory
 _STATE_ORDER = ("running", "waiting", "pending", "preempted", "finished", "failed", "cancelled",
@@ -53,10 +53,14 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def _held_on(uuids: Sequence[str | None], leases: Sequence[GpuLease]) -> list[GpuLease]:
+    # A lease without metadata knows its UUID only from the file name, "/" made "_".
+    names = {u for u in uuids if u} | {u.replace("/", "_") for u in uuids if u}
+    return [lease for lease in leases if lease.uuid in names]
+
+
 def _leases_on(gpu: Gpu, leases: Sequence[GpuLease]) -> list[GpuLease]:
-    uuids = {gpu.uuid, *(m.uuid for m in gpu.mig_devices)} - {None}
-    safe = {u.replace("/", "_") for u in uuids}
-    return [lease for lease in leases if lease.uuid in uuids or lease.uuid in safe]
+    return _held_on([gpu.uuid, *(m.uuid for m in gpu.mig_devices)], leases)
 
 
 def _lease_text(held: Sequence[GpuLease]) -> str:
@@ -88,7 +92,7 @@ def _gpu_line(gpu: Gpu, name_w: int, leases: Sequence[GpuLease]) -> list[str]:
                      f"{_mib(m.memory_used_bytes):>5} / {_mib(m.memory_total_bytes):>5} MiB"]
         if m.processes:
             mig_parts.append(_procs_text(m.processes))
-        held = [h for h in leases if h.uuid == m.uuid]
+        held = _held_on([m.uuid], leases)
         if held:
             mig_parts.append("lease " + _lease_text(held))
         lines.append(" | ".join(mig_parts))
@@ -122,21 +126,23 @@ def _job_gpu(job: JobView, labels: dict[str, str]) -> str:
 
 def _short(text: str, width: int) -> str:
     # Job ids end in a hash that tells them apart; cut from the middle, keep the end.
-    if len(text) <= width or width < 2:
-        return text[:max(width, 0)] if width < 2 else text
+    if len(text) <= width:
+        return text
+    if width < 2:
+        return text[: max(width, 0)]
     tail = min(10, width - 1)
     return text[: width - tail - 1] + "~" + text[-tail:]
 
 
 def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[str]:
-    jobs = list(view.jobs)
-    pending = [j for j in jobs if j.state == "pending"]
-    shown = [j for j in jobs if j.state != "pending"]
-    if full_list:
-        shown, hidden = jobs, 0
-    else:
-        shown += pending[:PENDING_SHOWN]
-        hidden = len(pending) - min(len(pending), PENDING_SHOWN)
+    shown, hidden = list(view.jobs), {}
+    if not full_list:  # a big sweep's many finished and pending jobs are counted, not listed
+        for state, keep in SHOWN_PER_STATE.items():
+            these = [j for j in shown if j.state == state]
+            if len(these) > keep:
+                hidden[state] = len(these) - keep
+                drop = {id(j) for j in (these[:-keep] if state == "finished" else these[keep:])}
+                shown = [j for j in shown if id(j) not in drop]
     width = min(44, max([len(j.job_id) for j in shown] + [3]))
     rows = [f"  {'JOB':<{width}}  {'STATE':<9} {'GPU':<5} {'EPOCH':>6} {'VAL_ACC':>8} "
             f"{'ELAPSED':>8} {'ETA':>8}"]
@@ -150,8 +156,7 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
         if j.state in ("pending", "waiting", "failed", "timeout", "preempted") and why:
             row += f"  {why}"
         rows.append(row.rstrip())
-    if hidden:
-        rows.append(f"  ... {hidden} more pending")
+    rows += [f"  ... {n} more {state}" for state, n in hidden.items()]
     return rows
 
 
@@ -176,11 +181,11 @@ def render_sweeps(sweeps: Sequence[SweepView], snapshot: Snapshot | None,
         return ["no sweeps of yours here (`launch sweep FILE` starts one)"]
     labels = _gpu_labels(snapshot)
     lines: list[str] = []
-    ended = [v for v in sweeps if not _active(v)]
+    recent = {id(v) for v in [v for v in sweeps if not _active(v)][-ENDED_SWEEPS_SHOWN:]}
     for view in sweeps:
         if one_sweep or _active(view):
             lines += ["", _sweep_title(view), *_job_rows(view, labels, one_sweep)]
-        elif view in ended[-ENDED_SWEEPS_SHOWN:]:
+        elif id(view) in recent:
             lines += ["", _sweep_title(view)]
     return lines[1:]
 
@@ -246,7 +251,7 @@ def _mig_rows(snapshot: Snapshot, leases: Sequence[GpuLease]) -> list[str]:
             profile = (m.name or "?").removeprefix(gpu.name or "").strip().removeprefix("MIG ")
             mem = f"{_mib(m.memory_used_bytes)}MiB / {_mib(m.memory_total_bytes)}MiB"
             who = _procs_text(m.processes) or ", ".join(
-                _holder(h, 34) for h in leases if h.uuid == m.uuid)
+                _holder(h, 34) for h in _held_on([m.uuid], leases))
             rows.append(_wide(f"{gpu.index:>3} {_na(m.gpu_instance_id):>3} "
                               f"{_na(m.compute_instance_id):>3} {m.index:>4}  {profile:<10} "
                               f"{mem:>20}   {who}"))

@@ -222,3 +222,15 @@ def test_status_never_imports_torch(machine):
             "sys.exit(f'imported {bad}' if bad else rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_big_sweeps_count_what_they_do_not_list():
+    jobs = tuple(job(f"f{i:02d}-0000000{i % 10}", "finished", epoch=22, val_accuracy=0.5)
+                 for i in range(15)) + (job("r-00000001", "running", epoch=1),)
+    view = SweepView("big-20261122-000000", "big", "local", NOW, "carol", "athena", "running",
+                     jobs)
+    text = "\n".join(status.render_sweeps([view], None))
+    assert "  ... 5 more finished" in text
+    assert "f14-" in text and "f04-" not in text and "r-00000001" in text  # newest finished kept
+    everything = "\n".join(status.render_sweeps([view], None, one_sweep=True))
+    assert "f00-" in everything and "more" not in everything
