@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import stat
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ def ensure_lock_dir(path: Path) -> None:
     except FileExistsError:
         pass
     st = os.lstat(path)
+    if stat.S_IMODE(st.st_mode) != 0o1777 and st.st_uid != os.getuid():
+        time.sleep(0.05)  # another user may have just made it and not yet chmod-ed it
+        st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise LeaseError(f"lease directory {path} is not a plain directory; refusing to use it")
     mode = stat.S_IMODE(st.st_mode)
@@ -288,15 +292,20 @@ def acquire_gpus(uuids: Sequence[str], count: int, slots_per_gpu: int, meta: Map
     """
     directory = Path(directory) if directory else lock_dir()
     held: list[Lease] = []
-    for uuid in uuids:
-        for slot in range(slots_per_gpu):
-            lease = try_lock_slot(gpu_slot_path(directory, uuid, slot),
-                                  {**meta, "uuid": uuid, "slot": slot})
-            if lease is not None:
-                held.append(lease)
-                break
-        if len(held) == count:
-            return held
+    try:
+        for uuid in uuids:
+            for slot in range(slots_per_gpu):
+                lease = try_lock_slot(gpu_slot_path(directory, uuid, slot),
+                                      {**meta, "uuid": uuid, "slot": slot})
+                if lease is not None:
+                    held.append(lease)
+                    break
+            if len(held) == count:
+                return held
+    except BaseException:
+        for lease in held:  # an unsafe slot file further on must not strand the ones we hold
+            lease.release()
+        raise
     for lease in held:
         lease.release()
     return None

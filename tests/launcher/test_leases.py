@@ -218,3 +218,10 @@ def test_meta_is_json_in_the_held_file(lock_dir):
     assert json.loads((lock_dir / "cpu.3").read_text()) == META
     lease.write_meta({"user": "a"})
     assert json.loads((lock_dir / "cpu.3").read_text()) == {"user": "a"}  # no stale tail
+
+
+def test_an_unsafe_slot_further_on_does_not_strand_held_leases(lock_dir, tmp_path):
+    os.symlink(tmp_path / "nowhere", leases.gpu_slot_path(lock_dir, "GPU-b", 0))
+    with pytest.raises(leases.LeaseError):
+        leases.acquire_gpus(["GPU-a", "GPU-b"], 2, 1, META, lock_dir)
+    assert not leases.read_slots([leases.gpu_slot_path(lock_dir, "GPU-a", 0)])[0].held
