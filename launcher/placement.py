@@ -139,6 +139,10 @@ class Placer:
             self.looked_at = now
         return self.snapshots[0]
 
+    def choose(self, held: tuple[leases.GpuLease, ...]) -> gpus.GpuChoice:
+        return gpus.pick_gpus(self.snapshot(), held, self.policy, self.user, self.want,
+                              earlier=self.snapshots[1:])
+
     def meta(self, job_id: str) -> dict[str, Any]:
         return {"user": self.user, "host": self.host, "pid": os.getpid(),
                 "sweep": self.sweep_id, "job": job_id, "start": time.time()}
@@ -149,16 +153,16 @@ class Placer:
         gpu_leases: list[leases.Lease] = []
         indices: tuple[int, ...] = ()
         if self.want:
-            snap = self.snapshot()
-            choice = gpus.pick_gpus(snap, leases.read_gpu_leases(self.lock_dir), self.policy,
-                                    self.user, self.want, earlier=self.snapshots[1:])
-            if not choice.ok:
-                return choice.reason()
-            got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu, meta,
-                                      self.lock_dir)
+            # With one job per GPU, trying the lease is the lease check: reading who holds
+            # what (/proc/locks) is only worth it to pack GPUs or to say why a job waits.
+            packing = self.policy.jobs_per_gpu > 1
+            choice = self.choose(leases.read_gpu_leases(self.lock_dir) if packing else ())
+            got = None
+            if choice.ok:
+                got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu,
+                                          meta, self.lock_dir)
             if got is None:
-                self.refresh()
-                return f"need {self.want} GPUs: the free ones were just leased by others"
+                return self.choose(leases.read_gpu_leases(self.lock_dir)).reason()
             gpu_leases = got
             by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
             indices = tuple(by_uuid[lease.key] for lease in got)
