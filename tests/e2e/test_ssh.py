@@ -26,9 +26,9 @@ pytestmark = pytest.mark.ssh
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = Path(sys.executable).with_name("launch")  # the venv's console script
-# The demo made tiny: one epoch on a few hundred synthetic images per job.
+# The demo made tiny: its three kinds of job, one seed, one epoch on a few hundred images.
 DEMO_OVERRIDES = ["job.epochs=1", "job.max_train_samples=256", "job.max_val_samples=128",
-                  "job.max_test_samples=128"]
+                  "job.max_test_samples=128", "seeds=1"]
 DETACH_TIMEOUT_S = 60.0  # the first connection must come back at once, not when the sweep ends
 RUNNING_TIMEOUT_S = 60.0
 FINISHED_TIMEOUT_S = 150.0
@@ -179,3 +179,6 @@ def test_detached_sweep_outlives_the_connection(sshd, env):
     table = json.loads(ssh_ok(sshd, remote([str(LAUNCH), "results", sweep_id, "--json"], env)))
     assert table["finished"] == len(final)
     assert all(j["test_accuracy"] is not None for j in table["jobs"])
+    # following the log of a sweep whose jobs all ended returns once the supervisor is gone
+    log = ssh_ok(sshd, remote([str(LAUNCH), "logs", sweep_id, "-f"], env), timeout_s=30)
+    assert "sweep ended" in log, log
