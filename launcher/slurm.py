@@ -1,0 +1,344 @@
+"""The Slurm executor: submit a sweep as job arrays through submitit, ask where jobs stand, cancel.
+
+Submission returns at once: the jobs run `launcher.slurm_task` on the nodes, which writes each
+job's state.json into the shared run directory. Status asks squeue (live, and finished jobs for
+MinJobAge), then sacct (history; absent on clusters without accounting), then the jobs' own
+files; every call has a timeout, so a slow or missing controller never hangs `launch status`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher import sbatch
+from launcher.errors import UserError
+from launcher.rundir import ENDED_STATES, SweepView, atomic_write_json, read_json
+from launcher.sweepfile import SlurmConfig
+
+QUERY_TIMEOUT_S = 10.0
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
+SLURM_JSON = "slurm.json"
+ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED",
+          "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
+ENDED = {"COMPLETED": "finished", "CANCELLED": "cancelled", "TIMEOUT": "timeout",
+         "PREEMPTED": "preempted", "FAILED": "failed", "NODE_FAIL": "failed",
+         "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed", "DEADLINE": "timeout"}
+SHARED_HINT = ("nodes must all see the run directory: on a real cluster set LAUNCH_RUNS_DIR "
+               "to shared storage (home, project or scratch)")
+
+
+@dataclass(frozen=True)
+class SlurmState:
+    """What Slurm says of one job of a sweep; state None when Slurm does not know it (any more)."""
+
+    job_id: str
+    slurm_job_id: str | None
+    state: str | None  # Slurm's word: PENDING, RUNNING, COMPLETED, CANCELLED, TIMEOUT, ...
+    reason: str | None
+    node: str | None
+    source: str  # squeue | sacct | files
+
+
+# ---------------------------------------------------------------- talking to Slurm
+
+def run_query(argv: Sequence[str], timeout_s: float = QUERY_TIMEOUT_S) -> str | None:
+    """Return the stdout of a Slurm command, or None if it is missing, fails or times out."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def max_array_size() -> int:
+    """Return the cluster's MaxArraySize (`scontrol show config`), or Slurm's default."""
+    out = run_query(["scontrol", "show", "config"]) or ""
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
+
+
+def split_array(n_jobs: int, max_size: int) -> list[range]:
+    """Return the index ranges of the arrays a sweep of n_jobs needs (each <= max_size tasks)."""
+    size = max(1, max_size)
+    return [range(start, min(start + size, n_jobs)) for start in range(0, n_jobs, size)]
+
+
+def shared_storage_warning(path: Path) -> str | None:
+    """Return a warning when the run directory is on node-local storage (/tmp), else None."""
+    real = os.path.realpath(path)
+    for local in ("/tmp", "/var/tmp", "/dev/shm"):
+        if real == local or real.startswith(local + "/"):
+            return f"run directory {real} is under {local}: {SHARED_HINT}"
+    return None
+
+
+# ---------------------------------------------------------------- submitting
+
+def slurm_config(info: dict) -> SlurmConfig:
+    """Return the SlurmConfig recorded in sweep.json."""
+    raw = dict(info.get("slurm") or {})
+    names = {f.name for f in dataclasses.fields(SlurmConfig)}
+    raw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in names}
+    return SlurmConfig(**raw)
+
+
+def make_executor(folder: Path, params: dict):
+    """Return a submitit SlurmExecutor with params; UserError where there is no Slurm."""
+    import submitit
+
+    try:
+        executor = submitit.SlurmExecutor(folder=folder)
+    except RuntimeError as err:  # submitit's "Could not detect srun"
+        raise UserError(f"no Slurm here: {err}") from None
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_jobs(sweep_dir: Path, cfg: SlurmConfig, job_ids: Sequence[str],
+                hold: bool = False) -> list[str]:
+    """Return the Slurm ids of the arrays that now hold job_ids, recorded in slurm.json."""
+    from launcher.slurm_task import SlurmTask
+
+    sweep_dir = Path(sweep_dir).absolute()
+    folder = sweep_dir / "slurm"
+    folder.mkdir(exist_ok=True)
+    params = sbatch.submitit_parameters(cfg, sweep_dir.name, len(job_ids), hold=hold)
+    executor = make_executor(folder, params)
+    task = SlurmTask()
+    arrays = []
+    for part in split_array(len(job_ids), max_array_size()):
+        ids = [job_ids[i] for i in part]
+        executor.update_parameters(array_parallelism=cfg.array_parallelism or len(ids))
+        try:
+            jobs = executor.map_array(task, [str(sweep_dir / "jobs" / j) for j in ids])
+        except Exception as err:  # submitit wraps sbatch's complaint; show it whole
+            raise UserError(f"sbatch refused the sweep: {err}") from None
+        first = jobs[0].job_id
+        arrays.append({"slurm_job_id": first.split("_")[0], "array": "_" in first,
+                       "jobs": ids})
+    record = read_json(sweep_dir / SLURM_JSON) or {}
+    mapping = dict(record.get("jobs") or {})
+    for arr in arrays:
+        for i, job_id in enumerate(arr["jobs"]):
+            mapping[job_id] = f"{arr['slurm_job_id']}_{i}" if arr["array"] else arr["slurm_job_id"]
+    atomic_write_json(sweep_dir / SLURM_JSON, {
+        "format": "launch-slurm/1", "mode": "submitit", "job_name": sweep_dir.name,
+        "submitit_folder": str(folder),
+        "submissions": [*(record.get("submissions") or []),
+                        {"time": time.time(), "arrays": arrays}],
+        "jobs": mapping})
+    return [a["slurm_job_id"] for a in arrays]
+
+
+def submit_sweep(sweep, plans, sweep_dir: Path, hold: bool = False) -> list[str]:
+    """Return the Slurm job ids of the arrays that now run the planned sweep (not waiting)."""
+    note = shared_storage_warning(sweep_dir)
+    if note:
+        print(f"launch: warning: {note}", file=sys.stderr)
+    return submit_jobs(sweep_dir, sweep.slurm, [p.job_id for p in plans], hold=hold)
+
+
+# ---------------------------------------------------------------- asking where jobs stand
+
+def expand_ids(text: str) -> list[str]:
+    """Return the task ids in a Slurm id: "12_3" -> [12_3]; "12_[4-6,9%2]" -> [12_4 .. 12_9]."""
+    match = re.fullmatch(r"(\d+)_\[([0-9,\-]+)(?:%\d+)?\]", text)
+    if not match:
+        return [text]
+    out = []
+    for part in match.group(2).split(","):
+        low, _, high = part.partition("-")
+        out += [f"{match.group(1)}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return out
+
+
+def parse_table(text: str) -> list[dict]:
+    """Return the rows of `squeue`/`sacct` output in our "id|state|reason|node" format."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4 or not parts[0]:
+            continue
+        state = parts[1].split()[0] if parts[1].split() else ""  # "CANCELLED by 0"
+        reason = parts[2] if parts[2] not in ("", "None", "(null)") else None
+        node = parts[3] if parts[3] not in ("", "None assigned", "(null)") else None
+        for job in expand_ids(parts[0].strip()):
+            rows.append({"id": job, "state": state.rstrip("+"), "reason": reason, "node": node})
+    return rows
+
+
+def slurm_ids(sweep_dir: Path, info: dict) -> dict[str, str]:
+    """Return job id -> Slurm task id, from slurm.json and the jobs' own state files."""
+    record = read_json(sweep_dir / SLURM_JSON) or {}
+    mapping = dict(record.get("jobs") or {})
+    for job in info.get("jobs", []):
+        st = read_json(sweep_dir / "jobs" / job["id"] / "state.json") or {}
+        if st.get("slurm_job_id") and job["id"] not in mapping:
+            mapping[job["id"]] = st["slurm_job_id"]
+    return mapping
+
+
+def by_name_ids(rows: list[dict], sweep_dir: Path) -> dict[str, str]:
+    """Return job id -> Slurm task id for array tasks found by job name (`launch sbatch`)."""
+    try:
+        order = (sweep_dir / "slurm" / sbatch.JOBS_LIST).read_text().split()
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for row in rows:
+        _, sep, index = row["id"].partition("_")
+        if sep and index.isdigit() and int(index) < len(order):
+            out.setdefault(order[int(index)], row["id"])
+    return out
+
+
+def query(sweep_dir: Path, info: dict, ids: dict[str, str]) -> tuple[dict[str, dict], dict]:
+    """Return (Slurm task id -> row, job id -> task id): squeue first, then sacct."""
+    name = info.get("sweep_id") or sweep_dir.name
+    arrays = sorted({i.split("_")[0] for i in ids.values()})
+    fmt = "%i|%T|%r|%N"
+    rows: list[dict] = []
+    if arrays:
+        rows += parse_table(run_query(["squeue", "-h", "-r", "--states=all", "-o", fmt,
+                                       "-j", ",".join(arrays)]) or "")
+    if len(ids) < len(info.get("jobs", [])):  # the standalone script: find it by its name
+        found = parse_table(run_query(["squeue", "-h", "-r", "--states=all", "-o", fmt,
+                                       f"--name={name}"]) or "")
+        rows += found
+        ids = {**by_name_ids(found, sweep_dir), **ids}
+    live = {r["id"]: {**r, "source": "squeue"} for r in rows}
+    missing = [j for j in ids.values() if j not in live]
+    if missing or len(ids) < len(info.get("jobs", [])):
+        since = time.strftime("%Y-%m-%dT%H:%M:%S",
+                              time.localtime(float(info.get("created") or time.time()) - 86400))
+        argv = ["sacct", "-X", "-n", "-P", "-S", since, "-o", "JobID,State,Reason,NodeList"]
+        argv += ["-j", ",".join(arrays)] if arrays else [f"--name={name}"]
+        old = parse_table(run_query(argv) or "")
+        ids = {**by_name_ids(old, sweep_dir), **ids}
+        for row in old:
+            live.setdefault(row["id"], {**row, "source": "sacct"})
+    return live, ids
+
+
+def slurm_states(sweep_dir: Path) -> dict[str, SlurmState]:
+    """Return job id -> what Slurm says of it (squeue, else sacct, else only the job's files)."""
+    sweep_dir = Path(sweep_dir)
+    info = read_json(sweep_dir / "sweep.json") or {}
+    rows, ids = query(sweep_dir, info, slurm_ids(sweep_dir, info))
+    out = {}
+    for job in info.get("jobs", []):
+        task = ids.get(job["id"])
+        row = rows.get(task) if task else None
+        if row is None:
+            out[job["id"]] = SlurmState(job["id"], task, None, None, None, "files")
+        else:
+            out[job["id"]] = SlurmState(job["id"], task, row["state"], row["reason"],
+                                        row["node"], row["source"])
+    return out
+
+
+def merged_state(slurm: SlurmState, file_state: str) -> tuple[str, str | None]:
+    """Return (launch state, reason) from Slurm's word and the job's own state.json."""
+    word = slurm.state
+    if word is None:
+        return file_state, None if file_state in ENDED_STATES else "not known to Slurm"
+    text = f"slurm {word}" + (f" ({slurm.reason})" if slurm.reason else "")
+    if slurm.node and word in ("RUNNING", "COMPLETING"):
+        text += f" on {slurm.node}"
+    if file_state == "finished":  # the job's result is on disk whatever came after
+        return "finished", text
+    if word in ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"):
+        return ("running" if file_state not in ENDED_STATES else file_state), text
+    if word in ACTIVE:
+        return "pending", text
+    if word == "COMPLETED":
+        return (file_state if file_state in ENDED_STATES else "finished"), text
+    return ENDED.get(word, file_state), text
+
+
+def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
+    """Return the sweep's view with each job's state and reason as Slurm and its files say."""
+    states = slurm_states(sweep_dir)
+    jobs = []
+    for job in view.jobs:
+        slurm = states.get(job.job_id)
+        if slurm is None:
+            jobs.append(job)
+            continue
+        state, reason = merged_state(slurm, job.state)
+        jobs.append(dataclasses.replace(job, state=state, reason=reason or job.reason,
+                                        slurm_job_id=slurm.slurm_job_id or job.slurm_job_id))
+    return dataclasses.replace(view, jobs=tuple(jobs))
+
+
+# ---------------------------------------------------------------- cancel and resume
+
+def cancel(sweep_dir: Path, job_ids: Sequence[str] | None = None) -> int:
+    """Cancel the sweep's Slurm jobs (or only job_ids) with scancel; return 0."""
+    sweep_dir = Path(sweep_dir)
+    info = read_json(sweep_dir / "sweep.json") or {}
+    every = [j["id"] for j in info.get("jobs", [])]
+    targets = list(job_ids) if job_ids else every
+    # Marked first: a node that sees its child stop records `cancelled`, not `preempted`.
+    marker = sweep_dir / "cancel" if not job_ids else None
+    for path in [marker] if marker else [sweep_dir / "jobs" / j / "cancel" for j in targets]:
+        path.write_text(f"{time.time()}\n")
+    ids = slurm_ids(sweep_dir, info)
+    argv = ["scancel"]
+    if job_ids:
+        argv += sorted({ids[j] for j in targets if j in ids})
+    else:
+        argv += sorted({i.split("_")[0] for i in ids.values()})
+        argv += [f"--name={info.get('sweep_id') or sweep_dir.name}"] if len(argv) == 1 else []
+    if len(argv) > 1:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+        except (OSError, subprocess.SubprocessError) as err:
+            raise UserError(f"scancel failed: {err}") from None
+        if done.returncode != 0:
+            raise UserError(f"scancel failed: {done.stderr.strip() or done.returncode}")
+    ended = 0
+    for job_id in targets:
+        path = sweep_dir / "jobs" / job_id / "state.json"
+        st = read_json(path) or {"state": "pending"}
+        if st.get("state") not in ENDED_STATES:
+            atomic_write_json(path, {**st, "state": "cancelled", "ended": time.time(),
+                                     "reason": "cancelled by launch cancel"})
+            ended += 1
+    what = f"{ended} unfinished jobs" if not job_ids else ", ".join(targets)
+    print(f"cancelled {what} of {sweep_dir.name} ({' '.join(argv[1:]) or 'nothing queued'})")
+    return 0
+
+
+def resume_sweep(sweep_dir: Path, hold: bool = False) -> int:
+    """Resubmit the jobs that neither finished nor still wait or run in Slurm; return 0."""
+    sweep_dir = Path(sweep_dir).absolute()
+    info = read_json(sweep_dir / "sweep.json") or {}
+    states = slurm_states(sweep_dir)
+    todo = []
+    for job in info.get("jobs", []):
+        path = sweep_dir / "jobs" / job["id"] / "state.json"
+        st = read_json(path) or {"state": "pending"}
+        slurm = states.get(job["id"])
+        if st.get("state") == "finished" or (slurm and slurm.state in ACTIVE):
+            continue
+        for marker in (sweep_dir / "jobs" / job["id"] / "cancel",):
+            marker.unlink(missing_ok=True)
+        atomic_write_json(path, {**st, "state": "pending", "reason": "resubmitted"})
+        todo.append(job["id"])
+    (sweep_dir / "cancel").unlink(missing_ok=True)
+    if not todo:
+        print(f"nothing to resume: every job of {sweep_dir.name} finished or is in Slurm's queue")
+        return 0
+    arrays = submit_jobs(sweep_dir, slurm_config(info), todo, hold=hold)
+    print(f"resubmitted {len(todo)} jobs of {sweep_dir.name} as Slurm job {', '.join(arrays)}")
+    return 0
