@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from launcher.leases import GpuLease
+from launcher import nvml, rundir
+from launcher.leases import GpuLease, read_gpu_leases
 from launcher.nvml import Gpu, Snapshot
 from launcher.rundir import ENDED_STATES, JobView, SweepView
 
@@ -340,14 +341,12 @@ def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
 
 def _gather(sweep: str | None) -> tuple[Snapshot | None, str | None, tuple, list[SweepView]]:
     """Return what status shows now: snapshot (or the NVML error), leases, sweeps."""
-    from launcher import leases, nvml, rundir
-
     snapshot, error = None, None
     try:
         snapshot = nvml.query()
     except nvml.NvmlUnavailable as exc:
         error = str(exc)
-    held = leases.read_gpu_leases()
+    held = read_gpu_leases()
     if sweep:
         views = [rundir.load_sweep_view(rundir.resolve_sweep_id(sweep))]
     else:
