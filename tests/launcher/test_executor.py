@@ -231,3 +231,22 @@ def test_retries_timeout_and_cancel(lab):
     assert main(["cancel", sweep_id, "--grace", "5"]) == 0
     view = wait_ended(sweep_id, timeout_s=15)
     assert {j.state for j in view.jobs} == {"cancelled"}
+
+
+def test_hostile_names_and_values_reach_the_job_as_data(lab):
+    pwned = lab / "pwned"
+    nasty = f"a b 'q' \"dq\" $(touch {pwned}); touch {pwned} `touch {pwned}`"
+    path = lab / "h.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": f"x; touch {pwned} $(touch {pwned})",
+        "job": {"command": [sys.executable, "-c",
+                            "import os, sys; open(os.environ['LAUNCH_JOB_DIR'] + '/argv', 'w')"
+                            ".write(sys.argv[1])", "{value}"], "value": nasty},
+        "resources": {"gpus_per_job": 1, "cpu_budget": 1, "cpus_per_job": 1},
+    }))
+    sweep_id = start(path)
+    view = wait_ended(sweep_id)
+    assert [j.state for j in view.jobs] == ["finished"]
+    assert (rundir.job_dir(sweep_id, view.jobs[0].job_id) / "argv").read_text() == nasty
+    assert not pwned.exists()
+    assert "/" not in sweep_id and " " not in sweep_id
