@@ -143,9 +143,10 @@ def check_axes(src: SourceMap, raw: dict) -> tuple[dict, dict[str, list], tuple[
     for i, point in enumerate(points or ({},)):
         swept = [(("grid", k), k) for k in grid] + [(("points", i, k), k) for k in point]
         for n, (path, key) in enumerate(swept):
-            for _, other in swept[:n]:
+            for other_path, other in swept[:n]:
                 if key == other or key.startswith(other + ".") or other.startswith(key + "."):
-                    raise src.error(path, f"overlaps the grid key '{other}'; sweep each key once")
+                    raise src.error(path, f"overlaps '{dotted(other_path)}', which also sets "
+                                    f"'{other}'; sweep each key once")
             _check_reachable(src, job, path, key)
     return job, grid, points
 
@@ -306,7 +307,7 @@ def plan_jobs(sweep: Sweep) -> list[JobPlan]:
             job_slug = _fit_slug({**pieces, **point_pieces[p_index]})
             plan = JobPlan(f"{job_slug}-{digest[:8]}", params, spec, command, spec_json)
             if digest in seen:
-                raise _duplicate(sweep, seen[digest], plan, origin)
+                raise _duplicate(sweep, seen[digest], origin)
             seen[digest] = (plan, origin)
             plans.append(plan)
     return plans
@@ -428,7 +429,7 @@ def _params_text(params: dict) -> str:
     return ", ".join(f"{k}={printable(_arg_text(v))}" for k, v in params.items())
 
 
-def _duplicate(sweep: Sweep, first: tuple, plan: JobPlan, origin: tuple) -> SweepFileError:
+def _duplicate(sweep: Sweep, first: tuple, origin: tuple) -> SweepFileError:
     (first_plan, (first_combo, _)), (combo, p_index) = first, origin
     path: tuple = ("points", p_index) if p_index is not None else ("grid",)
     for key, a, b in zip(sweep.grid, first_combo, combo, strict=True):

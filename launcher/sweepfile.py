@@ -90,37 +90,42 @@ class SourceMap:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one job needs and how the machine is shared (see configs/cifar.yaml)."""
+    """The `resources:` section: what one job needs and how the machine is shared.
 
-    cpu_budget: int
+    device: `auto` gives jobs GPUs where the machine has any and runs them on the CPU where
+    it has none (no driver); `cpu` never gives GPUs; `gpu` requires them and is an error on
+    a machine without. `gpus_per_job: 0` makes CPU jobs whatever the device.
+    """
+
+    cpu_budget: int                     # CPUs all jobs of this tool share (default: half)
     gpus_per_job: int = 1
-    jobs_per_gpu: int = 1
-    cpus_per_job: int = 2
-    gpu_memory_mib: int | None = None
-    include_gpus: tuple[int | str, ...] | None = None
+    jobs_per_gpu: int = 1               # > 1 packs small jobs onto one GPU
+    cpus_per_job: int = 2               # DataLoader workers + threads (default: <= budget)
+    gpu_memory_mib: int | None = None   # what one job needs, when jobs_per_gpu > 1
+    include_gpus: tuple[int | str, ...] | None = None  # indices or UUIDs; None: all
     exclude_gpus: tuple[int | str, ...] = ()
-    leave_free: int = 0
-    prefer: str = "most_free_memory"
-    max_memory_used_mib: int | None = None
+    leave_free: int = 0                 # GPUs to leave idle for other people
+    prefer: str = "most_free_memory"    # or lowest_index
+    max_memory_used_mib: int | None = None      # busier GPUs are not free; None: policy's
     max_utilization_percent: float | None = None
-    device: str = "auto"
+    device: str = "auto"                # auto | cpu | gpu
 
 
 @dataclass(frozen=True)
 class SlurmConfig:
-    """The `slurm:` section: what each array task asks Slurm for."""
+    """The `slurm:` section: what each array task (one job) asks Slurm for."""
 
-    gpus_per_node: int
-    cpus_per_task: int
+    gpus_per_node: int                  # default: resources.gpus_per_job (0 for device cpu)
+    cpus_per_task: int                  # default: resources.cpus_per_job
     partition: str | None = None
     time_min: int = 60
     mem_gb: float | None = None
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    array_parallelism: int | None = None
-    sbatch_lines: tuple[str, ...] = ()
-    setup: tuple[str, ...] = ()
+    array_parallelism: int | None = None  # most tasks running at once; None: no limit
+    sbatch_lines: tuple[str, ...] = ()  # extra "#SBATCH ..." lines, verbatim
+    setup: tuple[str, ...] = ()         # shell lines run before the job (module loads)
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def test_demo_config_runs_on_the_cpu(tmp_path, monkeypatch):
     assert gpus_needed(sweep.resources) == 0 and sweep.resources.cpus_per_job == 1
     assert len(plans) == 6 and {p.spec["dataset"] for p in plans} == {"synthetic"}
     assert {p.spec["model"] for p in plans} == {"tutorial_cnn", "resnet9"}
-    assert all(p.spec["epochs"] <= 2 and p.spec["synthetic"]["train_size"] <= 2000
+    assert all(p.spec["epochs"] <= 3 and p.spec["synthetic"]["train_size"] <= 2000
                for p in plans)
     render_plan(sweep, plans)
     assert os.listdir(tmp_path) == []  # loading and planning write nothing

@@ -163,10 +163,10 @@ def test_hostile_names_and_values_stay_data(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     values = [v.format(marker=marker) for v in HOSTILE]
     sweep = load_sweep(write(tmp_path, "job: {command: [echo, '{msg}'], msg: x}\n"),
-                       [f"name={values[2]}; {values[3]}", "grid.msg=" + json.dumps(values)])
+                       ["name=" + "\n".join(values), "grid.msg=" + json.dumps(values)])
     plans = plan_jobs(sweep)
     assert [p.command for p in plans] == [["echo", v] for v in values]
-    assert sweep.name == f"{values[2]}; {values[3]}"
+    assert sweep.name == "\n".join(values)
     assert re.fullmatch(r"[A-Za-z0-9._-]+-\d{8}-\d{6}", make_sweep_id(sweep.name, 0.0))
     table = render_plan(sweep, plans)
     assert len(table.splitlines()) == len(values) + 2  # a newline in a value stays escaped
