@@ -79,15 +79,50 @@ def acquire_cpus(
     assert 1 <= count <= budget, (count, budget)
     lock_dir = lock_dir or leases.lock_dir()
     held: list[leases.Lease] = []
-    for n in range(budget):
-        lease = leases.try_lock_slot(token_path(lock_dir, n), meta)
-        if lease is not None:
-            held.append(lease)
-            if len(held) == count:
-                return held
+    try:
+        for n in range(budget):
+            lease = leases.try_lock_slot(token_path(lock_dir, n), meta)
+            if lease is not None:
+                held.append(lease)
+                if len(held) == count:
+                    return held
+    except BaseException:
+        for lease in held:
+            lease.release()
+        raise
     for lease in held:
         lease.release()
     return None
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """What `launch status` shows of the CPU budget: tokens held now, by whom."""
+
+    usable: int
+    held: int
+    by_user: tuple[tuple[str, int], ...]
+
+    def describe(self) -> str:
+        """Return e.g. "CPUs: 3 held by launch jobs (alice 2, bob 1), 16 usable"."""
+        who = ", ".join(f"{user} {n}" for user, n in self.by_user)
+        return f"CPUs: {self.held} held by launch jobs" + (f" ({who})" if who else "") + \
+            f", {self.usable} usable"
+
+
+def cpu_use(lock_dir: Path | None = None) -> CpuUse:
+    """Return how many CPU tokens are held now on this machine, and by which users."""
+    lock_dir = lock_dir or leases.lock_dir(create=False)
+    try:
+        names = [n for n in os.listdir(lock_dir) if n.startswith("cpu.")]
+    except OSError:
+        names = []
+    counts: dict[str, int] = {}
+    for slot in leases.read_slots(lock_dir / n for n in names):
+        if slot.held:
+            user = str(slot.meta.get("user", "?"))
+            counts[user] = counts.get(user, 0) + 1
+    return CpuUse(usable_cpus(), sum(counts.values()), tuple(sorted(counts.items())))
 
 
 def cpus_in_use(budget: int, lock_dir: Path | None = None) -> int:

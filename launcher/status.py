@@ -15,6 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 from launcher import nvml, rundir
+from launcher.cpus import CpuUse, cpu_use
 from launcher.leases import GpuLease, read_gpu_leases
 from launcher.nvml import Gpu, Snapshot
 from launcher.rundir import ENDED_STATES, JobView, SweepView
@@ -193,7 +194,7 @@ def render_sweeps(sweeps: Sequence[SweepView], snapshot: Snapshot | None,
 
 def render_status(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                   sweeps: Sequence[SweepView], now: float, nvml_error: str | None = None,
-                  host: str = "?", one_sweep: bool = False) -> str:
+                  host: str = "?", one_sweep: bool = False, cpu_use: CpuUse | None = None) -> str:
     """Return the gpustat-like view: header, one line per GPU, then the sweeps and jobs."""
     lines = [_header(snapshot, host, now)]
     if snapshot is None:
@@ -204,6 +205,8 @@ def render_status(snapshot: Snapshot | None, leases: Sequence[GpuLease],
             lines += _gpu_line(gpu, name_w, leases)
         if not snapshot.gpus:
             lines.append("no GPUs")
+    if cpu_use is not None:
+        lines.append(cpu_use.describe())
     lines += ["", *render_sweeps(sweeps, snapshot, one_sweep)]
     return "\n".join(lines) + "\n"
 
@@ -299,12 +302,14 @@ def gpu_tables(snapshot: Snapshot, leases: Sequence[GpuLease], now: float) -> li
 
 def render_full(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                 sweeps: Sequence[SweepView], now: float, nvml_error: str | None = None,
-                host: str = "?", one_sweep: bool = False) -> str:
+                host: str = "?", one_sweep: bool = False, cpu_use: CpuUse | None = None) -> str:
     """Return the nvidia-smi style tables (GPUs, MIG devices, processes), then the sweeps."""
     if snapshot is None:
         lines = [_header(None, host, now), f"launch: {nvml_error}"]
     else:
         lines = gpu_tables(snapshot, leases, now)
+    if cpu_use is not None:
+        lines.append(cpu_use.describe())
     lines += ["", *render_sweeps(sweeps, snapshot, one_sweep)]
     return "\n".join(lines) + "\n"
 
@@ -317,7 +322,7 @@ def _job_json(job: JobView) -> dict[str, Any]:
 
 def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                 sweeps: Sequence[SweepView], now: float, nvml_error: str | None = None,
-                host: str = "?") -> dict[str, Any]:
+                host: str = "?", cpu_use: CpuUse | None = None) -> dict[str, Any]:
     """Return everything status knows as JSON-ready data with stable keys."""
     gpus = []
     for gpu in snapshot.gpus if snapshot else ():
@@ -332,6 +337,8 @@ def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
         "driver_version": snapshot.driver_version if snapshot else None,
         "cuda_driver_version": snapshot.cuda_driver_version if snapshot else None,
         "gpus": gpus,
+        "cpus": {"usable": cpu_use.usable, "held": cpu_use.held,
+                 "by_user": dict(cpu_use.by_user)} if cpu_use else None,
         "sweeps": [{"sweep_id": v.sweep_id, "name": v.name, "executor": v.executor,
                     "created": v.created, "user": v.user, "host": v.host,
                     "supervisor": v.supervisor, "counts": v.counts(),
@@ -360,15 +367,16 @@ def _render_now(full: bool, as_json: bool, sweep: str | None) -> tuple[str, int]
     import socket
 
     snapshot, error, held, views = _gather(sweep)
-    now, host = time.time(), socket.gethostname()
+    now, host, cpus_now = time.time(), socket.gethostname(), cpu_use()
     if as_json:
         import json
 
-        data = status_json(snapshot, held, views, now, error, host)
+        data = status_json(snapshot, held, views, now, error, host, cpu_use=cpus_now)
         text = json.dumps(data, indent=1) + "\n"
     else:
         render = render_full if full else render_status
-        text = render(snapshot, held, views, now, error, host, one_sweep=bool(sweep))
+        text = render(snapshot, held, views, now, error, host, one_sweep=bool(sweep),
+                      cpu_use=cpus_now)
     return text, (EXIT_NO_NVML if error else 0)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from launcher import leases, nvml, rundir, status
+from launcher.cpus import CpuUse
 from launcher.rundir import JobView, SweepView
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -84,6 +85,10 @@ def utc(monkeypatch):
     time.tzset()
 
 
+# The machine-wide CPU budget as status shows it: tokens held by two users' jobs.
+CPU_USE = CpuUse(usable=64, held=6, by_user=(("alice", 4), ("bob", 2)))
+
+
 def inputs(name: str, monkeypatch):
     monkeypatch.setenv(nvml.SNAPSHOT_ENV, str(FIXTURES / f"{name}.json"))
     try:
@@ -103,24 +108,26 @@ def check_golden(path: Path, text: str) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_golden_status(name, monkeypatch, utc):
-    check_golden(GOLDEN / f"{name}.txt", status.render_status(*inputs(name, monkeypatch)))
+    check_golden(GOLDEN / f"{name}.txt",
+                 status.render_status(*inputs(name, monkeypatch), cpu_use=CPU_USE))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_golden_full(name, monkeypatch, utc):
-    check_golden(GOLDEN / f"{name}.full.txt", status.render_full(*inputs(name, monkeypatch)))
+    check_golden(GOLDEN / f"{name}.full.txt",
+                 status.render_full(*inputs(name, monkeypatch), cpu_use=CPU_USE))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_golden_json(name, monkeypatch, utc):
-    data = status.status_json(*inputs(name, monkeypatch))
+    data = status.status_json(*inputs(name, monkeypatch), cpu_use=CPU_USE)
     check_golden(GOLDEN / f"{name}.json", json.dumps(data, indent=1) + "\n")
 
 
 def test_json_keys_are_stable(monkeypatch):
     data = status.status_json(*inputs("busy4", monkeypatch))
     assert list(data) == ["format", "host", "time", "nvml_error", "driver_version",
-                          "cuda_driver_version", "gpus", "sweeps"]
+                          "cuda_driver_version", "gpus", "cpus", "sweeps"]
     gpu = data["gpus"][3]
     assert gpu["leases"][0]["job"] == "resnet9-lr=0.01-s0-1a2b3c4d"
     assert gpu["processes"][0] == {"pid": 70101, "memory_used_bytes": 20480 * 1024 * 1024,
