@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ def job_dir(sweep_id: str, job_id: str, root: Path | None = None) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text to path so that readers see the old file or the new one, never half."""
+    import tempfile  # here, not at the top: `launch status` never writes
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -116,6 +117,8 @@ def create_sweep(
     jobs holds (job_id, params, spec). The folder is built under a hidden name and renamed
     into place, so a crash never leaves half a sweep and 10,000 jobs cost one rename.
     """
+    import tempfile
+
     root = root or runs_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / sweep_id
