@@ -83,8 +83,8 @@ def _yaml_value(key: str, text: str) -> Any:
 def apply_overrides(raw: dict, lines: dict, overrides: Sequence[str]) -> None:
     """Apply overrides to the raw file data in place; their keys point at the command line.
 
-    `job.KEY=V` pins KEY (and takes it out of the grid); `job.KEY=a,b` and `grid.KEY=a,b`
-    sweep it; `seeds=N` and a seed axis replace each other.
+    `job.KEY=V` pins KEY for every job (taking it out of the grid and the points);
+    `job.KEY=a,b` and `grid.KEY=a,b` sweep it; `seeds=N` and a seed axis replace each other.
     """
     for text in overrides:
         key, value = parse_override(text)
@@ -101,13 +101,22 @@ def apply_overrides(raw: dict, lines: dict, overrides: Sequence[str]) -> None:
             value = [value]
         _set(raw, lines, (top,) + parts, value)
         if top == "job" and parts:
-            if isinstance(raw.get("grid"), dict) and rest in raw["grid"]:
-                del raw["grid"][rest]
-                _forget(lines, ("grid", rest))
-            if rest == "seed":
-                raw.pop("seeds", None)
+            _pin(raw, lines, rest)
         if top == "seeds" and isinstance(raw.get("grid"), dict):
             raw["grid"].pop("seed", None)
+
+
+def _pin(raw: dict, lines: dict, key: str) -> None:
+    """Take key (and keys under it) out of the grid and every point: the command line wins."""
+    grid, points = raw.get("grid"), raw.get("points")
+    owners = [(("grid",), grid)] + [(("points", i), p) for i, p in enumerate(
+        points if isinstance(points, list) else []) if isinstance(p, dict)]
+    for path, mapping in owners:
+        for swept in [k for k in mapping or () if k == key or k.startswith(key + ".")]:
+            del mapping[swept]
+            _forget(lines, path + (swept,))
+    if key == "seed":
+        raw.pop("seeds", None)
 
 
 def _set(raw: dict, lines: dict, path: tuple, value: Any) -> None:
@@ -239,8 +248,8 @@ def _check_points(src: SourceMap, raw: Any) -> tuple[dict, ...]:
     if not isinstance(raw, list) or not raw:
         raise src.error(("points",), "must be a non-empty list of mappings, one per variant")
     for i, point in enumerate(raw):
-        if not isinstance(point, dict) or not point:
-            raise src.error(("points", i), "a point is a non-empty mapping of KEY: value")
+        if not isinstance(point, dict):  # {} is allowed: the job as it is
+            raise src.error(("points", i), "a point is a mapping of KEY: value")
         for key, value in point.items():
             _check_key(src, ("points", i, key), key)
             _check_value(src, ("points", i, key), value)

@@ -126,6 +126,11 @@ def test_overrides(tmp_path):
     assert sweep.grid == {"seed": [0, 3]} and sweep.job["model"] == "inception"
     assert sweep.job["augment"] is True
     assert [p.params for p in plan_jobs(sweep)] == [{"seed": 0}, {"seed": 3}]
+    # A pinned key wins over points too; a point it empties is the job as it is.
+    sweep = load_sweep(write(tmp_path, BASE + "points: [{epochs: 5}, {augment: true, epochs: 6,"
+                             " repeat.max: 2}]\n"), ["job.epochs=1", "job.repeat=null"])
+    assert sweep.points == ({}, {"augment": True})
+    assert {(p.spec["epochs"], p.spec["repeat"]) for p in plan_jobs(sweep)} == {(1, None)}
 
 
 @pytest.mark.parametrize("override, key, words", [
