@@ -49,11 +49,11 @@ class SlurmState:
 
 # ---------------------------------------------------------------- talking to Slurm
 
-def run_query(argv: Sequence[str], timeout_s: float = QUERY_TIMEOUT_S) -> str | None:
+def run_query(argv: Sequence[str], timeout_s: float | None = None) -> str | None:
     """Return the stdout of a Slurm command, or None if it is missing, fails or times out."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(list(argv), capture_output=True, text=True,
+                              timeout=timeout_s or QUERY_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -246,17 +246,25 @@ def slurm_states(sweep_dir: Path) -> dict[str, SlurmState]:
     return out
 
 
-def merged_state(slurm: SlurmState, file_state: str) -> tuple[str, str | None]:
+def merged_state(slurm: SlurmState, file_state: str,
+                 cancel_marked: bool = False) -> tuple[str, str | None]:
     """Return (launch state, reason) from Slurm's word and the job's own state.json."""
     word = slurm.state
     if word is None:
-        return file_state, None if file_state in ENDED_STATES else "not known to Slurm"
+        if file_state in ENDED_STATES:
+            return file_state, None
+        if cancel_marked:  # its node never wrote the end (killed), and Slurm has forgotten it
+            return "cancelled", "cancelled by launch cancel"
+        return file_state, "not known to Slurm (squeue; sacct where there is accounting)"
     text = f"slurm {word}" + (f" ({slurm.reason})" if slurm.reason else "")
     if slurm.node and word in ("RUNNING", "COMPLETING"):
         text += f" on {slurm.node}"
     if file_state == "finished":  # the job's result is on disk whatever came after
         return "finished", text
+    if word in ("COMPLETING", "SIGNALING", "STAGE_OUT") and file_state != "running":
+        return ("preempted" if file_state == "pending" else file_state), text
     if word in ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"):
+        # RUNNING after a `preempted` file: the requeued task started again
         return ("running" if file_state not in ENDED_STATES else file_state), text
     if word in ACTIVE:
         return "pending", text
@@ -274,7 +282,9 @@ def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
         if slurm is None:
             jobs.append(job)
             continue
-        state, reason = merged_state(slurm, job.state)
+        marked = (sweep_dir / "cancel").exists() or (
+            sweep_dir / "jobs" / job.job_id / "cancel").exists()
+        state, reason = merged_state(slurm, job.state, marked)
         jobs.append(dataclasses.replace(job, state=state, reason=reason or job.reason,
                                         slurm_job_id=slurm.slurm_job_id or job.slurm_job_id))
     return dataclasses.replace(view, jobs=tuple(jobs))
@@ -310,11 +320,12 @@ def cancel(sweep_dir: Path, job_ids: Sequence[str] | None = None) -> int:
     for job_id in targets:
         path = sweep_dir / "jobs" / job_id / "state.json"
         st = read_json(path) or {"state": "pending"}
-        if st.get("state") not in ENDED_STATES:
-            atomic_write_json(path, {**st, "state": "cancelled", "ended": time.time(),
-                                     "reason": "cancelled by launch cancel"})
-            ended += 1
-    what = f"{ended} unfinished jobs" if not job_ids else ", ".join(targets)
+        if st.get("state") in ("running", *ENDED_STATES):
+            continue  # its node records the end (and sees the cancel mark)
+        atomic_write_json(path, {**st, "state": "cancelled", "ended": time.time(),
+                                 "reason": "cancelled by launch cancel"})
+        ended += 1
+    what = f"{len(targets)} jobs ({ended} not started)" if not job_ids else ", ".join(targets)
     print(f"cancelled {what} of {sweep_dir.name} ({' '.join(argv[1:]) or 'nothing queued'})")
     return 0
 

@@ -91,8 +91,8 @@ def cancel_requested(job_dir: Path) -> bool:
     return (job_dir / "cancel").exists() or (job_dir.parent.parent / "cancel").exists()
 
 
-def end_state(running: dict, code: int | None, sig: int | None, cancelled: bool,
-              requeued: bool, is_command: bool) -> tuple[str, str | None]:
+def end_state(code: int | None, sig: int | None, cancelled: bool, requeued: bool,
+              is_command: bool) -> tuple[str, str | None]:
     """Return (state, reason) of a task whose child exited with code (or died of sig)."""
     if code == 0:
         return "finished", None
@@ -203,8 +203,8 @@ class Task:
     def record_end(self, status: int) -> str:
         """Write state.json for the child's exit status (once); return the state."""
         code, sig = (None, -status) if status < 0 else (status, None)
-        state, reason = end_state(self.state, code, sig, cancel_requested(self.job_dir),
-                                  self.requeued, "command" in self.spec)
+        state, reason = end_state(code, sig, cancel_requested(self.job_dir), self.requeued,
+                                  "command" in self.spec)
         if not self.recorded:
             self.recorded = True
             extra = {"log_tail": log_tail(self.job_dir)} if state == "failed" else {}

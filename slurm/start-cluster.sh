@@ -21,7 +21,7 @@
 #   SLURM_TEST_BASE  base dir           (default /tmp/launch-slurm, or /tmp/launch-slurm-noacct)
 #   FAKE_GPUS        fake GPUs as GRES  (default 4; 0 = none)
 #   NODE_CPUS        CPUs advertised    (default 8)
-#   MAX_ARRAY_SIZE   MaxArraySize       (default 1001; 5 with --no-accounting, so tests there
+#   MAX_ARRAY_SIZE   MaxArraySize       (default 1001; 2 with --no-accounting, so tests there
 #                                        exercise splitting a sweep into several arrays)
 #   DB_PORT          MariaDB TCP port   (default 3307)
 #   WAIT_S           seconds per step   (default 60)
@@ -43,7 +43,7 @@ else
   CLUSTER_NAME=launchnoacct
   CONF_DIR=$BASE/cluster/etc
   CTLD_PORT=6827; SLURMD_PORT=6828; FIRST_JOB_ID=700000
-  MAX_ARRAY_SIZE=${MAX_ARRAY_SIZE:-5}
+  MAX_ARRAY_SIZE=${MAX_ARRAY_SIZE:-2}
 fi
 C=$BASE/cluster
 export SLURM_CONF=$CONF_DIR/slurm.conf

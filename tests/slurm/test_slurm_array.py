@@ -1,0 +1,77 @@
+"""Issue 5, item 1: a 6-job sweep with one GPU per job runs as one array on a real Slurm."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from slurmhelpers import (
+    cli,
+    local_hashes,
+    result_hash,
+    start_local_runs,
+    states,
+    sweep_path,
+    tiny_job,
+    wait_ended,
+    wait_for,
+    write_sweep,
+)
+
+from launcher import rundir, slurm
+
+pytestmark = pytest.mark.slurm
+
+
+def test_six_jobs_one_array_own_gpus_same_hashes_as_local(cluster, capsys, tmp_path):
+    file = write_sweep(tmp_path, "six", "name: six\n" + tiny_job() + (
+        "seeds: 6\nresources: {gpus_per_job: 1, cpus_per_job: 1}\n"
+        "slurm: {time_min: 10, cpus_per_task: 1, gpus_per_node: 1}\n"))
+    started = time.monotonic()
+    code, out, err = cli(capsys, "sweep", file, "--executor", "slurm")
+    assert code == 0, err
+    assert time.monotonic() - started < 30  # returns once submitted: no waiting for the jobs
+    path = sweep_path(cluster, out)
+    record = json.loads((path / "slurm.json").read_text())
+    (array,) = record["submissions"][0]["arrays"]  # one array for all six
+    assert array["array"] and len(array["jobs"]) == 6
+    assert f"Slurm job {array['slurm_job_id']}" in err and "under /tmp" in err
+
+    job_dirs = [path / "jobs" / j for j in array["jobs"]]
+    reference = start_local_runs(job_dirs, tmp_path / "local", threads=1, workers=0)
+    ended = wait_ended(path)
+    assert {s["state"] for s in ended.values()} == {"finished"}, ended
+
+    for i, job_id in enumerate(array["jobs"]):
+        st = ended[job_id]
+        assert st["slurm_job_id"] == f"{array['slurm_job_id']}_{i}"
+        # CUDA_VISIBLE_DEVICES as Slurm set it: one of the four GRES devices, the job's own
+        assert len(st["gpus"]) == 1 and st["gpus"] == [st["slurm_job_gpus"]]
+        assert st["gpu_indices"][0] in range(4)
+        assert (st["cpus"], st["num_threads"], st["num_workers"]) == (1, 1, 0)
+        result = json.loads((path / "jobs" / job_id / "result.json").read_text())
+        assert result["env"]["CUDA_VISIBLE_DEVICES"] == st["gpus"][0]
+    # jobs that ran at the same time never shared a GPU
+    for a in ended.values():
+        for b in ended.values():
+            if a is not b and a["started"] < b["ended"] and b["started"] < a["ended"]:
+                assert a["gpus"] != b["gpus"], (a, b)
+
+    hashes = local_hashes(reference)
+    assert len(set(hashes.values())) == 6  # six seeds, six models
+    for d in job_dirs:
+        assert result_hash(d) == hashes[d.name], d.name
+
+    code, out, _ = cli(capsys, "results", path.name)
+    assert code == 0 and out.count("finished") >= 6
+    for job_id in array["jobs"]:
+        assert job_id in out
+
+    # state.json says finished a moment before Slurm's COMPLETING becomes COMPLETED
+    wait_for(lambda: {s.state for s in slurm.slurm_states(path).values()} == {"COMPLETED"},
+             30, "Slurm to report COMPLETED")
+    view = slurm.with_slurm_states(rundir.load_sweep_view(path.name), path)
+    assert {j.state for j in view.jobs} == {"finished"}
+    assert all("COMPLETED" in (j.reason or "") for j in view.jobs)
+    assert states(path) == ended  # status only reads

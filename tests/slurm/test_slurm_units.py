@@ -1,0 +1,177 @@
+"""The Slurm executor's pure parts, golden sbatch scripts, and status when Slurm hangs.
+
+No cluster needed. Regenerate the golden scripts after an intended change with
+    LAUNCH_UPDATE_GOLDEN=1 pytest tests/slurm/test_slurm_units.py
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from launcher import sbatch, slurm, slurm_task
+from launcher.cpus import CpuShare
+from launcher.errors import UserError
+from launcher.plan import make_sweep_id
+from launcher.sweepfile import SlurmConfig
+
+GOLDEN = Path(__file__).parent.parent / "golden" / "sbatch"
+UPDATE = os.environ.get("LAUNCH_UPDATE_GOLDEN") == "1"
+PYTHON = "/opt/venv/bin/python"
+HOSTILE_NAME = "evil 'q' \"dq\" $(touch /tmp/pwned); rm -rf ~\nnext `id`"
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with LAUNCH_UPDATE_GOLDEN=1"
+    assert text == path.read_text()
+
+
+GOLDEN_CASES = {
+    "plain.sbatch": ("demo-20260101-120000", 6, SlurmConfig(gpus_per_node=1, cpus_per_task=4)),
+    "full.sbatch": ("cifar-20260101-120000", 24, SlurmConfig(
+        gpus_per_node=2, cpus_per_task=8, partition="gpu", time_min=120, mem_gb=31.5,
+        account="proj-42", qos="high", constraint="a100", array_parallelism=4,
+        sbatch_lines=("#SBATCH --exclusive", "#SBATCH --mail-type=END"),
+        setup=("module load cuda/12.4", "source ~/venvs/launch/bin/activate"))),
+    "cpu.sbatch": ("cmd-20260101-120000", 1, SlurmConfig(gpus_per_node=0, cpus_per_task=1)),
+    "hostile.sbatch": (make_sweep_id(HOSTILE_NAME, datetime(2026, 1, 1)), 3,
+                       SlurmConfig(gpus_per_node=1, cpus_per_task=2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_golden_sbatch(name):
+    sweep_id, n_jobs, cfg = GOLDEN_CASES[name]
+    text = sbatch.render_sbatch(sweep_id, Path("/shared/runs") / sweep_id, n_jobs, cfg, PYTHON)
+    check_golden(name, text)
+    for needle in ("touch", "pwned", "rm -rf", "`", "'q'", "next"):
+        assert needle not in text.replace(sweep_id, "SWEEP"), needle
+
+
+def test_sbatch_refuses_paths_and_lines_it_cannot_hold():
+    cfg = SlurmConfig(gpus_per_node=0, cpus_per_task=1)
+    with pytest.raises(UserError, match="LAUNCH_RUNS_DIR"):
+        sbatch.render_sbatch("x-1", Path("/home/o'brien/runs/x-1"), 2, cfg, PYTHON)
+    for bad in ("#SBATCH -p gpu", "#SBATCH --x\nrm -rf /", "#SBATCH echo hi", "#SBATCH"):
+        with pytest.raises(UserError, match="sbatch_lines"):
+            sbatch.parse_sbatch_line(bad)
+    assert sbatch.parse_sbatch_line("#SBATCH --exclusive") == ("exclusive", True)
+    assert sbatch.parse_sbatch_line("#SBATCH --mail-type=END") == ("mail-type", "END")
+    assert sbatch.parse_sbatch_line("#SBATCH --reservation day") == ("reservation", "day")
+
+
+def test_submitit_parameters_ask_what_the_script_asks():
+    sweep_id, n_jobs, cfg = GOLDEN_CASES["full.sbatch"]
+    params = sbatch.submitit_parameters(cfg, sweep_id, n_jobs, hold=True)
+    assert params == {
+        "job_name": sweep_id, "time": 120, "cpus_per_task": 8, "gres": "gpu:2",
+        "partition": "gpu", "account": "proj-42", "qos": "high", "constraint": "a100",
+        "array_parallelism": 4, "signal_delay_s": 90,
+        "setup": ["module load cuda/12.4", "source ~/venvs/launch/bin/activate"],
+        "additional_parameters": {"mem": "32256M", "requeue": True, "exclusive": True,
+                                  "mail-type": "END", "hold": True},
+    }
+    plain = sbatch.submitit_parameters(SlurmConfig(gpus_per_node=0, cpus_per_task=1), "x", 7)
+    assert "gres" not in plain and plain["array_parallelism"] == 7
+    assert "hold" not in plain["additional_parameters"]
+
+
+def test_split_array_by_max_array_size():
+    assert slurm.split_array(0, 1001) == []
+    assert slurm.split_array(6, 1001) == [range(0, 6)]
+    assert slurm.split_array(5, 2) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert slurm.split_array(2002, 1001) == [range(0, 1001), range(1001, 2002)]
+
+
+def test_parse_squeue_and_sacct_rows():
+    text = ("12_3|RUNNING|None|node7\n12_[4-6,9%2]|PENDING|JobArrayTaskLimit|\n"
+            "13|CANCELLED by 0|None|None assigned\nbad line\n")
+    rows = slurm.parse_table(text)
+    assert [r["id"] for r in rows] == ["12_3", "12_4", "12_5", "12_6", "12_9", "13"]
+    assert rows[0] == {"id": "12_3", "state": "RUNNING", "reason": None, "node": "node7"}
+    assert rows[1]["reason"] == "JobArrayTaskLimit" and rows[1]["node"] is None
+    assert rows[-1]["state"] == "CANCELLED"
+
+
+@pytest.mark.parametrize("word, file_state, marked, want", [
+    ("PENDING", "pending", False, "pending"),
+    ("PENDING", "preempted", False, "pending"),  # requeued, waiting to resume
+    ("RUNNING", "running", False, "running"),
+    ("RUNNING", "preempted", False, "running"),  # the requeued task started again
+    ("COMPLETING", "preempted", False, "preempted"),
+    ("COMPLETED", "finished", False, "finished"),
+    ("FAILED", "failed", False, "failed"),
+    ("FAILED", "finished", False, "finished"),  # its result is on disk
+    ("CANCELLED", "running", False, "cancelled"),  # killed before its node wrote the end
+    ("TIMEOUT", "running", False, "timeout"),
+    ("OUT_OF_MEMORY", "running", False, "failed"),
+    (None, "running", False, "running"),
+    (None, "running", True, "cancelled"),
+    (None, "finished", True, "finished"),
+])
+def test_merged_state(word, file_state, marked, want):
+    st = slurm.SlurmState("j", "1_0", word, "Priority" if word == "PENDING" else None, "n1",
+                          "squeue")
+    state, reason = slurm.merged_state(st, file_state, marked)
+    assert state == want
+    if word == "PENDING":
+        assert reason == "slurm PENDING (Priority)"
+
+
+def test_status_never_hangs_on_a_stuck_controller(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("squeue", "sacct"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexec sleep 600\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(slurm, "QUERY_TIMEOUT_S", 0.5)
+    sweep = tmp_path / "s-1"
+    (sweep / "jobs" / "a").mkdir(parents=True)
+    slurm.atomic_write_json(sweep / "sweep.json", {"sweep_id": "s-1", "jobs": [{"id": "a"}]})
+    slurm.atomic_write_json(sweep / "slurm.json", {"jobs": {"a": "5_0"}})
+    assert slurm.slurm_states(sweep) == {"a": slurm.SlurmState("a", "5_0", None, None, None,
+                                                                "files")}
+
+
+def test_shared_storage_warning():
+    assert "under /tmp" in slurm.shared_storage_warning(Path("/tmp/runs/x"))
+    assert slurm.shared_storage_warning(Path("/home/alice/runs/x")) is None
+
+
+def test_task_environment_from_the_allocation():
+    env = {"SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "44",
+           "CUDA_VISIBLE_DEVICES": "2", "SLURM_CPUS_PER_TASK": "4", "PATH": "/bin"}
+    assert slurm_task.slurm_job_id(env) == "40_3"
+    assert slurm_task.slurm_job_id({"SLURM_JOB_ID": "44"}) == "44"
+    assert slurm_task.allocated_gpus(env) == ["2"]
+    assert slurm_task.allocated_cpus(env, {}) == 4
+    assert slurm_task.allocated_cpus({}, {"slurm": {"cpus_per_task": 3}}) == 3
+    share = slurm_task.task_share(4, {})
+    assert (share.num_workers, share.num_threads) == (3, 1)  # workers = cpus_per_task - 1
+    assert slurm_task.task_share(4, {"num_workers": 1}).num_workers == 1
+    out = slurm_task.task_env(env, CpuShare(4, 3, 1), "s-1", "j", Path("/r/s-1/jobs/j"))
+    assert out["CUDA_VISIBLE_DEVICES"] == "2" and out["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert (out["OMP_NUM_THREADS"], out["MKL_NUM_THREADS"], out["LAUNCH_NUM_WORKERS"]) == \
+        ("1", "1", "3")
+    assert (out["LAUNCH_SWEEP_ID"], out["LAUNCH_JOB_ID"]) == ("s-1", "j")
+
+
+@pytest.mark.parametrize("code, sig, cancelled, requeued, command, want", [
+    (0, None, True, False, False, "finished"),
+    (75, None, False, False, False, "preempted"),
+    (75, None, True, False, False, "cancelled"),
+    (75, None, False, True, False, "preempted"),
+    (2, None, False, False, False, "failed"),
+    (None, 15, False, False, True, "preempted"),
+    (None, 9, False, False, False, "failed"),
+])
+def test_end_state(code, sig, cancelled, requeued, command, want):
+    assert slurm_task.end_state(code, sig, cancelled, requeued, command)[0] == want
