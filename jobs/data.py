@@ -112,10 +112,7 @@ def load_cifar10(root: Path, download: bool, log=print) -> tuple[Arrays, Arrays]
 def _download_into(root: Path, folder: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".cifar-download-", dir=root))
     try:
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        download_and_extract_archive(URL, download_root=str(tmp), md5=TGZ_MD5,
-                                     remove_finished=True)
+        _fetch_archive(tmp)
         read_cifar10(tmp / FOLDER)  # never publish a folder we cannot read
         if folder.exists():
             folder.rename(root / f"{FOLDER}.bad-{int(time.time())}")
@@ -125,6 +122,13 @@ def _download_into(root: Path, folder: Path) -> None:
                                   "no network?")) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fetch_archive(into: Path) -> None:
+    # torchvision checks the archive's MD5; imported here because it is slow to import.
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    download_and_extract_archive(URL, download_root=str(into), md5=TGZ_MD5, remove_finished=True)
 
 
 def _fix_text(folder: Path, problem: str, why: str) -> str:

@@ -93,13 +93,14 @@ def add_grad_noise(params: list[torch.Tensor], step: int, cfg: dict,
     annealed (Neelakantan et al. 2015): variance eta / (1 + step)^gamma, the same for all.
     relative: per tensor, std alpha * ||g|| / sqrt(numel), i.e. alpha times the RMS gradient.
     """
-    std = math.sqrt(cfg["eta"] / (1 + step) ** cfg["gamma"])
+    relative = cfg["mode"] == "relative"
+    std = 0.0 if relative else math.sqrt(cfg["eta"] / (1 + step) ** cfg["gamma"])
     for p in params:
         g = p.grad
         if g is None:
             continue
         noise = torch.randn(g.shape, generator=rng, device=g.device, dtype=g.dtype)
-        if cfg["mode"] == "relative":
+        if relative:
             noise.mul_(g.norm() * (cfg["alpha"] / math.sqrt(g.numel())))
         else:
             noise.mul_(std)

@@ -1,0 +1,91 @@
+"""Issue 2, item 3: a killed or signalled job, restarted on its DIR, ends with the same weights."""
+
+import json
+import signal
+import time
+
+import pytest
+import torch
+from jobhelpers import finish, metrics, result, run_job, start_job, tiny_spec
+
+# Enough batches per epoch (160) that a signal lands mid-epoch, and the run lasts seconds.
+SPEC = tiny_spec(synthetic={"train_size": 1600}, val_size=0.2, batch_size=8, epochs=2,
+                 augment=True, optimizer={"name": "sgd", "lr": 0.01})
+
+
+def wait_for(predicate, proc, timeout_s=90.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert proc.poll() is None, "job ended before the test could interrupt it"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def metric_lines(out):
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Returns a function giving the uninterrupted run's DIR; the run starts now, in parallel."""
+    out = tmp_path_factory.mktemp("reference") / "ref"
+    proc = start_job(SPEC, out)
+
+    def wait():
+        if proc.returncode is None:
+            assert finish(proc)[0] == 0
+        return out
+
+    yield wait
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigkill_after_an_epoch_then_restart_matches_uninterrupted(tmp_path, reference):
+    killed = start_job(SPEC, tmp_path / "job")
+    # The epoch's checkpoint is written right after its metrics line: the first one on disk.
+    wait_for(lambda: (tmp_path / "job" / "checkpoint.pt").exists(), killed)
+    killed.kill()  # SIGKILL: no handler runs, only the epoch checkpoint on disk survives
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "job" / "result.json").exists()
+    code, out, err = run_job(SPEC, tmp_path / "job")
+    assert code == 0, (out, err)
+    assert "resuming at epoch" in out
+    ref = reference()
+    assert result(tmp_path / "job")["weights_sha256"] == result(ref)["weights_sha256"]
+    assert metrics(tmp_path / "job") == metrics(ref)  # one line per epoch, no duplicates
+
+
+def test_sigterm_and_sigusr2_checkpoint_mid_epoch_exit_75_and_resume(tmp_path, reference):
+    term = start_job(SPEC, tmp_path / "term")
+    usr2 = start_job(SPEC, tmp_path / "usr2")
+    wait_for(lambda: metric_lines(tmp_path / "term") >= 1, term)
+    term.send_signal(signal.SIGTERM)  # during epoch 2
+    assert usr2.stdout.readline().startswith("start:")  # handlers are installed before this line
+    usr2.send_signal(signal.SIGUSR2)  # during epoch 1
+    for name, proc in (("term", term), ("usr2", usr2)):
+        code, out, err = finish(proc)
+        assert code == 75, (name, out, err)
+        assert "preempted" in out
+        state = torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)
+        assert state["batch"] > 0  # written at the end of the batch that was running
+        code, out, err = run_job(SPEC, tmp_path / name)
+        assert code == 0, (name, out, err)
+    ref = reference()
+    for name in ("term", "usr2"):
+        assert result(tmp_path / name)["weights_sha256"] == result(ref)["weights_sha256"]
+        # The checkpoint carries the interrupted epoch's running sums: same metrics too.
+        assert metrics(tmp_path / name) == metrics(ref)
+
+
+def test_checkpoint_of_another_spec_is_refused(tmp_path):
+    small = tiny_spec(epochs=1, synthetic={"train_size": 100, "test_size": 20})
+    assert run_job(small, tmp_path / "job")[0] == 0
+    other = dict(small, seed=7)
+    code, out, err = run_job(other, tmp_path / "job")
+    assert code == 2
+    assert "checkpoint.pt" in err and "seed" in err and "fresh --out" in err
+    assert json.loads((tmp_path / "job" / "result.json").read_text())["seed"] == 0
