@@ -53,7 +53,7 @@ def parse_sbatch_line(line: str) -> tuple[str, str | bool]:
     return match.group(1), (value.strip() if value else True)
 
 
-def submitit_parameters(cfg, sweep_id: str, n_jobs: int, hold: bool = False) -> dict:
+def submitit_parameters(cfg, sweep_id: str, hold: bool = False) -> dict:
     """Return the keyword arguments of submitit's SlurmExecutor.update_parameters."""
     opts = sbatch_options(cfg, sweep_id)
     named = {"job-name": "job_name", "time": "time", "cpus-per-task": "cpus_per_task",
@@ -68,7 +68,6 @@ def submitit_parameters(cfg, sweep_id: str, n_jobs: int, hold: bool = False) -> 
     if hold:
         extra["hold"] = True
     params["additional_parameters"] = extra
-    params["array_parallelism"] = cfg.array_parallelism or max(1, n_jobs)
     params["signal_delay_s"] = SIGNAL_DELAY_S
     if cfg.setup:
         params["setup"] = list(cfg.setup)

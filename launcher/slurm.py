@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -103,33 +104,63 @@ def make_executor(folder: Path, params: dict):
     return executor
 
 
+def link_task_pickles(pickle: Path, array_id: str, n_tasks: int) -> None:
+    """Give each array task the path submitit's runner looks for: links to one pickle.
+
+    submitit's map_array writes one pickle per task; for 1,000 jobs that is 1,000 files on
+    shared storage before anything runs. Our callable finds its job from the array index, so
+    the tasks share one pickle. A checkpoint replaces a task's link with its own file.
+    """
+    from submitit.core.utils import JobPaths
+
+    for i in range(n_tasks):
+        target = JobPaths(pickle.parent, job_id=f"{array_id}_{i}").submitted_pickle
+        try:
+            os.link(pickle, target)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(pickle, target)
+
+
+def submit_array(executor, sweep_dir: Path, ids: list[str], cfg: SlurmConfig,
+                 extra: dict) -> str:
+    """Return the Slurm id of a new job array running the jobs ids, one task per job."""
+    from launcher.slurm_task import SlurmTask
+
+    folder = sweep_dir / "slurm"
+    parallel = cfg.array_parallelism or len(ids)
+    executor.update_parameters(
+        additional_parameters={**extra, "array": f"0-{len(ids) - 1}%{parallel}",
+                               "output": f"{folder}/%A_%a_0_log.out",
+                               "error": f"{folder}/%A_%a_0_log.err"},
+        srun_args=["--output", f"{folder}/%A_%a_%t_log.out",
+                   "--error", f"{folder}/%A_%a_%t_log.err"])
+    try:
+        job = executor.submit(SlurmTask(str(sweep_dir), tuple(ids)))
+    except Exception as err:  # submitit wraps sbatch's complaint; show it whole
+        raise UserError(f"sbatch refused the sweep: {err}") from None
+    link_task_pickles(job.paths.submitted_pickle, job.job_id, len(ids))
+    return job.job_id
+
+
 def submit_jobs(sweep_dir: Path, cfg: SlurmConfig, job_ids: Sequence[str],
                 hold: bool = False) -> list[str]:
     """Return the Slurm ids of the arrays that now hold job_ids, recorded in slurm.json."""
-    from launcher.slurm_task import SlurmTask
-
     sweep_dir = Path(sweep_dir).absolute()
     folder = sweep_dir / "slurm"
     folder.mkdir(exist_ok=True)
-    params = sbatch.submitit_parameters(cfg, sweep_dir.name, len(job_ids), hold=hold)
+    params = sbatch.submitit_parameters(cfg, sweep_dir.name, hold=hold)
+    extra = params.pop("additional_parameters")
     executor = make_executor(folder, params)
-    task = SlurmTask()
     arrays = []
     for part in split_array(len(job_ids), max_array_size()):
         ids = [job_ids[i] for i in part]
-        executor.update_parameters(array_parallelism=cfg.array_parallelism or len(ids))
-        try:
-            jobs = executor.map_array(task, [str(sweep_dir / "jobs" / j) for j in ids])
-        except Exception as err:  # submitit wraps sbatch's complaint; show it whole
-            raise UserError(f"sbatch refused the sweep: {err}") from None
-        first = jobs[0].job_id
-        arrays.append({"slurm_job_id": first.split("_")[0], "array": "_" in first,
+        arrays.append({"slurm_job_id": submit_array(executor, sweep_dir, ids, cfg, extra),
                        "jobs": ids})
     record = read_json(sweep_dir / SLURM_JSON) or {}
     mapping = dict(record.get("jobs") or {})
     for arr in arrays:
-        for i, job_id in enumerate(arr["jobs"]):
-            mapping[job_id] = f"{arr['slurm_job_id']}_{i}" if arr["array"] else arr["slurm_job_id"]
+        mapping.update({job_id: f"{arr['slurm_job_id']}_{i}"
+                        for i, job_id in enumerate(arr["jobs"])})
     atomic_write_json(sweep_dir / SLURM_JSON, {
         "format": "launch-slurm/1", "mode": "submitit", "job_name": sweep_dir.name,
         "submitit_folder": str(folder),

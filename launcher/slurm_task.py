@@ -242,14 +242,23 @@ def forward_to_child(task: Task) -> None:
 
 
 class SlurmTask:
-    """The callable submitit runs per array task; checkpointable in submitit's sense.
+    """The callable submitit runs in every task of one array; checkpointable in submitit's sense.
 
-    It holds no state of its own (the job directory comes as the argument), so the same
-    pickled instance serves every task of an array and survives any number of requeues.
+    It holds the array's job ids and finds its own from SLURM_ARRAY_TASK_ID, so one pickle
+    serves the whole array and a requeued task (same index) finds the same job again.
     """
 
-    def __call__(self, job_dir: str) -> str:
-        task = Task(Path(job_dir))
+    def __init__(self, sweep_dir: str, job_ids: tuple[str, ...]):
+        self.sweep_dir = sweep_dir
+        self.job_ids = tuple(job_ids)
+
+    def job_dir(self) -> Path:
+        """Return the folder of this task's job."""
+        index = int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)
+        return Path(self.sweep_dir) / "jobs" / self.job_ids[index]
+
+    def __call__(self) -> str:
+        task = Task(self.job_dir())
         _CURRENT[str(task.job_dir)] = task
         forward_to_child(task)
         state = task.record_end(task.start().wait())
@@ -257,7 +266,7 @@ class SlurmTask:
             raise JobStopped(f"{task.job_dir.name}: {state}")
         return state
 
-    def checkpoint(self, job_dir: str):
+    def checkpoint(self):
         """Return a DelayedSubmission of this task once the child wrote its checkpoint.
 
         submitit calls this on SIGUSR2 (time limit or preemption) and requeues what it gets;
@@ -265,15 +274,15 @@ class SlurmTask:
         """
         import submitit
 
-        task = _CURRENT.get(str(Path(job_dir).absolute()))
+        task = _CURRENT.get(str(self.job_dir().absolute()))
         if task is None or task.child is None:
-            return submitit.helpers.DelayedSubmission(self, job_dir)
+            return submitit.helpers.DelayedSubmission(self)
         status = task.stop_for_requeue()
         requeue = status is not None and status != 0 and (
             status == EXIT_REQUEUE or "command" in task.spec)
         task.requeued = requeue
         task.record_end(status if status is not None else 1)
-        return submitit.helpers.DelayedSubmission(self, job_dir) if requeue else None
+        return submitit.helpers.DelayedSubmission(self) if requeue else None
 
 
 def requeue_self(env: dict) -> bool:

@@ -35,7 +35,7 @@ def test_six_jobs_one_array_own_gpus_same_hashes_as_local(cluster, capsys, tmp_p
     path = sweep_path(cluster, out)
     record = json.loads((path / "slurm.json").read_text())
     (array,) = record["submissions"][0]["arrays"]  # one array for all six
-    assert array["array"] and len(array["jobs"]) == 6
+    assert len(array["jobs"]) == 6
     assert f"Slurm job {array['slurm_job_id']}" in err and "under /tmp" in err
 
     job_dirs = [path / "jobs" / j for j in array["jobs"]]

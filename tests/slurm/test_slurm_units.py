@@ -68,18 +68,18 @@ def test_sbatch_refuses_paths_and_lines_it_cannot_hold():
 
 
 def test_submitit_parameters_ask_what_the_script_asks():
-    sweep_id, n_jobs, cfg = GOLDEN_CASES["full.sbatch"]
-    params = sbatch.submitit_parameters(cfg, sweep_id, n_jobs, hold=True)
+    sweep_id, _, cfg = GOLDEN_CASES["full.sbatch"]
+    params = sbatch.submitit_parameters(cfg, sweep_id, hold=True)
     assert params == {
         "job_name": sweep_id, "time": 120, "cpus_per_task": 8, "gres": "gpu:2",
         "partition": "gpu", "account": "proj-42", "qos": "high", "constraint": "a100",
-        "array_parallelism": 4, "signal_delay_s": 90,
+        "signal_delay_s": 90,
         "setup": ["module load cuda/12.4", "source ~/venvs/launch/bin/activate"],
         "additional_parameters": {"mem": "32256M", "requeue": True, "exclusive": True,
                                   "mail-type": "END", "hold": True},
     }
-    plain = sbatch.submitit_parameters(SlurmConfig(gpus_per_node=0, cpus_per_task=1), "x", 7)
-    assert "gres" not in plain and plain["array_parallelism"] == 7
+    plain = sbatch.submitit_parameters(SlurmConfig(gpus_per_node=0, cpus_per_task=1), "x")
+    assert "gres" not in plain
     assert "hold" not in plain["additional_parameters"]
 
 
