@@ -22,9 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launcher import rundir  # noqa: E402
+from launcher import rundir
 from launcher.plan import make_sweep_id, plan_jobs, resolved_yaml  # noqa: E402
 from launcher.sweepfile import load_sweep  # noqa: E402
+from launcher.sweeping import job_files  # noqa: E402
 
 SWEEP = """\
 name: bench-{jobs}
@@ -48,8 +49,8 @@ def one_run(jobs: int, work: Path) -> tuple[float, float]:
     sweep_id = make_sweep_id(sweep.name, time.time()) + f"-{time.perf_counter_ns()}"
     meta = {"name": sweep.name, "executor": sweep.executor,
             "grid_keys": sorted({k for p in plans for k in p.params})}
-    rundir.create_sweep(sweep_id, resolved_yaml(sweep), meta,
-                        [(p.job_id, p.params, p.spec) for p in plans], root=work / "runs")
+    rundir.create_sweep(sweep_id, resolved_yaml(sweep), meta, job_files(plans),
+                        root=work / "runs", write_specs=False)  # as `launch sweep` does
     written = time.perf_counter()
     shutil.rmtree(work / "runs" / sweep_id)
     return planned - start, written - planned

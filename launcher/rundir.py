@@ -109,13 +109,17 @@ def create_sweep(
     sweep_id: str,
     sweep_yaml: str,
     meta: dict,
-    jobs: Sequence[tuple[str, dict, dict]],
+    jobs: Sequence[tuple[str, dict, str]],
     root: Path | None = None,
+    write_specs: bool = True,
 ) -> Path:
-    """Return the new sweep folder, written whole: plan, resolved file and every job's spec.
+    """Return the new sweep folder, written whole: plan, resolved file and job folders.
 
-    jobs holds (job_id, params, spec). The folder is built under a hidden name and renamed
-    into place, so a crash never leaves half a sweep and 10,000 jobs cost one rename.
+    jobs holds (job_id, params, spec as JSON text). Every spec goes into one specs.jsonl;
+    with write_specs each job's spec.json is written too (Slurm's nodes read those), else a
+    job's spec.json is written when it starts (`materialize_job`): on a plain disk creating
+    10,000 small files costs seconds, creating one costs nothing. The folder is built under
+    a hidden name and renamed into place, so a crash never leaves half a sweep.
     """
     import tempfile
 
@@ -137,15 +141,41 @@ def create_sweep(
         "jobs": [{"id": job_id, "params": params} for job_id, params, _ in jobs],
     }
     (tmp / "sweep.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-    jobs_root = tmp / "jobs"
-    jobs_root.mkdir()
-    for job_id, _, spec in jobs:
-        d = jobs_root / job_id
-        d.mkdir()
-        (d / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    with open(tmp / "specs.jsonl", "w") as f:
+        f.writelines(f'{{"id": {json.dumps(job_id)}, "spec": {text}}}\n'
+                     for job_id, _, text in jobs)
+    jobs_root = f"{tmp}/jobs"
+    os.mkdir(jobs_root)
+    for job_id, _, spec_json in jobs:
+        os.mkdir(f"{jobs_root}/{job_id}")
+        if write_specs:
+            write_new_file(f"{jobs_root}/{job_id}/spec.json", spec_json + "\n")
     os.chmod(tmp, 0o755)
     os.rename(tmp, final)
     return final
+
+
+def write_new_file(path: str, text: str) -> None:
+    """Create path with text; bare os calls, since a sweep may create thousands."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def read_specs(sweep_path: Path) -> dict[str, dict]:
+    """Return every job's spec of a sweep, by job id, from its specs.jsonl."""
+    return {line["id"]: line["spec"] for line in read_jsonl(sweep_path / "specs.jsonl")}
+
+
+def materialize_job(sweep_path: Path, job_id: str, spec: dict) -> Path:
+    """Return the job's spec.json, writing it (atomically) if the job has none yet."""
+    path = sweep_path / "jobs" / job_id / "spec.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, spec)
+    return path
 
 
 def current_user() -> str:

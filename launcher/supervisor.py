@@ -146,6 +146,7 @@ class Supervisor:
         self.attempts: dict[str, int] = {}
         self.waiting_reason: str | None = None
         self.prefix = pdeathsig_prefix()
+        self.specs = rundir.read_specs(path)
 
     # -- state ------------------------------------------------------------------------------
     def state(self, job_id: str) -> dict:
@@ -185,7 +186,7 @@ class Supervisor:
                 self.queue.popleft()
                 self.end(job_id, self.state(job_id), "cancelled", reason="cancelled before start")
                 continue
-            spec = read_json(self.path / "jobs" / job_id / "spec.json")
+            spec = self.specs[job_id]
             grant = self.placer.grant(job_id, spec)
             if isinstance(grant, str):
                 self.note_waiting(job_id, grant)
@@ -202,6 +203,7 @@ class Supervisor:
 
     def start(self, job_id: str, spec: dict, grant: placement.Grant) -> None:
         job_path = self.path / "jobs" / job_id
+        spec_path = rundir.materialize_job(self.path, job_id, spec)
         prev = self.state(job_id)
         env = {
             **os.environ,
@@ -210,7 +212,7 @@ class Supervisor:
             "LAUNCH_JOB_ID": job_id,
             "LAUNCH_JOB_DIR": str(job_path),
         }
-        argv = job_argv(spec, job_path / "spec.json", job_path)
+        argv = job_argv(spec, spec_path, job_path)
         with open(job_path / "stdout.log", "ab") as out:
             try:
                 proc = subprocess.Popen(

@@ -28,14 +28,17 @@ def load_plan(file: str, overrides: list[str]):
     return sweep, plan.plan_jobs(sweep)
 
 
-def job_files(plans) -> list[tuple[str, dict, dict]]:
-    """Return (job id, swept values, spec.json content) per job; commands go in resolved."""
+def job_files(plans) -> list[tuple[str, dict, str]]:
+    """Return (job id, swept values, spec.json text) per job; commands go in resolved."""
+    import json
+
     out = []
     for p in plans:
-        spec = dict(p.spec)
-        if p.command is not None:
-            spec["command"] = list(p.command)
-        out.append((p.job_id, dict(p.params), spec))
+        if p.command is None:
+            text = p.spec_json
+        else:
+            text = json.dumps({**p.spec, "command": list(p.command)}, sort_keys=True)
+        out.append((p.job_id, dict(p.params), text))
     return out
 
 
@@ -55,7 +58,8 @@ def create_run_dir(sweep, plans, executor: str) -> Path:
         "cwd": os.getcwd(),
         "source": str(Path(sweep.source_path).absolute()) if sweep.source_path else None,
     }
-    return rundir.create_sweep(sweep_id, plan.resolved_yaml(sweep), meta, job_files(plans))
+    return rundir.create_sweep(sweep_id, plan.resolved_yaml(sweep), meta, job_files(plans),
+                               write_specs=executor == "slurm")
 
 
 def start_sweep(
