@@ -64,3 +64,14 @@ def test_cancel_one_job_then_the_sweep(cluster, capsys, tmp_path):
 
     code, out, _ = cli(capsys, "status", path.name)
     assert code in (0, 3) and out.count("cancelled") >= 3  # 3: no NVML on a GPU-less box
+
+    # `launch sweep --resume` resubmits what was cancelled; cancelling again ends it for good
+    old = {j.job_id: j.slurm_job_id for j in view.values()}
+    code, out, _ = cli(capsys, "sweep", "--resume", path.name)
+    assert code == 0 and "resubmitted 3 jobs" in out
+    view = wait_for(lambda: (v := view_of(path)) and all(
+        j.state in ("pending", "running") for j in v.values()) and v, 30, "the resubmitted jobs")
+    assert all(j.slurm_job_id != old[j.job_id] for j in view.values())
+    code, out, _ = cli(capsys, "cancel", path.name)
+    assert code == 0
+    wait_for(all_cancelled, 15, "Slurm to cancel the resubmitted jobs")

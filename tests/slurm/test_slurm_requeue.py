@@ -34,14 +34,21 @@ def scontrol(*args: str) -> None:
 
 
 def slurm_word(slurm_id: str) -> str:
-    """Return squeue's state of one task."""
-    return subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T"], capture_output=True,
+    """Return squeue's "STATE REASON" of one task."""
+    return subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T %r"], capture_output=True,
                           text=True, timeout=30).stdout.strip()
 
 
-def run_now(slurm_id: str) -> None:
-    """Make a requeued task eligible at once instead of in Slurm's two minutes (BeginTime)."""
-    scontrol("update", f"JobId={slurm_id}", "StartTime=now")
+def started_again(slurm_id: str) -> bool:
+    """Return whether a requeued task left the queue; until then make it eligible at once.
+
+    Slurm holds a requeued job back for about two minutes (BeginTime, set once the old run
+    has finished completing); the test moves that start time to now, again if Slurm reset it.
+    """
+    word = slurm_word(slurm_id)
+    if word == "PENDING BeginTime":
+        scontrol("update", f"JobId={slurm_id}", "StartTime=now")
+    return not word.startswith("PENDING")
 
 
 def test_requeue_and_sigusr2_resume_from_checkpoint_same_hash(cluster, capsys, tmp_path):
@@ -51,40 +58,53 @@ def test_requeue_and_sigusr2_resume_from_checkpoint_same_hash(cluster, capsys, t
     code, out, err = cli(capsys, "sweep", file, "--executor", "slurm")
     assert code == 0, err
     path = sweep_path(cluster, out)
-    by_requeue, by_usr2 = json.loads((path / "sweep.json").read_text())["jobs"]
-    dirs = {j["id"]: path / "jobs" / j["id"] for j in (by_requeue, by_usr2)}
-    reference = start_local_runs(list(dirs.values()), tmp_path / "local", threads=1, workers=0)
+    # the same seed-0 job once more, through the standalone script
+    script = tmp_path / "rq.sbatch"
+    code, out, err = cli(capsys, "sbatch", file, "name=rq-script", "grid.seed=0", "-o",
+                         str(script))
+    assert code == 0, err
+    (script_path,) = cluster.glob("rq-script-*")
+    subprocess.run(["sbatch", str(script)], check=True, timeout=30, capture_output=True)
 
-    def mid_training(job_id: str) -> bool:
-        metrics = dirs[job_id] / "metrics.jsonl"
+    by_requeue, by_usr2 = (j["id"] for j in json.loads((path / "sweep.json").read_text())["jobs"])
+    plan = [(path, by_requeue, "requeue"), (path, by_usr2, "usr2"),
+            (script_path, by_requeue, "usr2-batch")]
+    reference = start_local_runs([path / "jobs" / j for j in (by_requeue, by_usr2)],
+                                 tmp_path / "local", threads=1, workers=0)
+
+    def mid_training(sweep, job_id: str) -> bool:
+        metrics = sweep / "jobs" / job_id / "metrics.jsonl"
         return metrics.exists() and metrics.read_text().count("\n") >= 1
 
     ids = {}
-    for job, how in ((by_requeue, "requeue"), (by_usr2, "usr2")):
-        wait_for(lambda j=job["id"]: mid_training(j), 120, f"{job['id']} to finish an epoch")
-        ids[job["id"]] = states(path)[job["id"]]["slurm_job_id"]
-        if how == "requeue":
-            scontrol("requeue", ids[job["id"]])
-        else:
-            subprocess.run(["scancel", "--signal=USR2", ids[job["id"]]], check=True, timeout=30)
+    for sweep, job_id, how in plan:
+        wait_for(lambda s=sweep, j=job_id: mid_training(s, j), 120, f"{how}: an epoch done")
+        slurm_id = ids[how] = states(sweep)[job_id]["slurm_job_id"]
+        if how == "requeue":  # what preemption with PreemptMode=REQUEUE does too
+            scontrol("requeue", slurm_id)
+        elif how == "usr2":  # the time-limit warning, to the job step (submitit's handler)
+            subprocess.run(["scancel", "--signal=USR2", slurm_id], check=True, timeout=30)
+        else:  # the standalone script asks for B:USR2: the batch shell gets it
+            subprocess.run(["scancel", "--batch", "--signal=USR2", slurm_id], check=True,
+                           timeout=30)
 
-    for job_id, slurm_id in ids.items():
-        st = wait_for(lambda j=job_id: states(path)[j].get("state") == "preempted"
-                      and states(path)[j], 60, f"{job_id} to checkpoint")
+    for sweep, job_id, how in plan:
+        st = wait_for(lambda s=sweep, j=job_id: states(s)[j].get("state") == "preempted"
+                      and states(s)[j], 60, f"{how}: the checkpoint")
         assert st["exit_code"] == 75, st
-        wait_for(lambda s=slurm_id: slurm_word(s) == "PENDING", 60, f"{slurm_id} requeued")
-        view = slurm.with_slurm_states(rundir.load_sweep_view(path.name), path)
+        wait_for(lambda s=ids[how]: slurm_word(s).startswith("PENDING"), 60, f"{how}: requeued")
+        view = slurm.with_slurm_states(rundir.load_sweep_view(sweep.name), sweep)
         job = {j.job_id: j for j in view.jobs}[job_id]
-        assert job.state == "pending" and "slurm PENDING" in job.reason, job
-        run_now(slurm_id)
+        assert job.state == "pending" and "slurm PENDING" in job.reason, (how, job)
+    for how, slurm_id in ids.items():
+        wait_for(lambda s=slurm_id: started_again(s), 60, f"{how}: started again", poll_s=0.5)
 
-    ended = wait_ended(path)
+    ended = {**wait_ended(path), "script": wait_ended(script_path)[by_requeue]}
     hashes = local_hashes(reference)
-    for job_id, d in dirs.items():
-        st = ended[job_id]
-        assert st["state"] == "finished" and st["runs"] == 2 and st["attempt"] == 2, st
-        log = (d / "stdout.log").read_text()
-        assert log.count("[launch]") == 2 and "resuming" in log, log[-3000:]
-        assert result_hash(d) == hashes[job_id]
-    reasons = {st["reason"] for st in ended.values()}
-    assert reasons == {None}
+    for sweep, job_id, how in plan:
+        st = ended["script" if sweep == script_path else job_id]
+        assert st["state"] == "finished" and st["runs"] == 2 and st["attempt"] == 2, (how, st)
+        assert st["reason"] is None
+        log = (sweep / "jobs" / job_id / "stdout.log").read_text()
+        assert log.count("[launch]") == 2 and "resuming" in log, (how, log[-3000:])
+        assert result_hash(sweep / "jobs" / job_id) == hashes[job_id], how
