@@ -305,7 +305,12 @@ def merged_state(slurm: SlurmState, file_state: str,
 
 
 def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
-    """Return the sweep's view with each job's state and reason as Slurm and its files say."""
+    """Return the sweep's view with each job's state and reason as Slurm and its files say.
+
+    A sweep whose jobs have all ended (by their files) costs no Slurm query.
+    """
+    if all(job.state in ENDED_STATES for job in view.jobs):
+        return view
     states = slurm_states(sweep_dir)
     jobs = []
     for job in view.jobs:

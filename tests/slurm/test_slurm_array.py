@@ -71,7 +71,7 @@ def test_six_jobs_one_array_own_gpus_same_hashes_as_local(cluster, capsys, tmp_p
     # state.json says finished a moment before Slurm's COMPLETING becomes COMPLETED
     wait_for(lambda: {s.state for s in slurm.slurm_states(path).values()} == {"COMPLETED"},
              30, "Slurm to report COMPLETED")
-    view = slurm.with_slurm_states(rundir.load_sweep_view(path.name), path)
+    view = rundir.load_sweep_view(path.name)
+    assert slurm.with_slurm_states(view, path) == view  # all ended: no need to ask Slurm
     assert {j.state for j in view.jobs} == {"finished"}
-    assert all("COMPLETED" in (j.reason or "") for j in view.jobs)
     assert states(path) == ended  # status only reads

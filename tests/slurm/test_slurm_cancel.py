@@ -51,8 +51,8 @@ def test_cancel_one_job_then_the_sweep(cluster, capsys, tmp_path):
     code, out, _ = cli(capsys, "cancel", path.name)
     assert code == 0 and "cancelled" in out
     def all_cancelled():
-        v = view_of(path)
-        return all(j.reason.startswith("slurm CANCELLED") for j in v.values()) and v
+        words = {s.state for s in slurm.slurm_states(path).values()}
+        return words == {"CANCELLED"} and view_of(path)
 
     view = wait_for(all_cancelled, 15, "Slurm to report every task CANCELLED")
     assert {j.state for j in view.values()} == {"cancelled"}
@@ -66,12 +66,12 @@ def test_cancel_one_job_then_the_sweep(cluster, capsys, tmp_path):
     assert code in (0, 3) and out.count("cancelled") >= 3  # 3: no NVML on a GPU-less box
 
     # `launch sweep --resume` resubmits what was cancelled; cancelling again ends it for good
-    old = {j.job_id: j.slurm_job_id for j in view.values()}
+    old = {j: s.slurm_job_id for j, s in slurm.slurm_states(path).items()}
     code, out, _ = cli(capsys, "sweep", "--resume", path.name)
     assert code == 0 and "resubmitted 3 jobs" in out
     view = wait_for(lambda: (v := view_of(path)) and all(
         j.state in ("pending", "running") for j in v.values()) and v, 30, "the resubmitted jobs")
-    assert all(j.slurm_job_id != old[j.job_id] for j in view.values())
+    assert all(j.slurm_job_id and j.slurm_job_id != old[j.job_id] for j in view.values())
     code, out, _ = cli(capsys, "cancel", path.name)
     assert code == 0
     wait_for(all_cancelled, 15, "Slurm to cancel the resubmitted jobs")
