@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -59,6 +60,19 @@ def _log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the exit code."""
     args = build_parser().parse_args(argv)
+    # Catch SIGTERM/SIGUSR2 before the slow torch import: a signal during setup is kept and
+    # honoured at the first safe point, instead of killing the job without a checkpoint.
+    stop: dict = {}
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.update(
+        signal=signal.Signals(signum).name)) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    try:
+        return _main(args, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(args: argparse.Namespace, stop: dict) -> int:
     try:
         raw = json.loads(Path(args.spec).read_text())
         spec = validate_spec(raw)
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.train import Preempted, ResumeError, train
 
     try:
-        train(spec, args.out, log=_log)
+        train(spec, args.out, log=_log, stop=stop)
     except (SpecError, DataError, ResumeError) as exc:
         return _error(str(exc))
     except Preempted as exc:

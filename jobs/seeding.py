@@ -65,7 +65,9 @@ def seed_everything(seed: int, reproducible: bool) -> None:
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
     else:
+        torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True
+        torch.use_deterministic_algorithms(False)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -92,16 +92,17 @@ class Progress:
         return self.elapsed_before_s + time.perf_counter() - self.started
 
 
-def train(spec: dict, out_dir: str | Path, log=print) -> dict:
+def train(spec: dict, out_dir: str | Path, log=print, stop: dict | None = None) -> dict:
     """Returns result.json's content after training `spec` in `out_dir` (resuming if possible).
 
     Raises SpecError/DataError/ResumeError for user errors, Preempted after a signal.
+    `stop` lets a caller that caught a signal before calling us pass it on (see __main__).
     """
     spec = validate_spec(spec)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stop: dict = {}
-    previous = _catch_signals(stop, log)
+    stop = {} if stop is None else stop
+    previous = catch_signals(stop, log)
     try:
         return _run(spec, out_dir, stop, log)
     finally:
@@ -109,7 +110,9 @@ def train(spec: dict, out_dir: str | Path, log=print) -> dict:
             signal.signal(sig, handler)
 
 
-def _catch_signals(stop: dict, log) -> dict:
+def catch_signals(stop: dict, log=print) -> dict:
+    """Makes SIGTERM/SIGUSR2 set stop["signal"]; returns the previous handlers."""
+
     def handler(signum, frame):
         stop["signal"] = signal.Signals(signum).name
 
@@ -121,6 +124,7 @@ def _catch_signals(stop: dict, log) -> dict:
 
 
 def _run(spec: dict, out_dir: Path, stop: dict, log) -> dict:
+    progress = Progress()  # its clock includes setup: wall_time_s is the job's, not the loop's
     num_threads = configure_threads()
     device = pick_device(spec["device"])
     num_workers = resolve_num_workers(spec)
@@ -128,7 +132,6 @@ def _run(spec: dict, out_dir: Path, stop: dict, log) -> dict:
     seed_everything(spec["seed"], spec["reproducible"])
     data = load_splits(spec, seeds["split"], log)
     job = _build(spec, seeds, device, data, num_workers, log)
-    progress = Progress()
     state = ckpt.load_checkpoint(out_dir)
     if state is not None:
         _restore(job, progress, state, out_dir)
@@ -140,8 +143,6 @@ def _run(spec: dict, out_dir: Path, stop: dict, log) -> dict:
         + (f"; resuming at epoch {progress.epoch + 1} batch {progress.batch}" if state else ""))
     while progress.epoch < spec["epochs"]:
         _train_epoch(job, progress, stop, out_dir, log)
-    if stop:  # arrived during the last epoch's evaluation; its checkpoint is on disk
-        raise Preempted(f"{stop['signal']}: checkpoint at epoch {progress.epoch} written")
     return _finish(job, progress, out_dir, env_record(num_threads, num_workers), log)
 
 
@@ -207,6 +208,8 @@ def _train_epoch(job: Job, p: Progress, stop: dict, out_dir: Path, log) -> None:
     p.epoch, p.batch, p.loss_sum, p.correct, p.seen = epoch + 1, 0, 0.0, 0, 0
     _save(job, p, out_dir)
     log(_epoch_line(line, p))
+    if stop:  # arrived during validation: this epoch's checkpoint is the place to stop
+        raise Preempted(f"{stop['signal']}: checkpoint at epoch {p.epoch} written")
 
 
 def _step(job: Job, x: torch.Tensor, y: torch.Tensor, step: int):
@@ -277,9 +280,15 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
     """Drops metric lines past the checkpoint: a killed run may have logged an epoch it redoes."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines()
-             if ln.strip() and json.loads(ln)["epoch"] <= epochs_done]
+    lines = [ln for ln in path.read_text().splitlines() if _epoch_of(ln) <= epochs_done]
     ckpt.atomic_write_bytes(path, lambda f: f.write("".join(ln + "\n" for ln in lines).encode()))
+
+
+def _epoch_of(line: str) -> float:
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+        return float("inf")
 
 
 def _finish(job: Job, p: Progress, out_dir: Path, env: dict, log) -> dict:

@@ -63,7 +63,7 @@ def test_sigterm_and_sigusr2_checkpoint_mid_epoch_exit_75_and_resume(tmp_path, r
     term = start_job(SPEC, tmp_path / "term")
     usr2 = start_job(SPEC, tmp_path / "usr2")
     wait_for(lambda: metric_lines(tmp_path / "term") >= 1, term)
-    term.send_signal(signal.SIGTERM)  # during epoch 2
+    term.send_signal(signal.SIGTERM)  # epoch 1 is done: stops at its end or within epoch 2
     assert usr2.stdout.readline().startswith("start:")  # handlers are installed before this line
     usr2.send_signal(signal.SIGUSR2)  # during epoch 1
     for name, proc in (("term", term), ("usr2", usr2)):
@@ -71,7 +71,10 @@ def test_sigterm_and_sigusr2_checkpoint_mid_epoch_exit_75_and_resume(tmp_path, r
         assert code == 75, (name, out, err)
         assert "preempted" in out
         state = torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)
-        assert state["batch"] > 0  # written at the end of the batch that was running
+        if name == "usr2":  # sent at the start of epoch 1: written after the running batch
+            assert state["epoch"] == 0 and state["batch"] > 0
+        else:
+            assert state["epoch"] + (state["batch"] > 0) == 2
         code, out, err = run_job(SPEC, tmp_path / name)
         assert code == 0, (name, out, err)
     ref = reference()
