@@ -10,6 +10,8 @@ Python interpreter's path and the user's own `sbatch_lines`/`setup` (checked one
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import shlex
 import sys
@@ -18,11 +20,37 @@ from pathlib import Path
 
 from launcher.errors import UserError
 from launcher.rundir import atomic_write_json, atomic_write_text
+from launcher.sweepfile import SlurmConfig
 
 SIGNAL_DELAY_S = 90  # SIGUSR2 this long before the time limit: time to write a checkpoint
 JOBS_LIST = "jobs.txt"  # in <sweep>/slurm/: line i+1 is the job id of array index i
 # `#SBATCH` lines are not parsed by a shell: a path with spaces or quotes would break them.
 SAFE_PATH = re.compile(r"[A-Za-z0-9._/+=@,-]+")
+SHARED_HINT = ("nodes must all see the run directory: on a real cluster set LAUNCH_RUNS_DIR "
+               "to shared storage (home, project or scratch)")
+
+
+def split_array(n_jobs: int, max_size: int) -> list[range]:
+    """Return the index ranges of the arrays a sweep of n_jobs needs (each <= max_size tasks)."""
+    size = max(1, max_size)
+    return [range(start, min(start + size, n_jobs)) for start in range(0, n_jobs, size)]
+
+
+def shared_storage_warning(path: Path) -> str | None:
+    """Return a warning when the run directory is on node-local storage (/tmp), else None."""
+    real = os.path.realpath(path)
+    for local in ("/tmp", "/var/tmp", "/dev/shm"):
+        if real == local or real.startswith(local + "/"):
+            return f"run directory {real} is under {local}: {SHARED_HINT}"
+    return None
+
+
+def slurm_config(info: dict) -> SlurmConfig:
+    """Return the SlurmConfig recorded in sweep.json."""
+    raw = dict(info.get("slurm") or {})
+    names = {f.name for f in dataclasses.fields(SlurmConfig)}
+    raw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in names}
+    return SlurmConfig(**raw)
 
 
 def sbatch_options(cfg, sweep_id: str) -> dict[str, str | bool]:
@@ -151,8 +179,6 @@ def write_sbatch(sweep, plans, sweep_dir: Path) -> str:
     atomic_write_json(sweep_dir / "slurm.json", {
         "format": "launch-slurm/1", "mode": "sbatch", "job_name": sweep_dir.name,
         "jobs_list": str(sweep_dir / "slurm" / JOBS_LIST), "submissions": [], "jobs": {}})
-    from launcher.slurm import shared_storage_warning
-
     note = shared_storage_warning(sweep_dir)
     if note:
         print(f"launch: warning: {note}", file=sys.stderr)

@@ -32,8 +32,6 @@ ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUE
 ENDED = {"COMPLETED": "finished", "CANCELLED": "cancelled", "TIMEOUT": "timeout",
          "PREEMPTED": "preempted", "FAILED": "failed", "NODE_FAIL": "failed",
          "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed", "DEADLINE": "timeout"}
-SHARED_HINT = ("nodes must all see the run directory: on a real cluster set LAUNCH_RUNS_DIR "
-               "to shared storage (home, project or scratch)")
 
 
 @dataclass(frozen=True)
@@ -67,30 +65,7 @@ def max_array_size() -> int:
     return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
 
 
-def split_array(n_jobs: int, max_size: int) -> list[range]:
-    """Return the index ranges of the arrays a sweep of n_jobs needs (each <= max_size tasks)."""
-    size = max(1, max_size)
-    return [range(start, min(start + size, n_jobs)) for start in range(0, n_jobs, size)]
-
-
-def shared_storage_warning(path: Path) -> str | None:
-    """Return a warning when the run directory is on node-local storage (/tmp), else None."""
-    real = os.path.realpath(path)
-    for local in ("/tmp", "/var/tmp", "/dev/shm"):
-        if real == local or real.startswith(local + "/"):
-            return f"run directory {real} is under {local}: {SHARED_HINT}"
-    return None
-
-
 # ---------------------------------------------------------------- submitting
-
-def slurm_config(info: dict) -> SlurmConfig:
-    """Return the SlurmConfig recorded in sweep.json."""
-    raw = dict(info.get("slurm") or {})
-    names = {f.name for f in dataclasses.fields(SlurmConfig)}
-    raw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in names}
-    return SlurmConfig(**raw)
-
 
 def make_executor(folder: Path, params: dict):
     """Return a submitit SlurmExecutor with params; UserError where there is no Slurm."""
@@ -152,7 +127,7 @@ def submit_jobs(sweep_dir: Path, cfg: SlurmConfig, job_ids: Sequence[str],
     extra = params.pop("additional_parameters")
     executor = make_executor(folder, params)
     arrays = []
-    for part in split_array(len(job_ids), max_array_size()):
+    for part in sbatch.split_array(len(job_ids), max_array_size()):
         ids = [job_ids[i] for i in part]
         arrays.append({"slurm_job_id": submit_array(executor, sweep_dir, ids, cfg, extra),
                        "jobs": ids})
@@ -172,7 +147,7 @@ def submit_jobs(sweep_dir: Path, cfg: SlurmConfig, job_ids: Sequence[str],
 
 def submit_sweep(sweep, plans, sweep_dir: Path, hold: bool = False) -> list[str]:
     """Return the Slurm job ids of the arrays that now run the planned sweep (not waiting)."""
-    note = shared_storage_warning(sweep_dir)
+    note = sbatch.shared_storage_warning(sweep_dir)
     if note:
         print(f"launch: warning: {note}", file=sys.stderr)
     return submit_jobs(sweep_dir, sweep.slurm, [p.job_id for p in plans], hold=hold)
@@ -386,6 +361,6 @@ def resume_sweep(sweep_dir: Path, hold: bool = False) -> int:
     if not todo:
         print(f"nothing to resume: every job of {sweep_dir.name} finished or is in Slurm's queue")
         return 0
-    arrays = submit_jobs(sweep_dir, slurm_config(info), todo, hold=hold)
+    arrays = submit_jobs(sweep_dir, sbatch.slurm_config(info), todo, hold=hold)
     print(f"resubmitted {len(todo)} jobs of {sweep_dir.name} as Slurm job {', '.join(arrays)}")
     return 0

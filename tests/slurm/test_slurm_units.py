@@ -84,10 +84,10 @@ def test_submitit_parameters_ask_what_the_script_asks():
 
 
 def test_split_array_by_max_array_size():
-    assert slurm.split_array(0, 1001) == []
-    assert slurm.split_array(6, 1001) == [range(0, 6)]
-    assert slurm.split_array(5, 2) == [range(0, 2), range(2, 4), range(4, 5)]
-    assert slurm.split_array(2002, 1001) == [range(0, 1001), range(1001, 2002)]
+    assert sbatch.split_array(0, 1001) == []
+    assert sbatch.split_array(6, 1001) == [range(0, 6)]
+    assert sbatch.split_array(5, 2) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert sbatch.split_array(2002, 1001) == [range(0, 1001), range(1001, 2002)]
 
 
 def test_parse_squeue_and_sacct_rows():
@@ -142,8 +142,8 @@ def test_status_never_hangs_on_a_stuck_controller(tmp_path, monkeypatch):
 
 
 def test_shared_storage_warning():
-    assert "under /tmp" in slurm.shared_storage_warning(Path("/tmp/runs/x"))
-    assert slurm.shared_storage_warning(Path("/home/alice/runs/x")) is None
+    assert "under /tmp" in sbatch.shared_storage_warning(Path("/tmp/runs/x"))
+    assert sbatch.shared_storage_warning(Path("/home/alice/runs/x")) is None
 
 
 def test_task_environment_from_the_allocation():
