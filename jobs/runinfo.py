@@ -51,9 +51,10 @@ def device_record(device: torch.device) -> tuple[str, str | None]:
     if device.type != "cuda":
         return "cpu", None
     props = torch.cuda.get_device_properties(device)
-    uuid = getattr(props, "uuid", None)
-    return f"cuda:{torch.cuda.current_device()} ({props.name})", (
-        f"GPU-{uuid}" if uuid is not None else None)
+    uuid = str(getattr(props, "uuid", "") or "")
+    if uuid and not uuid.startswith(("GPU-", "MIG-")):  # torch prints the bare hex form
+        uuid = "GPU-" + uuid
+    return f"cuda:{torch.cuda.current_device()} ({props.name})", uuid or None
 
 
 def env_record(num_threads: int, num_workers: int) -> dict:

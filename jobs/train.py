@@ -140,10 +140,16 @@ def _run(spec: dict, out_dir: Path, stop: dict, log) -> dict:
         f"{len(data['val'])} val / {len(data['test'])} test images, {spec['epochs']} epochs of "
         f"{job.batches_per_epoch} batches, seed {spec['seed']}, {num_threads} threads, "
         f"{num_workers} workers"
-        + (f"; resuming at epoch {progress.epoch + 1} batch {progress.batch}" if state else ""))
+        + (_resume_note(progress, spec["epochs"]) if state else ""))
     while progress.epoch < spec["epochs"]:
         _train_epoch(job, progress, stop, out_dir, log)
     return _finish(job, progress, out_dir, env_record(num_threads, num_workers), log)
+
+
+def _resume_note(p: Progress, epochs: int) -> str:
+    if p.epoch >= epochs:
+        return "; training already done, evaluating the checkpoint"
+    return f"; resuming at epoch {p.epoch + 1} batch {p.batch}"
 
 
 def _build(spec, seeds, device, data, num_workers, log) -> Job:

@@ -84,9 +84,14 @@ def test_sigterm_and_sigusr2_checkpoint_mid_epoch_exit_75_and_resume(tmp_path, r
         assert metrics(tmp_path / name) == metrics(ref)
 
 
-def test_checkpoint_of_another_spec_is_refused(tmp_path):
+def test_finished_dir_reruns_as_a_no_op_and_another_spec_is_refused(tmp_path):
     small = tiny_spec(epochs=1, synthetic={"train_size": 100, "test_size": 20})
     assert run_job(small, tmp_path / "job")[0] == 0
+    first = result(tmp_path / "job")
+    code, out, err = run_job(small, tmp_path / "job")  # e.g. a requeue after the last epoch
+    assert code == 0 and "training already done" in out, (out, err)
+    assert result(tmp_path / "job")["weights_sha256"] == first["weights_sha256"]
+    assert len(metrics(tmp_path / "job")) == 1
     other = dict(small, seed=7)
     code, out, err = run_job(other, tmp_path / "job")
     assert code == 2
