@@ -166,6 +166,8 @@ DefMemPerCPU=1000
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0
 MaxArraySize=$MAX_ARRAY_SIZE
+# room for the 1,000-job benchmark run back to back (ended jobs count until MinJobAge)
+MaxJobCount=100000
 FirstJobId=$FIRST_JOB_ID
 ReturnToService=2
 MinJobAge=300
