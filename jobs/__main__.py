@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -87,6 +88,7 @@ def _main(args: argparse.Namespace, stop: dict) -> int:
         return EXIT_OK
     if not args.out:
         return _error("--out DIR is required to run a job (or use --check)")
+    _log(f"job: {args.spec} -> {args.out} (pid {os.getpid()}); importing torch")
     # torch is imported only now, so --help, --check and spec errors answer fast.
     from jobs.data import DataError
     from jobs.train import Preempted, ResumeError, train
