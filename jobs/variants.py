@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
-from jobs.models import Residual
+from jobs.models import Ensemble, Residual
 
 
 class Repeated(nn.Module):
@@ -76,13 +76,19 @@ def survival_probabilities(num_blocks: int, p_last: float) -> list[float]:
 
 
 def apply_stochastic_depth(model: nn.Module, p_last: float, rng: torch.Generator) -> int:
-    """Wraps every Residual block (in network order) for stochastic depth; returns how many."""
-    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, Residual)]
-    for (name, block), p in zip(blocks, survival_probabilities(len(blocks), p_last), strict=True):
-        parent_path, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_path) if parent_path else model
-        setattr(parent, attr, StochasticDepth(block.module, p, rng))
-    return len(blocks)
+    """Wraps every Residual block for stochastic depth, decaying along each network on its own
+    (an ensemble's members are separate networks); returns how many blocks it wrapped."""
+    networks = list(model.members) if isinstance(model, Ensemble) else [model]
+    wrapped = 0
+    for net in networks:
+        blocks = [(name, m) for name, m in net.named_modules() if isinstance(m, Residual)]
+        probabilities = survival_probabilities(len(blocks), p_last)
+        for (name, block), p in zip(blocks, probabilities, strict=True):
+            parent_path, _, attr = name.rpartition(".")
+            parent = net.get_submodule(parent_path) if parent_path else net
+            setattr(parent, attr, StochasticDepth(block.module, p, rng))
+        wrapped += len(blocks)
+    return wrapped
 
 
 @torch.no_grad()
