@@ -6,6 +6,7 @@ connection end the following and nothing else.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -15,7 +16,7 @@ REFRESH_S = 1.0
 
 
 def follow_sweep(sweep_id: str, refresh_s: float = REFRESH_S) -> int:
-    """Show the sweep until it ends; return 0 if every job finished, 1 otherwise.
+    """Show the sweep until it ends; return 0 if every job finished, 1 otherwise, 130 on Ctrl-C.
 
     On a terminal the table is redrawn in place; elsewhere (a pipe, a log file) each job's
     state changes are printed once, as lines.
@@ -28,9 +29,12 @@ def follow_sweep(sweep_id: str, refresh_s: float = REFRESH_S) -> int:
         while True:
             view = rundir.load_sweep_view(sweep_id)
             if tty:
-                text = "\n".join(status.render_sweeps([view], None, one_sweep=True))
-                sys.stdout.write("\x1b[H\x1b[J" + text + "\n(Ctrl-C stops following; "
-                                 "the sweep keeps running)\n")
+                # The compact list (finished and pending jobs as counts), cut to the screen:
+                # a taller frame would scroll instead of refreshing in place.
+                rows = shutil.get_terminal_size().lines - 2
+                lines = status.render_sweeps([view], None)[:max(rows, 3)]
+                sys.stdout.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n(Ctrl-C stops "
+                                 "following; the sweep keeps running)\n")
                 sys.stdout.flush()
             else:
                 print_changes(view, seen)
@@ -41,7 +45,7 @@ def follow_sweep(sweep_id: str, refresh_s: float = REFRESH_S) -> int:
     except KeyboardInterrupt:
         print(f"\nstopped following; {sweep_id} keeps running. Look again with "
               f"`launch status {sweep_id}` or `launch logs {sweep_id} -f`.", file=sys.stderr)
-        return 0
+        return 130
 
 
 def print_changes(view: rundir.SweepView, seen: dict[str, str]) -> None:

@@ -85,7 +85,8 @@ def units(snapshot: Snapshot) -> list[tuple[Gpu, Unit | None]]:
     return out
 
 
-def _matches(unit: Unit, names: Sequence[str]) -> bool:
+def matches(unit: Unit, names: Sequence[str]) -> bool:
+    """Return whether a unit is named in names: by index, MIG label or UUID prefix."""
     for name in names:
         name = str(name)
         if name in (unit.label, str(unit.gpu_index)):
@@ -154,7 +155,10 @@ def _lease_reason(unit: Unit, held: Sequence[GpuLease], policy: GpuPolicy, user:
     holder = (foreign or list(held) or [None])[0]
     if holder is None:
         return None
-    if foreign or len(held) >= policy.jobs_per_gpu:
+    # A GPU is full at the smallest share anyone on it agreed to: packing a second job of
+    # ours beside a sweep that asked for the card alone would break that sweep's promise.
+    limit = min([policy.jobs_per_gpu, *(h.jobs_per_gpu for h in held)])
+    if foreign or len(held) >= limit:
         what = f"{holder.sweep or '?'}/{holder.job or '?'}"
         return f"GPU {unit.label} leased by {holder.user} ({what})"
     return None
@@ -178,8 +182,8 @@ def pick_gpus(snapshot: Snapshot, leases: Sequence[GpuLease], policy: GpuPolicy,
                 "has MIG enabled but no MIG devices" if unit is None else "has no UUID"
             rejected.append((label, f"GPU {label} {why}"))
             continue
-        if (policy.include and not _matches(unit, policy.include)) or \
-                _matches(unit, policy.exclude):
+        if (policy.include and not matches(unit, policy.include)) or \
+                matches(unit, policy.exclude):
             rejected.append((label, f"GPU {label} excluded"))
             continue
         held = [h for h in leases if h.uuid == unit.uuid.replace("/", "_") or h.uuid == unit.uuid]

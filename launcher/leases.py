@@ -248,6 +248,7 @@ class GpuLease:
     sweep: str | None
     job: str | None
     start: float | None
+    jobs_per_gpu: int = 1  # how many jobs its sweep lets share the GPU
 
 
 def gpu_slot_path(directory: Path, uuid: str, slot: int) -> Path:
@@ -280,7 +281,8 @@ def read_gpu_leases(directory: Path | None = None) -> tuple[GpuLease, ...]:
         m = state.meta
         out.append(GpuLease(uuid=m.get("uuid", uuid), slot=slot, user=m.get("user", "?"),
                             host=m.get("host", "?"), pid=m.get("pid"), sweep=m.get("sweep"),
-                            job=m.get("job"), start=m.get("start")))
+                            job=m.get("job"), start=m.get("start"),
+                            jobs_per_gpu=int(m.get("jobs_per_gpu") or 1)))
     return tuple(out)
 
 

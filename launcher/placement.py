@@ -51,18 +51,38 @@ def check_devices(resources: Any) -> str | None:
     if want == 0:
         return None
     try:
-        count = len(nvml.query().gpus)
-        problem = None if count else f"no GPUs on {socket.gethostname()}"
+        snap = nvml.query()
+        problem = None if snap.gpus else f"no GPUs on {socket.gethostname()}"
     except nvml.NvmlUnavailable as err:
-        count, problem = 0, str(err)
-    if problem is None:
-        if want > count:
-            raise UserError(f"resources.gpus_per_job is {want}, but this machine has {count} GPUs")
+        snap, problem = None, str(err)
+    if snap is not None and problem is None:
+        check_satisfiable(snap, res, want)
         return None
     if res.get("device") == "gpu":
         raise UserError(f"{problem}; this sweep needs GPUs (resources.device: gpu). "
                         "Set resources.device: auto to run on the CPU instead")
     return f"{problem}: jobs run on the CPU, as the CPU budget allows"
+
+
+def check_satisfiable(snap: nvml.Snapshot, resources: Mapping[str, Any], want: int) -> None:
+    """Raise UserError when no state of the machine could ever give a job its GPUs.
+
+    Busy GPUs are worth waiting for; GPUs excluded, left free or missing are not.
+    """
+    policy = gpu_policy(resources)
+    allowed = [u for _, u in gpus.units(snap) if u is not None and u.uuid and
+               (not policy.include or gpus.matches(u, policy.include)) and
+               not gpus.matches(u, policy.exclude)]
+    usable = len(allowed) - policy.leave_free
+    if want > usable:
+        raise UserError(
+            f"resources.gpus_per_job is {want}, but at most {max(usable, 0)} of this machine's "
+            f"{len(allowed)} GPUs can ever be given (after include_gpus, exclude_gpus and "
+            f"leave_free={policy.leave_free})")
+    whole = [u for u in allowed if not u.uuid.startswith("MIG-")]
+    if want > 1 and len(whole) - policy.leave_free < want:
+        raise UserError(f"resources.gpus_per_job is {want}, but a CUDA process sees only one "
+                        f"MIG device and this machine has {len(whole)} GPUs without MIG")
 
 
 @dataclass
@@ -125,6 +145,7 @@ class Placer:
         self.lock_dir = leases.lock_dir()
         self.snapshots: list[nvml.Snapshot] = []
         self.looked_at = 0.0
+        self.sampled_at = 0.0
         if self.want and check_devices(resources):
             self.want = 0  # no driver and device: auto -> run on the CPU
 
@@ -133,9 +154,18 @@ class Placer:
         self.looked_at = 0.0
 
     def snapshot(self) -> nvml.Snapshot:
+        """Return NVML's view, at most SNAPSHOT_MAX_AGE_S old; raises NvmlUnavailable."""
         now = time.monotonic()
         if not self.snapshots or now - self.looked_at > SNAPSHOT_MAX_AGE_S:
-            self.snapshots = [nvml.query(), *self.snapshots][:UTILIZATION_SAMPLES]
+            snap = nvml.query()
+            # Utilisation must be low in looks spread over time, not in three looks taken
+            # within a millisecond after a burst of job ends: replace a too-recent sample.
+            recent = self.snapshots and now - self.sampled_at < SNAPSHOT_MAX_AGE_S
+            if recent:
+                self.snapshots[0] = snap
+            else:
+                self.snapshots = [snap, *self.snapshots][:UTILIZATION_SAMPLES]
+                self.sampled_at = now
             self.looked_at = now
         return self.snapshots[0]
 
@@ -145,10 +175,19 @@ class Placer:
 
     def meta(self, job_id: str) -> dict[str, Any]:
         return {"user": self.user, "host": self.host, "pid": os.getpid(),
-                "sweep": self.sweep_id, "job": job_id, "start": time.time()}
+                "sweep": self.sweep_id, "job": job_id, "start": time.time(),
+                "jobs_per_gpu": self.policy.jobs_per_gpu}
 
     def grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
         """Return the leases and environment for a job, or the reason it has to wait."""
+        try:
+            return self.try_grant(job_id, spec)
+        except nvml.NvmlUnavailable as err:
+            # A driver hiccup must not take the supervisor, and with it every job, down.
+            self.refresh()
+            return f"cannot read the GPUs now ({err}); trying again"
+
+    def try_grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
         meta = self.meta(job_id)
         gpu_leases: list[leases.Lease] = []
         indices: tuple[int, ...] = ()

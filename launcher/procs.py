@@ -35,3 +35,42 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def job_processes(sweep_id: str, job_id: str | None = None) -> dict[str, list[psutil.Process]]:
+    """Return the live processes of a sweep's jobs (or of one job), by job id.
+
+    Found by the LAUNCH_SWEEP_ID/LAUNCH_JOB_ID each job's environment carries, so a job's
+    children count too, even the ones that left its process group, and even when the job
+    started but its supervisor died before recording the pid.
+    """
+    found: dict[str, list[psutil.Process]] = {}
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            env = proc.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if env.get("LAUNCH_SWEEP_ID") != sweep_id:
+            continue
+        jid = env.get("LAUNCH_JOB_ID")
+        if jid and (job_id is None or jid == job_id):
+            found.setdefault(jid, []).append(proc)
+    return found
+
+
+def stop_processes(processes: list[psutil.Process], grace_s: float) -> None:
+    """SIGTERM the given processes, wait up to grace_s for them to exit, SIGKILL the rest."""
+    for proc in processes:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, rest = psutil.wait_procs(processes, timeout=grace_s)
+    for proc in rest:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(rest, timeout=5)

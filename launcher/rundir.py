@@ -109,25 +109,25 @@ def create_sweep(
     sweep_id: str,
     sweep_yaml: str,
     meta: dict,
-    jobs: Sequence[tuple[str, dict, str]],
+    jobs: Sequence[tuple[str, dict, str | dict]],
     root: Path | None = None,
     write_specs: bool = True,
 ) -> Path:
     """Return the new sweep folder, written whole: plan, resolved file and job folders.
 
-    jobs holds (job_id, params, spec as JSON text). Every spec goes into one specs.jsonl;
+    jobs holds (job_id, params, spec as JSON text or a dict). Every spec goes into one
+    specs.jsonl;
     with write_specs each job's spec.json is written too (Slurm's nodes read those), else a
     job's spec.json is written when it starts (`materialize_job`): on a plain disk creating
     10,000 small files costs seconds, creating one costs nothing. The folder is built under
-    a hidden name and renamed into place, so a crash never leaves half a sweep.
+    a hidden name and renamed into place, so a crash never leaves half a sweep; a sweep id
+    already taken (the same name started twice within a second) gets a suffix -2, -3, ...
     """
     import tempfile
 
     root = root or runs_dir()
     root.mkdir(parents=True, exist_ok=True)
-    final = root / sweep_id
-    if final.exists():
-        raise UserError(f"run directory {final} already exists")
+    jobs = [(j, p, t if isinstance(t, str) else json.dumps(t, sort_keys=True)) for j, p, t in jobs]
     tmp = Path(tempfile.mkdtemp(prefix=f".{sweep_id}.", dir=root))
     (tmp / "sweep.yaml").write_text(sweep_yaml)
     info = {
@@ -151,8 +151,26 @@ def create_sweep(
         if write_specs:
             write_new_file(f"{jobs_root}/{job_id}/spec.json", spec_json + "\n")
     os.chmod(tmp, 0o755)
-    os.rename(tmp, final)
-    return final
+    return rename_unique(tmp, root, sweep_id)
+
+
+def rename_unique(tmp: Path, root: Path, sweep_id: str) -> Path:
+    """Return where tmp was renamed to: root/sweep_id, or the first free root/sweep_id-N."""
+    for n in range(1, 1000):
+        final = root / (sweep_id if n == 1 else f"{sweep_id}-{n}")
+        if final.exists():
+            continue
+        info = json.loads((tmp / "sweep.json").read_text())
+        if info["sweep_id"] != final.name:
+            info["sweep_id"] = final.name
+            (tmp / "sweep.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+        try:
+            os.rename(tmp, final)  # fails (ENOTEMPTY/EEXIST) if another process won the name
+            return final
+        except OSError:
+            if not final.exists():
+                raise
+    raise UserError(f"too many sweeps named {sweep_id} in {root}")
 
 
 def write_new_file(path: str, text: str) -> None:
@@ -248,6 +266,34 @@ def split_target(text: str, root: Path | None = None) -> tuple[str, str | None]:
         what = "no job" if not matches else f"{len(matches)} jobs"
         raise UserError(f"{what} of sweep {sweep_id} match {job_text!r}")
     return sweep_id, matches[0]
+
+
+def cancel_marker(sweep_path: Path, job_id: str | None) -> Path:
+    """Return the file whose presence asks to cancel one job, or (job_id None) the sweep."""
+    return sweep_path / "jobs" / job_id / "cancel" if job_id else sweep_path / "cancel"
+
+
+def request_cancel(sweep_path: Path, job_id: str | None, grace_s: float) -> None:
+    """Ask for a job (or the whole sweep) to be cancelled, SIGKILL coming grace_s after TERM."""
+    atomic_write_json(cancel_marker(sweep_path, job_id), {"at": time.time(), "grace_s": grace_s})
+
+
+def cancel_requested(sweep_path: Path, job_id: str) -> float | None:
+    """Return the grace in seconds if cancelling this job (or its sweep) was asked, else None."""
+    for marker in (cancel_marker(sweep_path, None), cancel_marker(sweep_path, job_id)):
+        if marker.exists():
+            request = read_json(marker) or {}
+            return float(request.get("grace_s", 10.0))
+    return None
+
+
+def clear_cancel_requests(sweep_path: Path, job_ids: Sequence[str]) -> None:
+    """Remove the cancel requests of a sweep and its jobs, so that they may run again."""
+    for job_id in [None, *job_ids]:
+        try:
+            cancel_marker(sweep_path, job_id).unlink()
+        except FileNotFoundError:
+            pass
 
 
 def supervisor_alive(sweep_path: Path) -> bool | None:

@@ -44,6 +44,7 @@ class Running:
     proc: subprocess.Popen
     deadline: float | None = None
     term_sent: float | None = None
+    grace_s: float = KILL_GRACE_S
 
 
 def log(msg: str) -> None:
@@ -62,34 +63,16 @@ def lock_supervisor(path: Path) -> int | None:
     return fd
 
 
-def cancel_requested(path: Path, job_id: str) -> bool:
-    """Return whether `launch cancel` asked for this job (or the whole sweep) to stop."""
-    return (path / "cancel").exists() or (path / "jobs" / job_id / "cancel").exists()
-
-
 def log_tail(job_path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """Return the last lines of a job's stdout.log."""
+    from launcher.logs import tail_offset
+
     try:
         with open(job_path / "stdout.log", "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode(errors="replace")
+            f.seek(tail_offset(f, lines))
+            return f.read().decode(errors="replace").rstrip("\n")
     except FileNotFoundError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def stop_leftover(st: dict) -> None:
-    """Stop a job that outlived its supervisor (it was told to die with it, and is dying)."""
-    pid = st.get("pid")
-    if not pid or st.get("host") != socket.gethostname():
-        return
-    if procs.same_process(pid, st.get("pid_create_time")):
-        procs.signal_group(st.get("pgid", pid), signal.SIGTERM)
-        deadline = time.time() + KILL_GRACE_S
-        while procs.same_process(pid, st.get("pid_create_time")) and time.time() < deadline:
-            time.sleep(0.05)
-        procs.signal_group(st.get("pgid", pid), signal.SIGKILL)
 
 
 def die_with_parent() -> None:
@@ -147,6 +130,7 @@ class Supervisor:
         self.waiting_reason: str | None = None
         self.prefix = pdeathsig_prefix()
         self.specs = rundir.read_specs(path)
+        self.cancel_checked = 0.0
 
     # -- state ------------------------------------------------------------------------------
     def state(self, job_id: str) -> dict:
@@ -157,13 +141,18 @@ class Supervisor:
 
     def load_queue(self) -> None:
         """Queue every job that has not ended; stop what a dead supervisor left behind."""
-        for job in self.info["jobs"]:
-            job_id = job["id"]
-            st = self.state(job_id)
+        states = {job["id"]: self.state(job["id"]) for job in self.info["jobs"]}
+        # Jobs are told to die with their supervisor, but their children may linger and
+        # still hold the job's leases: a second copy must never run beside them.
+        leftovers = procs.job_processes(self.sweep_id)
+        stale = [p for job_id, ps in leftovers.items()
+                 if states.get(job_id, {}).get("state") not in rundir.ENDED_STATES for p in ps]
+        if stale:
+            log(f"stopping {len(stale)} processes left by an earlier supervisor")
+            procs.stop_processes(stale, KILL_GRACE_S)
+        for job_id, st in states.items():
             if st["state"] in rundir.ENDED_STATES:
                 continue
-            if st["state"] == "running":
-                stop_leftover(st)
             result = read_json(self.path / "jobs" / job_id / "result.json") or {}
             if result.get("status") == "finished":
                 # It ended while no supervisor watched; its own result says how.
@@ -178,11 +167,22 @@ class Supervisor:
             run.deadline = (run.state.get("started") or time.time()) + self.timeout_s
 
     # -- starting ---------------------------------------------------------------------------
+    def drop_cancelled(self) -> None:
+        """Take jobs whose cancelling was asked out of the queue (at most every POLL_S)."""
+        now = time.monotonic()
+        if now - self.cancel_checked < POLL_S:
+            return
+        self.cancel_checked = now
+        for job_id in [j for j in self.queue if rundir.cancel_requested(self.path, j) is not None]:
+            self.queue.remove(job_id)
+            self.end(job_id, self.state(job_id), "cancelled", reason="cancelled before start")
+
     def dispatch(self) -> None:
         """Start queued jobs, in order, while resources last."""
+        self.drop_cancelled()
         while self.queue:
             job_id = self.queue[0]
-            if cancel_requested(self.path, job_id):
+            if rundir.cancel_requested(self.path, job_id) is not None:
                 self.queue.popleft()
                 self.end(job_id, self.state(job_id), "cancelled", reason="cancelled before start")
                 continue
@@ -250,24 +250,31 @@ class Supervisor:
         self.selector.unregister(run.pidfd)
         os.close(run.pidfd)
         del self.running[run.pidfd]
-        self.placer.refresh()
+        # What the job left behind in its group would keep its leases; the unreaped leader
+        # still pins the group id, so this cannot hit a stranger's group.
+        procs.signal_group(run.pid, signal.SIGKILL)
         code, sig = self.exit_status(run)
+        self.placer.refresh()
         job_path = self.path / "jobs" / run.job_id
         if code == 0:
             state = "finished"
         else:
             state = "failed"
-        if state != "finished" and cancel_requested(self.path, run.job_id):
+        if state != "finished" and rundir.cancel_requested(self.path, run.job_id) is not None:
             state = "cancelled"
         elif state != "finished" and run.term_sent and run.deadline and time.time() >= run.deadline:
             state = "timeout"
         extra = {"exit_code": code, "signal": sig}
         if state == "failed":
             extra["log_tail"] = log_tail(job_path)
+        # Exit 75 (checkpoint written after a SIGTERM nobody here sent) is retried like any
+        # failure, within max_retries: a script that always exits 75 must not loop forever.
         retry = state == "failed" and self.attempts.get(run.job_id, 1) <= self.max_retries
         how = f"exit {code}" if sig is None else f"signal {sig}"
+        if code == EXIT_REQUEUE:
+            how += ", checkpoint written"
         log(f"{state} {run.job_id} ({how})" + (", will retry" if retry else ""))
-        if retry or (code == EXIT_REQUEUE and state == "failed"):
+        if retry:
             self.write(run.job_id, {**run.state, "state": "pending", "ended": time.time(),
                                     "reason": f"retry after {how}", **extra})
             self.queue.append(run.job_id)
@@ -284,13 +291,16 @@ class Supervisor:
     def enforce(self, now: float) -> None:
         """Stop jobs past their timeout or cancelled: SIGTERM, then SIGKILL after a grace."""
         for run in self.running.values():
+            if run.term_sent is not None:
+                if now - run.term_sent > run.grace_s:
+                    procs.signal_group(run.pid, signal.SIGKILL)
+                continue
             overdue = run.deadline is not None and now >= run.deadline
-            if run.term_sent is None and (overdue or cancel_requested(self.path, run.job_id)):
+            grace_s = rundir.cancel_requested(self.path, run.job_id)
+            if overdue or grace_s is not None:
                 procs.signal_group(run.pid, signal.SIGTERM)
-                run.term_sent = now
+                run.term_sent, run.grace_s = now, KILL_GRACE_S if grace_s is None else grace_s
                 log(f"SIGTERM {run.job_id}: " + ("timeout" if overdue else "cancelled"))
-            elif run.term_sent is not None and now - run.term_sent > KILL_GRACE_S:
-                procs.signal_group(run.pid, signal.SIGKILL)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -303,10 +313,7 @@ class Supervisor:
             for key, _ in self.selector.select(POLL_S / 2):
                 self.reap(self.running[key.fd])
             self.enforce(time.time())
-        counts: dict[str, int] = {}
-        for job in self.info["jobs"]:
-            s = self.state(job["id"])["state"]
-            counts[s] = counts.get(s, 0) + 1
+        counts = rundir.load_sweep_view(self.sweep_id, self.path.parent).counts()
         log("sweep ended: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         return 0
 
@@ -315,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     """Supervise one sweep until all its jobs end; exit 3 if another supervisor has it."""
     argv = sys.argv[1:] if argv is None else argv
     path = Path(argv[0]).absolute()
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session may go; we stay
+    # The SSH session may go; we stay. A handler, not SIG_IGN: an ignored signal stays
+    # ignored in the jobs we exec, a handled one is reset to its default there.
+    signal.signal(signal.SIGHUP, lambda *_: None)
     lock_fd = lock_supervisor(path)
     if lock_fd is None:
         log("another supervisor runs this sweep; leaving it alone")

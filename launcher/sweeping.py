@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -77,7 +76,14 @@ def start_sweep(
         from launcher import slurm
 
         path = create_run_dir(sweep, plans, "slurm")
-        job_ids = slurm.submit_sweep(sweep, plans, path)
+        try:
+            job_ids = slurm.submit_sweep(sweep, plans, path)
+        except BaseException:
+            # Nothing was queued: a run directory left behind would show pending forever.
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         print(path.name)
         print(f"submitted {len(plans)} jobs as Slurm job {', '.join(job_ids)}; "
               f"`launch status {path.name}` shows them", file=sys.stderr)
@@ -139,7 +145,7 @@ def resume_sweep(target: str, detach: bool) -> int:
     if rundir.supervisor_alive(path):
         pid = rundir.read_json(path / "supervisor.json")["pid"]
         raise UserError(f"sweep {sweep_id} is running (supervisor pid {pid}); nothing to resume")
-    clear_cancel_markers(path, [j["id"] for j in info["jobs"]])
+    rundir.clear_cancel_requests(path, [j["id"] for j in info["jobs"]])
     todo = 0
     for job in info["jobs"]:
         st = rundir.read_job_state(sweep_id, job["id"])
@@ -154,17 +160,8 @@ def resume_sweep(target: str, detach: bool) -> int:
     return after_start(sweep_id, todo, detach)
 
 
-def clear_cancel_markers(path: Path, job_ids: list[str]) -> None:
-    """Remove the cancel requests of a sweep and its jobs, so that they may run again."""
-    for marker in [path / "cancel", *(path / "jobs" / j / "cancel" for j in job_ids)]:
-        try:
-            marker.unlink()
-        except FileNotFoundError:
-            pass
-
-
 def cancel(target: str, grace_s: float) -> int:
-    """Cancel a sweep or one job: SIGTERM to its process group, SIGKILL after grace_s."""
+    """Cancel a sweep or one job: SIGTERM to its processes, SIGKILL after grace_s."""
     sweep_id, only = rundir.split_target(target)
     path = rundir.sweep_dir(sweep_id)
     info = rundir.read_sweep_info(sweep_id)
@@ -173,51 +170,35 @@ def cancel(target: str, grace_s: float) -> int:
         from launcher import slurm
 
         return slurm.cancel(path, job_ids if only else None)
-    marker = path / "jobs" / only / "cancel" if only else path / "cancel"
-    marker.write_text(f"{time.time()}\n")
-    running = {}
-    for job_id in job_ids:
-        st = rundir.read_job_state(sweep_id, job_id)
-        if st["state"] == "running" and procs.same_process(st.get("pid", 0),
-                                                             st.get("pid_create_time")):
-            running[job_id] = st
-            procs.signal_group(st["pgid"], signal.SIGTERM)
-    stop_groups(running, grace_s)
-    supervised = rundir.supervisor_alive(path)
-    if supervised:
-        wait_for_ended(sweep_id, list(running), grace_s + 5)
-    cancelled = 0
-    for job_id in job_ids:
-        st = rundir.read_job_state(sweep_id, job_id)
-        if st["state"] not in rundir.ENDED_STATES and not supervised:
-            rundir.write_job_state(sweep_id, job_id, {**st, "state": "cancelled",
-                                                      "ended": time.time()})
-        cancelled += st["state"] != "finished"
-    what = f"job {only}" if only else f"{cancelled} unfinished jobs"
+    rundir.request_cancel(path, only, grace_s)
+    running = [j for j in job_ids if rundir.read_job_state(sweep_id, j)["state"] == "running"]
+    if rundir.supervisor_alive(path):
+        # The supervisor sees the request within a second, signals and records the ends.
+        wait_for_ended(sweep_id, job_ids, grace_s + 10)
+    else:
+        found = procs.job_processes(sweep_id, only)
+        procs.stop_processes([p for ps in found.values() for p in ps], grace_s)
+        for job_id in job_ids:
+            st = rundir.read_job_state(sweep_id, job_id)
+            if st["state"] not in rundir.ENDED_STATES:
+                rundir.write_job_state(sweep_id, job_id, {**st, "state": "cancelled",
+                                                          "ended": time.time()})
+    states = [rundir.read_job_state(sweep_id, j)["state"] for j in job_ids]
+    what = f"job {only}" if only else f"{sum(s == 'cancelled' for s in states)} jobs"
     print(f"cancelled {what} of {sweep_id} ({len(running)} were running)")
     return 0
 
 
-def stop_groups(running: dict[str, dict], grace_s: float) -> None:
-    """Wait up to grace_s for signalled jobs to exit, then SIGKILL their process groups."""
-    deadline = time.time() + grace_s
-    alive = dict(running)
-    while alive and time.time() < deadline:
-        alive = {j: st for j, st in alive.items()
-                 if procs.same_process(st["pid"], st.get("pid_create_time"))}
-        time.sleep(0.05)
-    for st in alive.values():
-        procs.signal_group(st["pgid"], signal.SIGKILL)
-
-
 def wait_for_ended(sweep_id: str, job_ids: list[str], timeout_s: float) -> None:
-    """Wait until the supervisor has recorded the end of each job, at most timeout_s."""
+    """Wait until every job has ended, at most timeout_s."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         states = [rundir.read_job_state(sweep_id, j)["state"] for j in job_ids]
-        if all(s in rundir.ENDED_STATES or s == "pending" for s in states):
+        if all(s in rundir.ENDED_STATES for s in states):
             return
-        time.sleep(0.05)
+        time.sleep(0.1)
+    print(f"launch: some jobs of {sweep_id} have not ended yet; `launch status {sweep_id}` "
+          "shows them", file=sys.stderr)
 
 
 def write_sbatch_script(file: str, overrides: list[str], output: str) -> int:

@@ -65,6 +65,22 @@ def wait_ended(sweep_id: str, timeout_s: float = 60) -> rundir.SweepView:
     pytest.fail(f"sweep {sweep_id} did not end in {timeout_s} s:\n{log}")
 
 
+def wait_for(what: str, check, timeout_s: float = 30):
+    """Return check()'s first true value, polling; fail naming `what` after timeout_s."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def running(sweep_id: str) -> list[rundir.JobView]:
+    """Return the jobs of a sweep that run now."""
+    return [j for j in rundir.load_sweep_view(sweep_id).jobs if j.state == "running"]
+
+
 def runs_of(sweep_id: str) -> dict[str, list[dict]]:
     """Return every recorded run of every job of a sweep."""
     info = rundir.read_sweep_info(sweep_id)
@@ -102,9 +118,12 @@ def test_twelve_jobs_on_four_gpus_never_share_a_gpu(lab, capsys):
 
 
 def test_two_sweeps_at_once_share_gpus_and_cpu_budget_safely(lab):
-    res = {"gpus_per_job": 1, "cpu_budget": 5, "cpus_per_job": 2}
-    a = sweep_file(lab / "a.yaml", "alpha", {"seed": list(range(6))}, res)
-    b = sweep_file(lab / "b.yaml", "beta", {"seed": list(range(6))}, res)
+    # Two jobs each, 2 CPUs a job, a budget of 6: whichever sweep starts first takes 4 CPUs,
+    # the other one job's worth, and its second job must wait for the budget.
+    res = {"gpus_per_job": 1, "cpu_budget": 6, "cpus_per_job": 2}
+    # The same name twice: started in the same second, they must still get two run dirs.
+    a = sweep_file(lab / "a.yaml", "twin", {"seed": [0, 1]}, res, job={"seconds": 1.5})
+    b = sweep_file(lab / "b.yaml", "twin", {"seed": [0, 1]}, res, job={"seconds": 1.5})
     procs = [subprocess.Popen([sys.executable, "-m", "launcher.cli", "sweep", str(p),
                                "--detach"], stdout=subprocess.PIPE, text=True) for p in (a, b)]
     ids = [p.communicate()[0].strip() for p in procs]
@@ -114,12 +133,14 @@ def test_two_sweeps_at_once_share_gpus_and_cpu_budget_safely(lab):
         view = wait_ended(sweep_id)
         assert {j.state for j in view.jobs} == {"finished"}
         runs += [r for rs in runs_of(sweep_id).values() for r in rs]
-    assert {r["sweep"] for r in runs} == set(ids)
-    assert all(a["cuda"] != b["cuda"] for a, b in overlapping(runs))
+    assert len(set(ids)) == 2 and {r["sweep"] for r in runs} == set(ids)
+    pairs = overlapping(runs)
+    assert any(a["sweep"] != b["sweep"] for a, b in pairs), "the sweeps never ran together"
+    assert all(a["cuda"] != b["cuda"] for a, b in pairs)
     # At every moment a job started, the CPUs of all jobs alive then fit the budget.
     for r in runs:
         alive = [o for o in runs if o["start"] <= r["start"] < o["end"]]
-        assert sum(o["workers"] + o["threads"] for o in alive) <= 5
+        assert sum(o["workers"] + o["threads"] for o in alive) <= 6
     assert all(r["workers"] + r["threads"] == 2 for r in runs)
 
 
@@ -131,13 +152,8 @@ def test_sighup_to_the_terminal_session_does_not_stop_the_sweep(lab):
     follower = subprocess.Popen([sys.executable, "-m", "launcher.cli", "sweep", str(path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-    deadline = time.time() + 20
-    while not rundir.list_sweeps() and time.time() < deadline:
-        time.sleep(0.05)
-    (sweep_id,) = rundir.list_sweeps()
-    while not any(j.state == "running" for j in rundir.load_sweep_view(sweep_id).jobs):
-        assert time.time() < deadline, "no job started"
-        time.sleep(0.05)
+    (sweep_id,) = wait_for("the sweep's run directory", rundir.list_sweeps)
+    wait_for("a job to start", lambda: running(sweep_id))
     os.killpg(follower.pid, signal.SIGHUP)
     assert follower.wait(10) == -signal.SIGHUP
     view = wait_ended(sweep_id)
@@ -149,15 +165,13 @@ def test_kill_9_supervisor_then_resume_runs_every_job_to_the_end_once(lab):
                       {"gpus_per_job": 1, "cpu_budget": 4, "cpus_per_job": 1})
     sweep_id = start(path)
     sup = rundir.read_json(rundir.sweep_dir(sweep_id) / "supervisor.json")
-    deadline = time.time() + 30
-    while True:  # kill it once a job has finished and a long one is half-way
+    def half_way() -> bool:  # a job has finished and a long one has made progress
         jobs = rundir.load_sweep_view(sweep_id).jobs
-        long_ones = [j for j in jobs if j.state == "running" and j.params["seconds"] == 2.5]
-        if any(j.state == "finished" for j in jobs) and any(
-                (j.elapsed_s or 0) > 0.5 for j in long_ones):
-            break
-        assert time.time() < deadline, [j.state for j in jobs]
-        time.sleep(0.05)
+        steps = [rundir.read_json(rundir.job_dir(sweep_id, j.job_id) / "checkpoint") or 0
+                 for j in jobs if j.state == "running" and j.params["seconds"] == 2.5]
+        return any(j.state == "finished" for j in jobs) and max(steps, default=0) > 5
+
+    wait_for("a finished job and a long one half-way", half_way)
     os.kill(sup["pid"], signal.SIGKILL)
     view = wait_ended_or_dead(sweep_id)
     assert view.supervisor == "dead"
@@ -211,26 +225,63 @@ def test_failures_are_recorded_and_resume_reruns_only_them(lab):
     assert all(len(runs[by[b].job_id]) == 2 for b in ("exit3", "raise", "selfkill"))
 
 
-def test_retries_timeout_and_cancel(lab):
-    path = sweep_file(lab / "s.yaml", "limits", {"behaviour": ["exit3"]},
-                      {"gpus_per_job": 1, "cpu_budget": 2, "cpus_per_job": 1},
+ONE_AT_A_TIME = {"gpus_per_job": 1, "cpu_budget": 2, "cpus_per_job": 1}
+
+
+def test_a_failing_job_is_retried_max_retries_times(lab):
+    path = sweep_file(lab / "s.yaml", "limits", {"behaviour": ["exit3"]}, ONE_AT_A_TIME,
                       job={"seconds": 0.05}, max_retries=2)
-    view = wait_ended(start(path))
-    (job,) = view.jobs
+    (job,) = wait_ended(start(path)).jobs
     assert job.state == "failed" and job.runs == 3
-    path = sweep_file(lab / "t.yaml", "slow", {"seconds": [30, 31]},
-                      {"gpus_per_job": 1, "cpu_budget": 2, "cpus_per_job": 1},
+
+
+def test_a_job_past_its_timeout_is_stopped(lab):
+    path = sweep_file(lab / "t.yaml", "slow", {"seconds": [30, 31]}, ONE_AT_A_TIME,
                       timeout_min=0.01)
     view = wait_ended(start(path), timeout_s=30)
     assert {j.state for j in view.jobs} == {"timeout"}
+
+
+def test_cancel_one_job_then_the_sweep_then_resume(lab):
     path = sweep_file(lab / "c.yaml", "cancelme", {"seconds": [30, 31, 32]},
-                      {"gpus_per_job": 1, "cpu_budget": 2, "cpus_per_job": 1})
+                      {"gpus_per_job": 1, "cpu_budget": 1, "cpus_per_job": 1})
     sweep_id = start(path)
-    while not any(j.state == "running" for j in rundir.load_sweep_view(sweep_id).jobs):
-        time.sleep(0.05)
+    (first,) = wait_for("a job to start", lambda: running(sweep_id))
+    queued = [j.job_id for j in rundir.load_sweep_view(sweep_id).jobs if j.state != "running"]
+    # A queued job, not at the head of the queue: cancelled while it waits.
+    assert main(["cancel", f"{sweep_id}/{queued[-1]}"]) == 0
+    assert rundir.read_job_state(sweep_id, queued[-1])["state"] == "cancelled"
+    assert running(sweep_id)[0].job_id == first.job_id  # the others go on
     assert main(["cancel", sweep_id, "--grace", "5"]) == 0
     view = wait_ended(sweep_id, timeout_s=15)
     assert {j.state for j in view.jobs} == {"cancelled"}
+    assert rundir.read_json(rundir.job_dir(sweep_id, first.job_id) / "checkpoint") > 0
+    # Resume runs them all again; the one that had started continues from its checkpoint.
+    assert main(["sweep", "--resume", sweep_id, "--detach"]) == 0
+    wait_for("the resumed sweep to run", lambda: running(sweep_id))
+    assert main(["cancel", sweep_id, "--grace", "5"]) == 0
+    runs = runs_of(sweep_id)[first.job_id]
+    assert len(runs) == 2 and runs[1]["resumed_from"] >= runs[0]["steps"] > 0
+
+
+def test_without_a_gpu_jobs_run_on_the_cpu_within_the_budget(lab, monkeypatch, capsys):
+    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(FIXTURES / "nodriver.json"))
+    path = sweep_file(lab / "cpu.yaml", "cpu", {"seed": [0, 1, 2]},
+                      {"gpus_per_job": 1, "cpu_budget": 2, "cpus_per_job": 1})
+    assert main(["sweep", str(path), "--detach"]) == 0
+    out = capsys.readouterr()
+    assert "no NVIDIA driver found" in out.err and "jobs run on the CPU" in out.err
+    view = wait_ended(out.out.strip())
+    assert [j.state for j in view.jobs] == ["finished"] * 3
+    runs = [r for rs in runs_of(view.sweep_id).values() for r in rs]
+    assert {r["cuda"] for r in runs} == {""}
+    for r in runs:  # never more than the budget's 2 CPUs in use
+        assert sum(o["threads"] + o["workers"] for o in runs
+                   if o["start"] <= r["start"] < o["end"]) <= 2
+    gpu_only = sweep_file(lab / "gpu.yaml", "gpu", {"seed": [0]},
+                          {"gpus_per_job": 1, "device": "gpu"})
+    assert main(["sweep", str(gpu_only), "--detach"]) == 2
+    assert "resources.device: gpu" in capsys.readouterr().err
 
 
 def test_hostile_names_and_values_reach_the_job_as_data(lab):

@@ -85,7 +85,9 @@ def test_policy(case):
     slots: dict[int, int] = {}
     leases = []
     for index, holder in held:
-        leases.append(lease(snap, index, holder, slots.get(index, 0)))
+        # The holders are earlier jobs of a sweep with the same jobs_per_gpu.
+        leases.append(dataclasses.replace(lease(snap, index, holder, slots.get(index, 0)),
+                                          jobs_per_gpu=policy_kw.get("jobs_per_gpu", 1)))
         slots[index] = slots.get(index, 0) + 1
     choice = pick_gpus(snap, leases, GpuPolicy(**policy_kw), user, count)
     assert [u.label for u in choice.candidates] == chosen
@@ -137,3 +139,13 @@ def test_mig_units_carry_mig_uuids():
     assert labels["0:1"].startswith("MIG-") and labels["1"].startswith("GPU-")
     env = job_env([labels["0:1"]])
     assert env["CUDA_VISIBLE_DEVICES"].startswith("MIG-")
+
+
+def test_packing_never_joins_a_sweep_that_asked_for_the_gpu_alone():
+    snap = load("idle4")
+    alone = dataclasses.replace(lease(snap, 0, "me"), jobs_per_gpu=1)
+    sharing = dataclasses.replace(lease(snap, 1, "me"), jobs_per_gpu=2)
+    policy = GpuPolicy(jobs_per_gpu=2, job_memory_mib=1000, include=("0", "1"))
+    choice = pick_gpus(snap, [alone, sharing], policy, "me")
+    assert [u.label for u in choice.candidates] == ["1"]
+    assert any("GPU 0 leased by me" in why for _, why in choice.rejected)
