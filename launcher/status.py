@@ -155,7 +155,10 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
         row = (f"  {_short(j.job_id, width):<{width}}  {j.state:<9} {_job_gpu(j, labels):<5} "
                f"{epoch:>6} {acc:>8} {duration(j.elapsed_s):>8} {duration(j.eta_s):>8}")
         why = j.reason or ("queued" if j.state == "pending" else "")
-        if j.state in ("pending", "waiting", "failed", "timeout", "preempted") and why:
+        # Slurm's word (PENDING with its reason, RUNNING on which node) is worth a column
+        # in every state; the local executor explains only jobs that are not running.
+        explained = ("pending", "waiting", "failed", "timeout", "preempted")
+        if why and (j.state in explained or view.executor == "slurm"):
             row += f"  {why}"
         rows.append(row.rstrip())
     rows += [f"  ... {n} more {state}" for state, n in hidden.items()]
@@ -360,6 +363,11 @@ def _gather(sweep: str | None) -> tuple[Snapshot | None, str | None, tuple, list
         me = rundir.current_user()
         views = [v for v in (rundir.load_sweep_view(s) for s in rundir.list_sweeps()[-SWEEPS_READ:])
                  if v.user == me]
+    if any(v.executor == "slurm" for v in views):
+        from launcher import slurm  # only when a Slurm sweep is shown: it costs an import
+
+        views = [slurm.with_slurm_states(v, rundir.sweep_dir(v.sweep_id))
+                 if v.executor == "slurm" else v for v in views]
     return snapshot, error, held, views
 
 

@@ -69,6 +69,7 @@ def start_sweep(
 
     sweep, plans = load_plan(file, overrides)
     executor = executor or sweep.executor
+    sweep = dataclasses.replace(sweep, executor=executor)
     if dry_run:
         print(plan.render_plan(sweep, plans))
         return 0
