@@ -50,7 +50,7 @@ def one_run(jobs: int, work: Path) -> tuple[float, float]:
     meta = {"name": sweep.name, "executor": sweep.executor,
             "grid_keys": sorted({k for p in plans for k in p.params})}
     rundir.create_sweep(sweep_id, resolved_yaml(sweep), meta, job_files(plans),
-                        root=work / "runs", write_specs=False)  # as `launch sweep` does
+                        root=work / "runs")
     written = time.perf_counter()
     shutil.rmtree(work / "runs" / sweep_id)
     return planned - start, written - planned

@@ -111,17 +111,15 @@ def create_sweep(
     meta: dict,
     jobs: Sequence[tuple[str, dict, str | dict]],
     root: Path | None = None,
-    write_specs: bool = True,
 ) -> Path:
     """Return the new sweep folder, written whole: plan, resolved file and job folders.
 
     jobs holds (job_id, params, spec as JSON text or a dict). Every spec goes into one
-    specs.jsonl;
-    with write_specs each job's spec.json is written too (Slurm's nodes read those), else a
-    job's spec.json is written when it starts (`materialize_job`): on a plain disk creating
-    10,000 small files costs seconds, creating one costs nothing. The folder is built under
-    a hidden name and renamed into place, so a crash never leaves half a sweep; a sweep id
-    already taken (the same name started twice within a second) gets a suffix -2, -3, ...
+    specs.jsonl, and a job's own spec.json is written when it first runs (`materialize_job`,
+    here or on a Slurm node): on a plain disk creating 10,000 small files costs seconds,
+    one file costs nothing. The folder is built under a hidden name and renamed into place,
+    so a crash never leaves half a sweep; a sweep id already taken (the same name started
+    twice within a second) gets a suffix -2, -3, ...
     """
     import tempfile
 
@@ -146,10 +144,8 @@ def create_sweep(
                      for job_id, _, text in jobs)
     jobs_root = f"{tmp}/jobs"
     os.mkdir(jobs_root)
-    for job_id, _, spec_json in jobs:
+    for job_id, _, _ in jobs:
         os.mkdir(f"{jobs_root}/{job_id}")
-        if write_specs:
-            write_new_file(f"{jobs_root}/{job_id}/spec.json", spec_json + "\n")
     os.chmod(tmp, 0o755)
     return rename_unique(tmp, root, sweep_id)
 
@@ -171,15 +167,6 @@ def rename_unique(tmp: Path, root: Path, sweep_id: str) -> Path:
             if not final.exists():
                 raise
     raise UserError(f"too many sweeps named {sweep_id} in {root}")
-
-
-def write_new_file(path: str, text: str) -> None:
-    """Create path with text; bare os calls, since a sweep may create thousands."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def read_specs(sweep_path: Path) -> dict[str, dict]:

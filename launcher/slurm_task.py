@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.cpus import CpuShare, cpu_share
-from launcher.rundir import atomic_write_json, read_json
+from launcher.rundir import atomic_write_json, materialize_job, read_json, read_specs
 
 EXIT_REQUEUE = 75  # jobs/__main__.py: checkpoint written after SIGTERM/SIGUSR2
 CHECKPOINT_WAIT_S = 60.0  # well inside submitit's 90 s between SIGUSR2 and the kill
@@ -155,6 +155,11 @@ class Task:
         self.env = dict(os.environ if env is None else env)
         self.info = read_json(self.job_dir.parent.parent / "sweep.json") or {}
         self.spec = read_json(self.job_dir / "spec.json")
+        if self.spec is None:  # written on first run, from the sweep's one specs.jsonl
+            spec = read_specs(self.job_dir.parent.parent).get(self.job_dir.name)
+            if spec is not None:
+                self.spec = read_json(materialize_job(self.job_dir.parent.parent,
+                                                      self.job_dir.name, spec))
         if not isinstance(self.spec, dict):
             raise RuntimeError(f"no readable spec.json in {self.job_dir}")
         self.child: Child | None = None

@@ -57,8 +57,7 @@ def create_run_dir(sweep, plans, executor: str) -> Path:
         "cwd": os.getcwd(),
         "source": str(Path(sweep.source_path).absolute()) if sweep.source_path else None,
     }
-    return rundir.create_sweep(sweep_id, plan.resolved_yaml(sweep), meta, job_files(plans),
-                               write_specs=executor == "slurm")
+    return rundir.create_sweep(sweep_id, plan.resolved_yaml(sweep), meta, job_files(plans))
 
 
 def start_sweep(
