@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from launcher.cli import main
+from launcher.rundir import read_specs
 
 ENDED = ("finished", "failed", "cancelled", "timeout")
 # One interpreter runs every reference job: torch is imported once, not once per job.
@@ -19,7 +20,7 @@ from jobs.__main__ import main
 out = {}
 for spec, job_dir in zip(sys.argv[1::2], sys.argv[2::2]):
     assert main([spec, "--out", job_dir]) == 0, job_dir
-    out[spec] = json.load(open(job_dir + "/result.json"))["weights_sha256"]
+    out[job_dir] = json.load(open(job_dir + "/result.json"))["weights_sha256"]
 print(json.dumps(out))
 """
 
@@ -88,8 +89,12 @@ def start_local_runs(job_dirs: list[Path], out_root: Path, threads: int,
                      workers: int) -> subprocess.Popen:
     """Start reference runs of the jobs' specs with the same thread settings, outside Slurm."""
     args = []
+    out_root.mkdir(parents=True, exist_ok=True)
     for d in job_dirs:
-        args += [str(d / "spec.json"), str(out_root / d.name)]
+        # The node writes its spec.json when the task starts; the plan has it from the start.
+        spec_path = out_root / f"{d.name}.spec.json"
+        spec_path.write_text(json.dumps(read_specs(d.parent.parent)[d.name]))
+        args += [str(spec_path), str(out_root / d.name)]
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"),
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "LAUNCH_NUM_WORKERS": str(workers),
@@ -102,7 +107,7 @@ def local_hashes(proc: subprocess.Popen, timeout_s: float = 150) -> dict[str, st
     """Return job id -> weights_sha256 of the reference runs started by start_local_runs."""
     out, err = proc.communicate(timeout=timeout_s)
     assert proc.returncode == 0, err[-2000:]
-    return {Path(spec).parent.name: h for spec, h in json.loads(out.splitlines()[-1]).items()}
+    return {Path(out_dir).name: h for out_dir, h in json.loads(out.splitlines()[-1]).items()}
 
 
 def result_hash(job_dir: Path) -> str:
