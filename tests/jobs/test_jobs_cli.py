@@ -52,7 +52,12 @@ def test_help_teaches_keys_and_exit_codes():
         assert text in proc.stdout
 
 
-def test_cuda_requested_without_gpu_exits_2(tmp_path):
-    code, out, err = run_job(tiny_spec(device="cuda"), tmp_path / "job",
-                             CUDA_VISIBLE_DEVICES="")
-    assert code == 2 and "device" in err and "auto|cpu|cuda" in err
+def test_cuda_requested_without_gpu_exits_2(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a GPU-less box
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_spec(device="cuda")))
+    assert main([str(spec), "--out", str(tmp_path / "job")]) == 2
+    err = capsys.readouterr().err
+    assert "device: cuda requested" in err and "auto|cpu|cuda" in err

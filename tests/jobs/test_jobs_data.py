@@ -1,5 +1,6 @@
 """Issue 2, item 5: the CIFAR-10 reader on files in the real on-disk format, and its errors."""
 
+import json
 import pickle
 import struct
 import threading
@@ -8,10 +9,12 @@ import urllib.error
 
 import numpy as np
 import pytest
-from jobhelpers import result, run_job, tiny_spec
+from jobhelpers import tiny_spec
 
 from jobs import data
+from jobs.__main__ import main
 from jobs.data import DataError, load_cifar10, make_synthetic, read_cifar10
+from jobs.train import train
 
 PER_FILE = 12  # images per batch file (the real ones hold 10000)
 
@@ -128,20 +131,23 @@ def test_corrupt_folder_is_replaced_and_kept_aside(tmp_path, monkeypatch):
     assert names[2].startswith("cifar-10-batches-py.bad-") and len(names) == 3
 
 
-def test_cli_missing_cifar_exits_2_with_the_fix(tmp_path):
-    spec = tiny_spec(dataset="cifar10", data_root=str(tmp_path / "empty"), download=False)
-    code, out, err = run_job(spec, tmp_path / "job")
-    assert code == 2
+def test_cli_missing_cifar_exits_2_with_the_fix(tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_spec(dataset="cifar10", data_root=str(tmp_path / "empty"),
+                                         download=False)))
+    assert main([str(spec), "--out", str(tmp_path / "job")]) == 2
+    err = capsys.readouterr().err
     assert str(tmp_path / "empty" / "cifar-10-batches-py") in err and "Fix:" in err
 
 
-def test_cli_trains_on_cifar_files(tmp_path):
+def test_job_trains_on_cifar_files_under_launch_data(tmp_path, monkeypatch):
     write_cifar(tmp_path / "data")
-    spec = tiny_spec(dataset="cifar10", epochs=1, batch_size=8, val_size=0.2)
-    code, out, err = run_job(spec, tmp_path / "job", LAUNCH_DATA=str(tmp_path / "data"))
-    assert code == 0, (out, err)
-    assert "48 train / 12 val / 12 test images" in out
-    assert result(tmp_path / "job")["epochs_done"] == 1
+    monkeypatch.setenv("LAUNCH_DATA", str(tmp_path / "data"))
+    lines = []
+    res = train(tiny_spec(dataset="cifar10", epochs=1, batch_size=8, val_size=0.2),
+                tmp_path / "job", log=lines.append)
+    assert "48 train / 12 val / 12 test images" in lines[0]
+    assert res["epochs_done"] == 1
 
 
 def test_synthetic_is_deterministic_and_balanced():

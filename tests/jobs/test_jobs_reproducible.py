@@ -1,44 +1,49 @@
 """Issue 2, items 1 and 2: same spec and seed -> same weights and metrics, whatever the workers."""
 
+import pytest
 from jobhelpers import finish, metrics, result, start_job, tiny_spec
 
 from jobs.train import train
 
 
-def test_same_seed_same_hash_and_metrics_other_seed_other_hash(tmp_path):
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Four real processes at once (one thread each; the CLI is the contract), returns DIRs.
+
+    a and b: the same spec and seed, b with 2 DataLoader workers ($LAUNCH_NUM_WORKERS);
+    c: another seed; dev: the device loader.  Augmentation is on: its draws are keyed by
+    (seed, epoch, sample index), not by worker RNG state.
+    """
+    root = tmp_path_factory.mktemp("runs")
     spec = tiny_spec(augment=True)
-    # Three real processes at once (one thread each): the CLI is the contract.
-    procs = {name: start_job(s, tmp_path / name) for name, s in
-             [("a", spec), ("b", spec), ("c", tiny_spec(augment=True, seed=1))]}
+    procs = {
+        "a": start_job(spec, root / "a", LAUNCH_NUM_WORKERS="0"),
+        "b": start_job(spec, root / "b", LAUNCH_NUM_WORKERS="2"),
+        "c": start_job(dict(spec, seed=1), root / "c", LAUNCH_NUM_WORKERS="0"),
+        # Same thread count for all: on CPU it can change float summation order.
+        "dev": start_job(dict(spec, loader="device"), root / "dev"),
+    }
     for name, proc in procs.items():
         code, out, err = finish(proc)
         assert code == 0, (name, out, err)
-    a, b, c = (result(tmp_path / n) for n in "abc")
+    return {name: root / name for name in procs}
+
+
+def test_same_seed_same_hash_and_metrics_other_seed_other_hash(runs):
+    a, b, c = (result(runs[n]) for n in "abc")
     assert a["weights_sha256"] == b["weights_sha256"]
-    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
-    assert len(metrics(tmp_path / "a")) == 2
+    assert metrics(runs["a"]) == metrics(runs["b"]) and len(metrics(runs["a"])) == 2
     assert (a["test_accuracy"], a["test_loss"]) == (b["test_accuracy"], b["test_loss"])
     assert c["weights_sha256"] != a["weights_sha256"]
     assert c["derived_seeds"] != a["derived_seeds"] and c["seed"] == 1
 
 
-def test_num_workers_and_loader_do_not_change_the_weights(tmp_path):
-    # Augmentation on: its draws are keyed by (seed, epoch, sample), not by worker RNG state.
-    spec = tiny_spec(augment=True, epochs=1, val_size=0.0)
-    procs = {
-        "w0": start_job(spec, tmp_path / "w0", LAUNCH_NUM_WORKERS="0"),
-        "w2": start_job(spec, tmp_path / "w2", LAUNCH_NUM_WORKERS="2"),
-        # The device loader builds the same uint8 batches, so it matches too. (Same thread
-        # count for all: on CPU, the number of threads can change float summation order.)
-        "dev": start_job(dict(spec, loader="device"), tmp_path / "dev"),
-    }
-    for name, proc in procs.items():
-        code, out, err = finish(proc)
-        assert code == 0, (name, out, err)
-    w0, w2 = result(tmp_path / "w0"), result(tmp_path / "w2")
-    assert (w0["env"]["num_workers"], w2["env"]["num_workers"]) == (0, 2)
-    assert w0["weights_sha256"] == w2["weights_sha256"]
-    assert result(tmp_path / "dev")["weights_sha256"] == w0["weights_sha256"]
+def test_num_workers_and_loader_do_not_change_the_weights(runs):
+    a, b = result(runs["a"]), result(runs["b"])
+    assert (a["env"]["num_workers"], b["env"]["num_workers"]) == (0, 2)
+    assert a["weights_sha256"] == b["weights_sha256"]
+    # The device loader builds the same uint8 batches on the device, so it matches too.
+    assert result(runs["dev"])["weights_sha256"] == a["weights_sha256"]
 
 
 def test_result_json_holds_the_contract_keys(tmp_path):
