@@ -21,7 +21,15 @@ from pathlib import Path
 
 from launcher import sbatch
 from launcher.errors import UserError
-from launcher.rundir import ENDED_STATES, SweepView, atomic_write_json, read_json
+from launcher.rundir import (
+    ENDED_STATES,
+    SweepView,
+    atomic_write_json,
+    cancel_requested,
+    clear_cancel_requests,
+    read_json,
+    request_cancel,
+)
 from launcher.sweepfile import SlurmConfig
 
 QUERY_TIMEOUT_S = 10.0
@@ -293,8 +301,7 @@ def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
         if slurm is None:
             jobs.append(job)
             continue
-        marked = (sweep_dir / "cancel").exists() or (
-            sweep_dir / "jobs" / job.job_id / "cancel").exists()
+        marked = cancel_requested(sweep_dir, job.job_id) is not None
         state, reason = merged_state(slurm, job.state, marked)
         jobs.append(dataclasses.replace(job, state=state, reason=reason or job.reason,
                                         slurm_job_id=slurm.slurm_job_id or job.slurm_job_id))
@@ -310,9 +317,8 @@ def cancel(sweep_dir: Path, job_ids: Sequence[str] | None = None) -> int:
     every = [j["id"] for j in info.get("jobs", [])]
     targets = list(job_ids) if job_ids else every
     # Marked first: a node that sees its child stop records `cancelled`, not `preempted`.
-    marker = sweep_dir / "cancel" if not job_ids else None
-    for path in [marker] if marker else [sweep_dir / "jobs" / j / "cancel" for j in targets]:
-        path.write_text(f"{time.time()}\n")
+    for job_id in targets if job_ids else [None]:
+        request_cancel(sweep_dir, job_id, grace_s=0)  # Slurm's own KillWait is the grace
     ids = slurm_ids(sweep_dir, info)
     argv = ["scancel"]
     if job_ids:
@@ -353,11 +359,9 @@ def resume_sweep(sweep_dir: Path, hold: bool = False) -> int:
         slurm = states.get(job["id"])
         if st.get("state") == "finished" or (slurm and slurm.state in ACTIVE):
             continue
-        for marker in (sweep_dir / "jobs" / job["id"] / "cancel",):
-            marker.unlink(missing_ok=True)
         atomic_write_json(path, {**st, "state": "pending", "reason": "resubmitted"})
         todo.append(job["id"])
-    (sweep_dir / "cancel").unlink(missing_ok=True)
+    clear_cancel_requests(sweep_dir, todo)
     if not todo:
         print(f"nothing to resume: every job of {sweep_dir.name} finished or is in Slurm's queue")
         return 0

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher import rundir
 from launcher.cpus import CpuShare, cpu_share
 from launcher.rundir import atomic_write_json, materialize_job, read_json, read_specs
 
@@ -88,7 +89,7 @@ def job_argv(spec: dict, job_dir: Path) -> list[str]:
 
 def cancel_requested(job_dir: Path) -> bool:
     """Return whether `launch cancel` marked this job or its sweep."""
-    return (job_dir / "cancel").exists() or (job_dir.parent.parent / "cancel").exists()
+    return rundir.cancel_requested(job_dir.parent.parent, job_dir.name) is not None
 
 
 def end_state(code: int | None, sig: int | None, cancelled: bool, requeued: bool,
