@@ -44,7 +44,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     import tempfile  # here, not at the top: `launch status` never writes
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except FileNotFoundError:  # a job's folder is made when it is first written to
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -112,14 +116,15 @@ def create_sweep(
     jobs: Sequence[tuple[str, dict, str | dict]],
     root: Path | None = None,
 ) -> Path:
-    """Return the new sweep folder, written whole: plan, resolved file and job folders.
+    """Return the new sweep folder, written whole: the plan and the resolved file.
 
     jobs holds (job_id, params, spec as JSON text or a dict). Every spec goes into one
-    specs.jsonl, and a job's own spec.json is written when it first runs (`materialize_job`,
-    here or on a Slurm node): on a plain disk creating 10,000 small files costs seconds,
-    one file costs nothing. The folder is built under a hidden name and renamed into place,
-    so a crash never leaves half a sweep; a sweep id already taken (the same name started
-    twice within a second) gets a suffix -2, -3, ...
+    specs.jsonl; a job's folder and its spec.json are made when it first runs
+    (`materialize_job`, here or on a Slurm node) or its state is first written: on a plain
+    disk creating 10,000 folders or small files costs seconds, one file costs nothing. The
+    folder is built under a hidden name and renamed into place, so a crash never leaves half
+    a sweep; a sweep id already taken (the same name started twice within a second) gets a
+    suffix -2, -3, ...
     """
     import tempfile
 
@@ -142,10 +147,7 @@ def create_sweep(
     with open(tmp / "specs.jsonl", "w") as f:
         f.writelines(f'{{"id": {json.dumps(job_id)}, "spec": {text}}}\n'
                      for job_id, _, text in jobs)
-    jobs_root = f"{tmp}/jobs"
-    os.mkdir(jobs_root)
-    for job_id, _, _ in jobs:
-        os.mkdir(f"{jobs_root}/{job_id}")
+    (tmp / "jobs").mkdir()
     os.chmod(tmp, 0o755)
     return rename_unique(tmp, root, sweep_id)
 
