@@ -146,6 +146,8 @@ class Placer:
         self.snapshots: list[nvml.Snapshot] = []
         self.looked_at = 0.0
         self.sampled_at = 0.0
+        self.reason: str | None = None
+        self.reason_at = 0.0
         if self.want and check_devices(resources):
             self.want = 0  # no driver and device: auto -> run on the CPU
 
@@ -172,6 +174,18 @@ class Placer:
     def choose(self, held: tuple[leases.GpuLease, ...]) -> gpus.GpuChoice:
         return gpus.pick_gpus(self.snapshot(), held, self.policy, self.user, self.want,
                               earlier=self.snapshots[1:])
+
+    def wait_reason(self) -> str:
+        """Return why no GPU is free now, looked up at most every SNAPSHOT_MAX_AGE_S.
+
+        Saying who holds what reads /proc/locks, a millisecond each time: not worth paying
+        on every job end just to repeat the same sentence.
+        """
+        now = time.monotonic()
+        if self.reason is None or now - self.reason_at > SNAPSHOT_MAX_AGE_S:
+            self.reason = self.choose(leases.read_gpu_leases(self.lock_dir)).reason()
+            self.reason_at = now
+        return self.reason
 
     def meta(self, job_id: str) -> dict[str, Any]:
         return {"user": self.user, "host": self.host, "pid": os.getpid(),
@@ -201,7 +215,7 @@ class Placer:
                 got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu,
                                           meta, self.lock_dir)
             if got is None:
-                return self.choose(leases.read_gpu_leases(self.lock_dir)).reason()
+                return self.wait_reason()
             gpu_leases = got
             by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
             indices = tuple(by_uuid[lease.key] for lease in got)

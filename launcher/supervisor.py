@@ -103,7 +103,7 @@ def pdeathsig_prefix() -> list[str] | None:
     return [setpriv, "--pdeathsig", "TERM", "--"] if "--pdeathsig" in usage.stdout else None
 
 
-def job_argv(spec: dict, spec_path: Path, out: Path) -> list[str]:
+def job_argv(spec: dict, spec_path: Path | None, out: Path) -> list[str]:
     """Return the argv of a job: its own command, or the built-in training job."""
     if "command" in spec:
         return [str(a) for a in spec["command"]]
@@ -203,7 +203,11 @@ class Supervisor:
 
     def start(self, job_id: str, spec: dict, grant: placement.Grant) -> None:
         job_path = self.path / "jobs" / job_id
-        spec_path = rundir.materialize_job(self.path, job_id, spec)
+        if "command" in spec:  # its argv says it all; no spec.json to write
+            job_path.mkdir(exist_ok=True)
+            spec_path = None
+        else:
+            spec_path = rundir.materialize_job(self.path, job_id, spec)
         prev = self.state(job_id)
         env = {
             **os.environ,
