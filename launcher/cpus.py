@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from launcher import leases
 
@@ -110,7 +111,7 @@ class CpuUse:
             f", {self.usable} usable"
 
 
-def cpu_use(lock_dir: Path | None = None) -> CpuUse:
+def cpu_use(lock_dir: Path | None = None, inodes: Any = leases._READ_NOW) -> CpuUse:
     """Return how many CPU tokens are held now on this machine, and by which users."""
     lock_dir = lock_dir or leases.lock_dir(create=False)
     try:
@@ -118,7 +119,7 @@ def cpu_use(lock_dir: Path | None = None) -> CpuUse:
     except OSError:
         names = []
     counts: dict[str, int] = {}
-    for slot in leases.read_slots(lock_dir / n for n in names):
+    for slot in leases.read_slots((lock_dir / n for n in names), inodes):
         if slot.held:
             user = str(slot.meta.get("user", "?"))
             counts[user] = counts.get(user, 0) + 1

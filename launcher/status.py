@@ -16,7 +16,7 @@ from typing import Any
 
 from launcher import nvml, rundir
 from launcher.cpus import CpuUse, cpu_use
-from launcher.leases import GpuLease, read_gpu_leases
+from launcher.leases import GpuLease, held_inodes, read_gpu_leases
 from launcher.nvml import Gpu, Snapshot
 from launcher.rundir import ENDED_STATES, JobView, SweepView
 
@@ -349,14 +349,15 @@ def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
     }
 
 
-def _gather(sweep: str | None) -> tuple[Snapshot | None, str | None, tuple, list[SweepView]]:
+def _gather(sweep: str | None,
+            inodes: Any) -> tuple[Snapshot | None, str | None, tuple, list[SweepView]]:
     """Return what status shows now: snapshot (or the NVML error), leases, sweeps."""
     snapshot, error = None, None
     try:
         snapshot = nvml.query()
     except nvml.NvmlUnavailable as exc:
         error = str(exc)
-    held = read_gpu_leases()
+    held = read_gpu_leases(inodes=inodes)
     if sweep:
         views = [rundir.load_sweep_view(rundir.resolve_sweep_id(sweep))]
     else:
@@ -374,8 +375,10 @@ def _gather(sweep: str | None) -> tuple[Snapshot | None, str | None, tuple, list
 def _render_now(full: bool, as_json: bool, sweep: str | None) -> tuple[str, int]:
     import socket
 
-    snapshot, error, held, views = _gather(sweep)
-    now, host, cpus_now = time.time(), socket.gethostname(), cpu_use()
+    inodes = held_inodes()  # /proc/locks once, for the GPU leases and the CPU tokens
+    snapshot, error, held, views = _gather(sweep, inodes)
+    now, host = time.time(), socket.gethostname()
+    cpus_now = cpu_use(inodes=inodes)
     if as_json:
         import json
 
