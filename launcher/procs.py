@@ -15,9 +15,10 @@ def create_time(pid: int) -> float | None:
     """
     try:
         proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
+        with proc.oneshot():  # one read of /proc/PID/stat for both
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 

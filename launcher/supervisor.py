@@ -127,7 +127,7 @@ class Supervisor:
         self.running: dict[int, Running] = {}  # by pidfd
         self.queue: deque[str] = deque()
         self.attempts: dict[str, int] = {}
-        self.waiting_reason: str | None = None
+        self.waiting: tuple[str, float, str | None] | None = None  # job, since, reason written
         self.prefix = pdeathsig_prefix()
         self.specs = rundir.read_specs(path)
         self.cancel_checked = 0.0
@@ -144,7 +144,8 @@ class Supervisor:
         states = {job["id"]: self.state(job["id"]) for job in self.info["jobs"]}
         # Jobs are told to die with their supervisor, but their children may linger and
         # still hold the job's leases: a second copy must never run beside them.
-        leftovers = procs.job_processes(self.sweep_id)
+        started = any(st["state"] != "pending" for st in states.values())
+        leftovers = procs.job_processes(self.sweep_id) if started else {}
         stale = [p for job_id, ps in leftovers.items()
                  if states.get(job_id, {}).get("state") not in rundir.ENDED_STATES for p in ps]
         if stale:
@@ -195,10 +196,19 @@ class Supervisor:
             self.start(job_id, spec, grant)
 
     def note_waiting(self, job_id: str, reason: str) -> None:
-        if reason != self.waiting_reason:
-            self.waiting_reason = reason
-            st = self.state(job_id)
-            self.write(job_id, {**st, "state": "waiting", "reason": reason})
+        """Record why the head of the queue waits, once it has waited a moment.
+
+        Most waits end when the next job ends, a fraction of a second later; writing them
+        all down would cost a state write per job for nothing anyone could read.
+        """
+        now = time.monotonic()
+        if self.waiting is None or self.waiting[0] != job_id:
+            self.waiting = (job_id, now, None)
+            return
+        _, since, written = self.waiting
+        if reason != written and now - since >= POLL_S / 2:
+            self.waiting = (job_id, since, reason)
+            self.write(job_id, {**self.state(job_id), "state": "waiting", "reason": reason})
             log(f"waiting: {reason}")
 
     def start(self, job_id: str, spec: dict, grant: placement.Grant) -> None:
@@ -229,7 +239,7 @@ class Supervisor:
                 grant.release()
                 self.end(job_id, prev, "failed", reason=f"could not start {argv[0]!r}: {err}")
                 return
-        self.waiting_reason = None
+        self.waiting = None
         self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
         st = {
             "state": "running",

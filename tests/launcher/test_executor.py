@@ -301,3 +301,22 @@ def test_hostile_names_and_values_reach_the_job_as_data(lab):
     assert (rundir.job_dir(sweep_id, view.jobs[0].job_id) / "argv").read_text() == nasty
     assert not pwned.exists()
     assert "/" not in sweep_id and " " not in sweep_id
+
+
+def test_a_waiting_job_says_why_in_status(lab, monkeypatch, capsys):
+    # On the busy box only GPU 2 is free: the second job waits for it, and says so.
+    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(FIXTURES / "busy4.json"))
+    path = sweep_file(lab / "w.yaml", "wait", {"seed": [0, 1]}, ONE_AT_A_TIME | {"cpu_budget": 2},
+                      job={"seconds": 4})
+    sweep_id = start(path)
+
+    def waiting():
+        jobs = rundir.load_sweep_view(sweep_id).jobs
+        return [j for j in jobs if j.state == "waiting"]
+
+    (job,) = wait_for("a job to wait", waiting, timeout_s=15)
+    assert "need 1 GPU, 0 free" in job.reason and "GPU 0 used by" in job.reason
+    capsys.readouterr()
+    main(["status", sweep_id])
+    assert "need 1 GPU, 0 free" in capsys.readouterr().out
+    assert main(["cancel", sweep_id, "--grace", "2"]) == 0
