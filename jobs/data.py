@@ -98,8 +98,13 @@ def load_cifar10(root: Path, download: bool, log=print) -> tuple[Arrays, Arrays]
     except DataError as first:
         if not download:
             raise DataError(_fix_text(folder, str(first), "download is off")) from None
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".cifar-10.lock", "a") as lock:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / ".cifar-10.lock", "a")
+    except OSError as exc:  # a read-only shared data root, say
+        raise DataError(_fix_text(folder, f"cannot download into {root} ({exc.strerror})",
+                                  "data root not writable")) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
         try:
             return read_cifar10(folder)  # another job may have fetched it while we waited

@@ -129,6 +129,7 @@ def submit_jobs(sweep_dir: Path, cfg: SlurmConfig, job_ids: Sequence[str],
                 hold: bool = False) -> list[str]:
     """Return the Slurm ids of the arrays that now hold job_ids, recorded in slurm.json."""
     sweep_dir = Path(sweep_dir).absolute()
+    sbatch.check_path(sweep_dir)  # it goes into #SBATCH --output= lines
     folder = sweep_dir / "slurm"
     folder.mkdir(exist_ok=True)
     params = sbatch.submitit_parameters(cfg, sweep_dir.name, hold=hold)
@@ -331,7 +332,9 @@ def cancel(sweep_dir: Path, job_ids: Sequence[str] | None = None) -> int:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
         except (OSError, subprocess.SubprocessError) as err:
             raise UserError(f"scancel failed: {err}") from None
-        if done.returncode != 0:
+        # An array that ended long ago may be purged already: scancel calls its id
+        # invalid, which for cancelling means there is nothing left to do.
+        if done.returncode != 0 and "Invalid job id" not in done.stderr:
             raise UserError(f"scancel failed: {done.stderr.strip() or done.returncode}")
     ended = 0
     for job_id in targets:

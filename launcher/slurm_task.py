@@ -67,17 +67,30 @@ def task_share(cpus: int, spec: dict) -> CpuShare:
     return cpu_share(cpus, on_gpu=True, spec=spec)
 
 
-def task_env(base: dict, share: CpuShare, sweep_id: str, job_id: str, job_dir: Path) -> dict:
-    """Return the child's environment: Slurm's GPUs untouched, threads and workers from share."""
-    return {
+def task_env(base: dict, share: CpuShare, sweep_id: str, job_id: str, job_dir: Path,
+             gpus_requested: int = 0) -> dict:
+    """Return the child's environment: Slurm's GPUs untouched, threads and workers from share.
+
+    A task that asked for no GPU sees none. One that asked for GPUs keeps whatever Slurm
+    set: on sites whose gres.conf names no device files Slurm sets no CUDA_VISIBLE_DEVICES,
+    and hiding every GPU there would silently train on the CPU.
+    """
+    env = {
         **base,
         **share.env(),
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-        "CUDA_VISIBLE_DEVICES": base.get("CUDA_VISIBLE_DEVICES", ""),
         "LAUNCH_SWEEP_ID": sweep_id,
         "LAUNCH_JOB_ID": job_id,
         "LAUNCH_JOB_DIR": str(job_dir),
     }
+    if "CUDA_VISIBLE_DEVICES" not in base:
+        if gpus_requested:
+            print(f"launch: Slurm set no CUDA_VISIBLE_DEVICES for {job_id} although it asked "
+                  f"for {gpus_requested} GPUs; the job sees every GPU of the node",
+                  file=sys.stderr, flush=True)
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
 
 
 def job_argv(spec: dict, job_dir: Path) -> list[str]:
@@ -172,7 +185,9 @@ class Task:
         """Start the child and write state.json `running`; return the child."""
         share = task_share(allocated_cpus(self.env, self.info), self.spec)
         sweep_id = self.info.get("sweep_id") or self.job_dir.parent.parent.name
-        env = task_env(self.env, share, sweep_id, self.job_dir.name, self.job_dir)
+        gpus_requested = int((self.info.get("slurm") or {}).get("gpus_per_node") or 0)
+        env = task_env(self.env, share, sweep_id, self.job_dir.name, self.job_dir,
+                       gpus_requested)
         gpus = allocated_gpus(self.env)
         prev = read_json(self.job_dir / "state.json") or {}
         cwd = self.info.get("cwd")
@@ -284,8 +299,10 @@ class SlurmTask:
         if task is None or task.child is None:
             return submitit.helpers.DelayedSubmission(self)
         status = task.stop_for_requeue()
+        # Killed after CHECKPOINT_WAIT_S, a built-in job still has its last checkpoint on
+        # disk and continues from it, as deterministically as from a fresh one.
         requeue = status is not None and status != 0 and (
-            status == EXIT_REQUEUE or "command" in task.spec)
+            status in (EXIT_REQUEUE, -signal.SIGKILL) or "command" in task.spec)
         task.requeued = requeue
         task.record_end(status if status is not None else 1)
         return submitit.helpers.DelayedSubmission(self) if requeue else None
@@ -322,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         status = child.code
     assert status is not None
-    if usr2 and status == EXIT_REQUEUE:
+    if usr2 and status in (EXIT_REQUEUE, -signal.SIGKILL):
         task.requeued = True
         task.record_end(status)
         return 0 if requeue_self(task.env) else EXIT_REQUEUE

@@ -8,9 +8,7 @@ import time
 import pytest
 from slurmhelpers import (
     cli,
-    local_hashes,
     result_hash,
-    start_local_runs,
     states,
     sweep_path,
     tiny_job,
@@ -39,7 +37,11 @@ def test_six_jobs_one_array_own_gpus_same_hashes_as_local(cluster, capsys, tmp_p
     assert f"Slurm job {array['slurm_job_id']}" in err and "under /tmp" in err
 
     job_dirs = [path / "jobs" / j for j in array["jobs"]]
-    reference = start_local_runs(job_dirs, tmp_path / "local", threads=1, workers=0)
+    # The same file through the local executor (no GPU here: it runs them on the CPU with
+    # the same 1 CPU a job, so the same threads), while Slurm runs its array.
+    code, out, err = cli(capsys, "sweep", file, "--executor", "local", "--detach")
+    assert code == 0, err
+    local = out.strip()
     ended = wait_ended(path)
     assert {s["state"] for s in ended.values()} == {"finished"}, ended
 
@@ -58,7 +60,10 @@ def test_six_jobs_one_array_own_gpus_same_hashes_as_local(cluster, capsys, tmp_p
             if a is not b and a["started"] < b["ended"] and b["started"] < a["ended"]:
                 assert a["gpus"] != b["gpus"], (a, b)
 
-    hashes = local_hashes(reference)
+    local_dir = rundir.sweep_dir(local)
+    wait_for(lambda: all(rundir.read_job_state(local, j)["state"] in rundir.ENDED_STATES
+                         for j in array["jobs"]), 120, "the local executor's run")
+    hashes = {j: result_hash(local_dir / "jobs" / j) for j in array["jobs"]}
     assert len(set(hashes.values())) == 6  # six seeds, six models
     for d in job_dirs:
         assert result_hash(d) == hashes[d.name], d.name

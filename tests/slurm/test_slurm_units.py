@@ -162,6 +162,12 @@ def test_task_environment_from_the_allocation():
     assert (out["OMP_NUM_THREADS"], out["MKL_NUM_THREADS"], out["LAUNCH_NUM_WORKERS"]) == \
         ("1", "1", "3")
     assert (out["LAUNCH_SWEEP_ID"], out["LAUNCH_JOB_ID"]) == ("s-1", "j")
+    # No GPU asked for: the task sees none. GPUs asked for, but Slurm named no devices
+    # (count-only GRES): the job keeps the node's GPUs rather than silently using the CPU.
+    bare = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    share = CpuShare(4, 3, 1)
+    assert slurm_task.task_env(bare, share, "s", "j", Path("/j"))["CUDA_VISIBLE_DEVICES"] == ""
+    assert "CUDA_VISIBLE_DEVICES" not in slurm_task.task_env(bare, share, "s", "j", Path("/j"), 1)
 
 
 @pytest.mark.parametrize("code, sig, cancelled, requeued, command, want", [
