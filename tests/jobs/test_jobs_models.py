@@ -127,3 +127,16 @@ def test_resnet9_layouts():
     wide = 9 * (3 * 64 + 64 * 128 + 2 * 128 * 128 + 128 * 256 + 256 * 512 + 2 * 512 * 512)
     assert count_parameters(myrtle, batchnorm_affine=False) == wide + 512 * 10
     assert myrtle(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_default_ensemble_alexnet_plus_inception_runs_forward_and_backward():
+    # The training test above uses two cheap members; this covers the default pair's shapes.
+    spec = validate_spec({"model": "ensemble"})
+    assert spec["members"] == ["alexnet", "inception"]
+    gen = torch.Generator().manual_seed(0)
+    model = build_model(spec, gen)
+    x = torch.randn(4, 3, 32, 32, generator=gen)
+    logits = model(x)
+    assert logits.shape == (4, 10)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

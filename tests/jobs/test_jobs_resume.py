@@ -10,8 +10,11 @@ from jobhelpers import finish, metrics, result, run_job, start_job, tiny_spec
 from jobs.train import train
 
 # 160 batches per epoch: after epoch 1's checkpoint, two more epochs leave time to SIGKILL.
+# Layer repetition and gradient noise draw from their own generators every step: a resume
+# that lost their state would end with other weights.
 SPEC = tiny_spec(synthetic={"train_size": 1600}, val_size=0.2, batch_size=8, epochs=3,
-                 augment=True, optimizer={"name": "sgd", "lr": 0.01})
+                 augment=True, optimizer={"name": "sgd", "lr": 0.01}, repeat={},
+                 grad_noise={"mode": "relative"})
 
 
 def wait_for(predicate, proc, timeout_s=90.0):
