@@ -111,7 +111,7 @@ class CpuUse:
             f", {self.usable} usable"
 
 
-def cpu_use(lock_dir: Path | None = None, inodes: Any = leases._READ_NOW) -> CpuUse:
+def cpu_use(lock_dir: Path | None = None, inodes: Any = leases.READ_NOW) -> CpuUse:
     """Return how many CPU tokens are held now on this machine, and by which users."""
     lock_dir = lock_dir or leases.lock_dir(create=False)
     try:

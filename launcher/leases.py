@@ -213,7 +213,7 @@ def _read_meta(path: Path) -> dict:
         os.close(fd)
 
 
-_READ_NOW = object()
+READ_NOW = object()  # default of `inodes`: read /proc/locks now
 
 
 def held_inodes() -> set[int] | None:
@@ -221,13 +221,13 @@ def held_inodes() -> set[int] | None:
     return _flock_inodes()
 
 
-def read_slots(paths: Iterable[Path], inodes: Any = _READ_NOW) -> list[SlotState]:
+def read_slots(paths: Iterable[Path], inodes: Any = READ_NOW) -> list[SlotState]:
     """Return, for each slot file, whether it is held now and its holder's metadata.
 
     Missing files and symlinks count as free. Nothing here takes a lock. `inodes` from
     held_inodes() saves reading /proc/locks again (milliseconds on a busy kernel).
     """
-    inodes = _flock_inodes() if inodes is _READ_NOW else inodes
+    inodes = _flock_inodes() if inodes is READ_NOW else inodes
     out = []
     for path in map(Path, paths):
         try:
@@ -273,7 +273,7 @@ def parse_gpu_slot(name: str) -> tuple[str, int]:
 
 
 def read_gpu_leases(directory: Path | None = None,
-                    inodes: Any = _READ_NOW) -> tuple[GpuLease, ...]:
+                    inodes: Any = READ_NOW) -> tuple[GpuLease, ...]:
     """Return every GPU lease held now in the lease directory."""
     directory = Path(directory) if directory else lock_dir(create=False)
     try:

@@ -144,8 +144,11 @@ class Supervisor:
         states = {job["id"]: self.state(job["id"]) for job in self.info["jobs"]}
         # Jobs are told to die with their supervisor, but their children may linger and
         # still hold the job's leases: a second copy must never run beside them.
-        started = any(st["state"] != "pending" for st in states.values())
-        leftovers = procs.job_processes(self.sweep_id) if started else {}
+        # A job's folder is made just before it starts, so a sweep with none never ran a
+        # job, even one whose supervisor died before it could record the start.
+        with os.scandir(self.path / "jobs") as entries:
+            ever_started = any(entries)
+        leftovers = procs.job_processes(self.sweep_id) if ever_started else {}
         stale = [p for job_id, ps in leftovers.items()
                  if states.get(job_id, {}).get("state") not in rundir.ENDED_STATES for p in ps]
         if stale:
@@ -270,10 +273,7 @@ class Supervisor:
         code, sig = self.exit_status(run)
         self.placer.refresh()
         job_path = self.path / "jobs" / run.job_id
-        if code == 0:
-            state = "finished"
-        else:
-            state = "failed"
+        state = "finished" if code == 0 else "failed"
         if state != "finished" and rundir.cancel_requested(self.path, run.job_id) is not None:
             state = "cancelled"
         elif state != "finished" and run.term_sent and run.deadline and time.time() >= run.deadline:
