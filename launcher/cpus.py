@@ -9,9 +9,8 @@ machine never has more CPUs in use by this tool than the largest budget any swee
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from launcher import leases
 
@@ -29,8 +28,7 @@ def default_cpu_budget() -> int:
     return max(1, usable_cpus() // 2)
 
 
-@dataclass(frozen=True)
-class CpuShare:
+class CpuShare(NamedTuple):
     """How a job's CPUs are split between DataLoader workers and intra-op threads."""
 
     cpus: int
@@ -96,8 +94,7 @@ def acquire_cpus(
     return None
 
 
-@dataclass(frozen=True)
-class CpuUse:
+class CpuUse(NamedTuple):
     """What `launch status` shows of the CPU budget: tokens held now, by whom."""
 
     usable: int
@@ -111,7 +108,7 @@ class CpuUse:
             f", {self.usable} usable"
 
 
-def cpu_use(lock_dir: Path | None = None, inodes: Any = leases.READ_NOW) -> CpuUse:
+def cpu_use(lock_dir: Path | None = None, locks: leases.HeldLocks | None = None) -> CpuUse:
     """Return how many CPU tokens are held now on this machine, and by which users."""
     lock_dir = lock_dir or leases.lock_dir(create=False)
     try:
@@ -119,7 +116,7 @@ def cpu_use(lock_dir: Path | None = None, inodes: Any = leases.READ_NOW) -> CpuU
     except OSError:
         names = []
     counts: dict[str, int] = {}
-    for slot in leases.read_slots((lock_dir / n for n in names), inodes):
+    for slot in leases.read_slots((lock_dir / n for n in names), locks):
         if slot.held:
             user = str(slot.meta.get("user", "?"))
             counts[user] = counts.get(user, 0) + 1

@@ -21,9 +21,8 @@ import os
 import stat
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from launcher.errors import UserError
 
@@ -158,8 +157,7 @@ def try_lock_slot(path: Path, meta: Mapping[str, Any]) -> Lease | None:
     return lease
 
 
-@dataclass(frozen=True)
-class SlotState:
+class SlotState(NamedTuple):
     """Whether a slot file is held now, and what its holder wrote into it."""
 
     path: Path
@@ -213,21 +211,58 @@ def _read_meta(path: Path) -> dict:
         os.close(fd)
 
 
-READ_NOW = object()  # default of `inodes`: read /proc/locks now
+class HeldLocks:
+    """Which inodes carry an flock now: /proc/locks, read once, on the first question.
+
+    One instance answers several read_slots calls from the same moment. A lease directory
+    with no slot files never causes the read, which takes milliseconds on some kernels.
+    """
+
+    __slots__ = ("_inodes", "_read", "_reader")
+
+    def __init__(self) -> None:
+        self._inodes: set[int] | None = None
+        self._read = False
+        self._reader: Any = None
+
+    def read_ahead(self, directory: Path) -> None:
+        """Start reading /proc/locks in a thread if `directory` holds any slot file.
+
+        The read mostly waits in the kernel, so the caller can ask NVML meanwhile.
+        """
+        try:
+            with os.scandir(directory) as entries:
+                if next(entries, None) is None:
+                    return
+        except OSError:
+            return
+        import threading
+
+        self._reader = threading.Thread(target=self._load, name="proc-locks", daemon=True)
+        self._reader.start()
+
+    def _load(self) -> None:
+        self._inodes, self._read = _flock_inodes(), True
+
+    def held(self, path: Path, st: os.stat_result) -> bool:
+        """Return whether the slot file at path (lstat st) is flocked by anyone now."""
+        if self._reader is not None:
+            self._reader.join()
+            self._reader = None
+        if not self._read:
+            self._load()
+        if self._inodes is None:
+            return _probe(path)  # no /proc/locks here: try the lock after all
+        return st.st_ino in self._inodes
 
 
-def held_inodes() -> set[int] | None:
-    """Return the inodes that carry an flock now (None: unknown), for several read_slots."""
-    return _flock_inodes()
-
-
-def read_slots(paths: Iterable[Path], inodes: Any = READ_NOW) -> list[SlotState]:
+def read_slots(paths: Iterable[Path], locks: HeldLocks | None = None) -> list[SlotState]:
     """Return, for each slot file, whether it is held now and its holder's metadata.
 
-    Missing files and symlinks count as free. Nothing here takes a lock. `inodes` from
-    held_inodes() saves reading /proc/locks again (milliseconds on a busy kernel).
+    Missing files and symlinks count as free. Nothing here takes a lock unless the kernel
+    has no /proc/locks. Pass one HeldLocks to several calls to read /proc/locks only once.
     """
-    inodes = _flock_inodes() if inodes is READ_NOW else inodes
+    locks = locks or HeldLocks()
     out = []
     for path in map(Path, paths):
         try:
@@ -238,15 +273,14 @@ def read_slots(paths: Iterable[Path], inodes: Any = READ_NOW) -> list[SlotState]
         if not stat.S_ISREG(st.st_mode):
             out.append(SlotState(path, False, {}))
             continue
-        held = st.st_ino in inodes if inodes is not None else _probe(path)
+        held = locks.held(path, st)
         out.append(SlotState(path, held, _read_meta(path) if held else {}))
     return out
 
 
 # -- GPU leases ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class GpuLease:
+class GpuLease(NamedTuple):
     """A held GPU slot as status and the free-GPU policy see it."""
 
     uuid: str
@@ -273,7 +307,7 @@ def parse_gpu_slot(name: str) -> tuple[str, int]:
 
 
 def read_gpu_leases(directory: Path | None = None,
-                    inodes: Any = READ_NOW) -> tuple[GpuLease, ...]:
+                    locks: HeldLocks | None = None) -> tuple[GpuLease, ...]:
     """Return every GPU lease held now in the lease directory."""
     directory = Path(directory) if directory else lock_dir(create=False)
     try:
@@ -281,7 +315,7 @@ def read_gpu_leases(directory: Path | None = None,
     except OSError:
         return ()
     out = []
-    for state in read_slots((directory / n for n in names), inodes):
+    for state in read_slots((directory / n for n in names), locks):
         if not state.held:
             continue
         try:

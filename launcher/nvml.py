@@ -1,10 +1,15 @@
-"""The only door to NVML: query GPUs into frozen dataclasses, field by field.
+"""The only door to NVML: query GPUs into immutable records, field by field.
 
 `capture_raw()` asks NVML (or, with LAUNCH_NVML_SNAPSHOT set, a replayed
 snapshot that answers to the same function names) and psutil, and returns the
 snapshot format of DESIGN.md. `query()` parses that into a `Snapshot`. Both a
 real machine and a replay run the very same capture code, so a fixture
 exercises what production runs.
+
+The records here, and the lease, CPU and run-directory records that `launch status` reads,
+are NamedTuples rather than the frozen dataclasses of DESIGN.md: importing `dataclasses`
+(it pulls in `inspect`, `ast` and `dis`) and building the classes cost status a third of
+its time budget (issue 3, bench/status_latency.py). Config stays frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -12,8 +17,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from launcher.errors import UserError
 
@@ -44,8 +48,7 @@ def describe_init_error(host: str, error_name: str) -> str:
     return f"{what} on {host} (NVML: {error_name})"
 
 
-@dataclass(frozen=True)
-class GpuProcess:
+class GpuProcess(NamedTuple):
     """A process using a GPU (or a MIG device), with its owner as psutil saw it."""
 
     pid: int
@@ -55,8 +58,7 @@ class GpuProcess:
     command: str
 
 
-@dataclass(frozen=True)
-class MigDevice:
+class MigDevice(NamedTuple):
     """One MIG device of a MIG-enabled GPU; jobs address it by its own UUID."""
 
     index: int
@@ -70,8 +72,7 @@ class MigDevice:
     processes: tuple[GpuProcess, ...]
 
 
-@dataclass(frozen=True)
-class Gpu:
+class Gpu(NamedTuple):
     """One physical GPU; a field NVML cannot give on this card is None."""
 
     index: int
@@ -95,8 +96,7 @@ class Gpu:
     error: str | None = None  # the NVML error that made this row lost
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """What NVML said about this machine at one moment."""
 
     host: str

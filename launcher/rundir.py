@@ -13,9 +13,8 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from launcher.errors import UserError
 
@@ -297,8 +296,7 @@ def supervisor_alive(sweep_path: Path) -> bool | None:
     return procs.same_process(info.get("pid", 0), info.get("create_time"))
 
 
-@dataclass(frozen=True)
-class JobView:
+class JobView(NamedTuple):
     """What status and results show of one job."""
 
     job_id: str
@@ -320,8 +318,7 @@ class JobView:
     slurm_job_id: str | None
 
 
-@dataclass(frozen=True)
-class SweepView:
+class SweepView(NamedTuple):
     """What status shows of one sweep: its plan, its supervisor and its jobs."""
 
     sweep_id: str

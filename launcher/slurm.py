@@ -8,7 +8,6 @@ files; every call has a timeout, so a slow or missing controller never hangs `la
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -304,9 +303,9 @@ def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
             continue
         marked = cancel_requested(sweep_dir, job.job_id) is not None
         state, reason = merged_state(slurm, job.state, marked)
-        jobs.append(dataclasses.replace(job, state=state, reason=reason or job.reason,
-                                        slurm_job_id=slurm.slurm_job_id or job.slurm_job_id))
-    return dataclasses.replace(view, jobs=tuple(jobs))
+        jobs.append(job._replace(state=state, reason=reason or job.reason,
+                                 slurm_job_id=slurm.slurm_job_id or job.slurm_job_id))
+    return view._replace(jobs=tuple(jobs))
 
 
 # ---------------------------------------------------------------- cancel and resume

@@ -11,12 +11,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from launcher import nvml, rundir
 from launcher.cpus import CpuUse, cpu_use
-from launcher.leases import GpuLease, held_inodes, read_gpu_leases
+from launcher.leases import GpuLease, HeldLocks, lock_dir, read_gpu_leases
 from launcher.nvml import Gpu, Snapshot
 from launcher.rundir import ENDED_STATES, JobView, SweepView
 
@@ -317,10 +316,13 @@ def render_full(snapshot: Snapshot | None, leases: Sequence[GpuLease],
     return "\n".join(lines) + "\n"
 
 
-def _job_json(job: JobView) -> dict[str, Any]:
-    out = asdict(job)
-    out["gpus"], out["gpu_indices"] = list(job.gpus), list(job.gpu_indices)
-    return out
+def plain(value: Any) -> Any:
+    """Return a record (NamedTuple) and whatever it holds as JSON-ready dicts and lists."""
+    if hasattr(value, "_asdict"):
+        return {k: plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
@@ -329,8 +331,8 @@ def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
     """Return everything status knows as JSON-ready data with stable keys."""
     gpus = []
     for gpu in snapshot.gpus if snapshot else ():
-        item = asdict(gpu)
-        item["leases"] = [asdict(h) for h in _leases_on(gpu, leases)]
+        item = plain(gpu)
+        item["leases"] = [plain(h) for h in _leases_on(gpu, leases)]
         gpus.append(item)
     return {
         "format": "launch-status/1",
@@ -345,19 +347,19 @@ def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
         "sweeps": [{"sweep_id": v.sweep_id, "name": v.name, "executor": v.executor,
                     "created": v.created, "user": v.user, "host": v.host,
                     "supervisor": v.supervisor, "counts": v.counts(),
-                    "jobs": [_job_json(j) for j in v.jobs]} for v in sweeps],
+                    "jobs": [plain(j) for j in v.jobs]} for v in sweeps],
     }
 
 
 def _gather(sweep: str | None,
-            inodes: Any) -> tuple[Snapshot | None, str | None, tuple, list[SweepView]]:
+            locks: HeldLocks) -> tuple[Snapshot | None, str | None, tuple, list[SweepView]]:
     """Return what status shows now: snapshot (or the NVML error), leases, sweeps."""
     snapshot, error = None, None
     try:
         snapshot = nvml.query()
     except nvml.NvmlUnavailable as exc:
         error = str(exc)
-    held = read_gpu_leases(inodes=inodes)
+    held = read_gpu_leases(locks=locks)
     if sweep:
         views = [rundir.load_sweep_view(rundir.resolve_sweep_id(sweep))]
     else:
@@ -375,10 +377,11 @@ def _gather(sweep: str | None,
 def _render_now(full: bool, as_json: bool, sweep: str | None) -> tuple[str, int]:
     import socket
 
-    inodes = held_inodes()  # /proc/locks once, for the GPU leases and the CPU tokens
-    snapshot, error, held, views = _gather(sweep, inodes)
+    locks = HeldLocks()  # /proc/locks at most once, for the GPU leases and the CPU tokens
+    locks.read_ahead(lock_dir(create=False))  # while NVML answers
+    snapshot, error, held, views = _gather(sweep, locks)
     now, host = time.time(), socket.gethostname()
-    cpus_now = cpu_use(inodes=inodes)
+    cpus_now = cpu_use(locks=locks)
     if as_json:
         import json
 

@@ -1,6 +1,5 @@
 """The free-GPU policy, table-driven over the NVML fixtures."""
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -86,8 +85,8 @@ def test_policy(case):
     leases = []
     for index, holder in held:
         # The holders are earlier jobs of a sweep with the same jobs_per_gpu.
-        leases.append(dataclasses.replace(lease(snap, index, holder, slots.get(index, 0)),
-                                          jobs_per_gpu=policy_kw.get("jobs_per_gpu", 1)))
+        leases.append(lease(snap, index, holder, slots.get(index, 0))._replace(
+            jobs_per_gpu=policy_kw.get("jobs_per_gpu", 1)))
         slots[index] = slots.get(index, 0) + 1
     choice = pick_gpus(snap, leases, GpuPolicy(**policy_kw), user, count)
     assert [u.label for u in choice.candidates] == chosen
@@ -100,8 +99,8 @@ def test_policy(case):
 
 def test_utilisation_must_be_low_in_every_sample():
     snap = load("idle4")
-    hot = dataclasses.replace(snap.gpus[1], utilization_gpu_percent=55)
-    earlier = dataclasses.replace(snap, gpus=(snap.gpus[0], hot, *snap.gpus[2:]))
+    hot = snap.gpus[1]._replace(utilization_gpu_percent=55)
+    earlier = snap._replace(gpus=(snap.gpus[0], hot, *snap.gpus[2:]))
     choice = pick_gpus(snap, [], GpuPolicy(), "carol", 1, earlier=[earlier])
     assert [u.label for u in choice.candidates] == ["0", "2", "3"]
     assert dict(choice.rejected)["1"] == "GPU 1 busy (55% utilisation)"
@@ -110,8 +109,8 @@ def test_utilisation_must_be_low_in_every_sample():
 @pytest.mark.parametrize("used_mib,free", [(600, True), (1700, False)])
 def test_default_memory_threshold_is_2_percent_of_a_big_card(used_mib, free):
     snap = load("idle4")  # 80 GiB cards: 2% is 1638 MiB, above the 512 MiB floor
-    gpu = dataclasses.replace(snap.gpus[0], memory_used_bytes=used_mib * MIB)
-    snap = dataclasses.replace(snap, gpus=(gpu,))
+    gpu = snap.gpus[0]._replace(memory_used_bytes=used_mib * MIB)
+    snap = snap._replace(gpus=(gpu,))
     assert pick_gpus(snap, [], GpuPolicy(), "carol", 1).ok is free
 
 
@@ -143,8 +142,8 @@ def test_mig_units_carry_mig_uuids():
 
 def test_packing_never_joins_a_sweep_that_asked_for_the_gpu_alone():
     snap = load("idle4")
-    alone = dataclasses.replace(lease(snap, 0, "me"), jobs_per_gpu=1)
-    sharing = dataclasses.replace(lease(snap, 1, "me"), jobs_per_gpu=2)
+    alone = lease(snap, 0, "me")._replace(jobs_per_gpu=1)
+    sharing = lease(snap, 1, "me")._replace(jobs_per_gpu=2)
     policy = GpuPolicy(jobs_per_gpu=2, job_memory_mib=1000, include=("0", "1"))
     choice = pick_gpus(snap, [alone, sharing], policy, "me")
     assert [u.label for u in choice.candidates] == ["1"]

@@ -170,6 +170,34 @@ def test_reading_leases_never_turns_an_acquirer_away(lock_dir):
         reader.join()
 
 
+def test_proc_locks_is_read_once_and_only_when_a_slot_file_exists(lock_dir, monkeypatch):
+    reads = []
+    real = leases._flock_inodes
+    monkeypatch.setattr(leases, "_flock_inodes", lambda: reads.append(1) or real())
+    locks = leases.HeldLocks()
+    assert leases.read_gpu_leases(lock_dir, locks) == () and reads == []
+    held = leases.try_lock_slot(lock_dir / "cpu.0", META)
+    free = leases.try_lock_slot(lock_dir / "cpu.1", META)
+    free.release()
+    states = leases.read_slots([lock_dir / "cpu.0", lock_dir / "cpu.1"], locks)
+    assert [s.held for s in states] == [True, False] and states[0].meta["user"] == "alice"
+    leases.read_slots([lock_dir / "cpu.0"], locks)
+    assert reads == [1]  # one /proc/locks read answers every call that shares the HeldLocks
+    ahead = leases.HeldLocks()
+    ahead.read_ahead(lock_dir)  # in a thread, while status asks NVML
+    states = leases.read_slots([lock_dir / "cpu.0", lock_dir / "cpu.1"], ahead)
+    assert [s.held for s in states] == [True, False] and reads == [1, 1]
+    held.release()
+
+
+def test_read_ahead_of_an_empty_lease_directory_reads_nothing(lock_dir, monkeypatch):
+    monkeypatch.setattr(leases, "_flock_inodes", lambda: pytest.fail("read /proc/locks"))
+    locks = leases.HeldLocks()
+    locks.read_ahead(lock_dir)
+    locks.read_ahead(lock_dir / "missing")
+    assert leases.read_gpu_leases(lock_dir, locks) == ()
+
+
 def _racer(barrier, lock_dir: str, snapshot, rounds: int, queue) -> None:
     wins, clashes = 0, 0
     policy = gpus.GpuPolicy()
