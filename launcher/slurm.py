@@ -207,12 +207,17 @@ def by_name_ids(rows: list[dict], sweep_dir: Path) -> dict[str, str]:
         order = (sweep_dir / "slurm" / sbatch.JOBS_LIST).read_text().split()
     except FileNotFoundError:
         return {}
-    out = {}
+    tasks = {}
     for row in rows:
-        _, sep, index = row["id"].partition("_")
+        array, sep, index = row["id"].partition("_")
         if sep and index.isdigit() and int(index) < len(order):
-            out.setdefault(order[int(index)], row["id"])
-    return out
+            tasks.setdefault(array, []).append((int(index), row["id"]))
+    if len(tasks) != 1:
+        # Slices of a sweep over MaxArraySize (LAUNCH_ARRAY_OFFSET) or a resubmission: squeue
+        # cannot say which array holds which offset, so a task is named only by the
+        # state.json it writes when it starts.
+        return {}
+    return {order[index]: task for index, task in next(iter(tasks.values()))}
 
 
 def query(sweep_dir: Path, info: dict, ids: dict[str, str]) -> tuple[dict[str, dict], dict]:

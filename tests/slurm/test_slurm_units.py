@@ -141,6 +141,16 @@ def test_status_never_hangs_on_a_stuck_controller(tmp_path, monkeypatch):
                                                                 "files")}
 
 
+def test_tasks_found_by_name_map_to_jobs_only_from_one_array(tmp_path):
+    (tmp_path / "slurm").mkdir()
+    sbatch.write_jobs_list(tmp_path, ["a", "b", "c"])
+    one = [{"id": "77_1"}, {"id": "77_0"}, {"id": "12"}, {"id": "77_7"}]
+    assert slurm.by_name_ids(one, tmp_path) == {"a": "77_0", "b": "77_1"}
+    # Two arrays by that name (slices with LAUNCH_ARRAY_OFFSET, or a resubmission): task 905_0
+    # may be job "a" or a job further on, so only the jobs' own state files name them.
+    assert slurm.by_name_ids([*one, {"id": "905_0"}], tmp_path) == {}
+
+
 def test_shared_storage_warning():
     assert "under /tmp" in sbatch.shared_storage_warning(Path("/tmp/runs/x"))
     assert sbatch.shared_storage_warning(Path("/home/alice/runs/x")) is None
