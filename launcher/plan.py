@@ -1,4 +1,4 @@
-"""What a sweep expands to: overrides, the job/grid/points checks, one plan per job, ids, table.
+"""What a sweep expands to: one validated plan per job, its id, and the table and file shown.
 
 Jobs are the grid's cartesian product (axes in file order, the last varying fastest), each
 combined with every entry of `points` (grid x points); with no grid, the points alone; with
@@ -12,10 +12,8 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import re
 import shlex
-import string
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,22 +23,11 @@ from typing import Any
 import yaml
 
 from jobs.spec import SPEC_SCHEMA, SpecError, validate_spec
-from launcher.sweepfile import (
-    CMDLINE,
-    TOP_KEYS,
-    SourceMap,
-    Sweep,
-    SweepFileError,
-    dotted,
-    gpus_needed,
-    parse_yaml,
-    printable,
-)
+from launcher.axes import key_paths, template_pieces
+from launcher.sweepfile import Sweep, gpus_needed
+from launcher.yamlsource import SweepFileError, dotted, printable
 
 SLUG_MAX = 48
-_LIST_KEYS = ("include_gpus", "exclude_gpus", "sbatch_lines", "setup")
-# A placeholder names a key of the job mapping, dotted for nested keys: {lr}, {optimizer.lr}.
-_PLACEHOLDER = re.compile(r"[^.{}\[\]!:\s]+(?:\.[^.{}\[\]!:\s]+)*")
 
 
 @dataclass(frozen=True)
@@ -53,243 +40,6 @@ class JobPlan:
     command: list[str] | None
     # The canonical JSON of spec that the id's hash is over: write it instead of re-encoding.
     spec_json: str = dataclasses.field(default="", repr=False, compare=False)
-
-
-# ---------------------------------------------------------------- overrides (KEY=VALUE)
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """Return (dotted key, value) of `KEY=VALUE`; a comma list gives a list of values."""
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise SweepFileError(CMDLINE, None, printable(text), "an override is KEY=VALUE, "
-                             "e.g. job.epochs=1 or grid.seed=0,1")
-    if key == "name":  # a name is data: keep it exactly as typed
-        return key, value
-    value = value.strip()
-    if value[:1] in ("[", "{", "'", '"') or "," not in value:
-        return key, _yaml_value(key, value)
-    return key, [_yaml_value(key, part.strip()) for part in value.split(",")]
-
-
-def _yaml_value(key: str, text: str) -> Any:
-    try:
-        return parse_yaml(text, CMDLINE)[0]
-    except SweepFileError as exc:
-        raise SweepFileError(CMDLINE, None, key,
-                             f"cannot parse value {text!r}: {exc.message}") from None
-
-
-def apply_overrides(raw: dict, lines: dict, overrides: Sequence[str]) -> None:
-    """Apply overrides to the raw file data in place; their keys point at the command line.
-
-    `job.KEY=V` pins KEY for every job (taking it out of the grid and the points);
-    `job.KEY=a,b` and `grid.KEY=a,b` sweep it; `seeds=N` and a seed axis replace each other.
-    """
-    for text in overrides:
-        key, value = parse_override(text)
-        top, _, rest = key.partition(".")
-        parts = tuple(rest.split(".")) if rest else ()
-        if top == "grid" or (top == "job" and isinstance(value, list) and rest != "command"):
-            if not rest:
-                raise SweepFileError(CMDLINE, None, key, "say which key to sweep: grid.KEY=a,b")
-            _set(raw, lines, ("grid", rest), value if isinstance(value, list) else [value])
-            if rest == "seed":
-                raw.pop("seeds", None)
-            continue
-        if top in ("resources", "slurm") and rest in _LIST_KEYS and not isinstance(value, list):
-            value = [value]
-        _set(raw, lines, (top,) + parts, value)
-        if top == "job" and parts:
-            _pin(raw, lines, rest)
-        if top == "seeds" and isinstance(raw.get("grid"), dict):
-            raw["grid"].pop("seed", None)
-
-
-def _pin(raw: dict, lines: dict, key: str) -> None:
-    """Take key (and keys under it) out of the grid and every point: the command line wins."""
-    grid, points = raw.get("grid"), raw.get("points")
-    owners = [(("grid",), grid)] + [(("points", i), p) for i, p in enumerate(
-        points if isinstance(points, list) else []) if isinstance(p, dict)]
-    for path, mapping in owners:
-        for swept in [k for k in mapping or () if k == key or k.startswith(key + ".")]:
-            del mapping[swept]
-            _forget(lines, path + (swept,))
-    if key == "seed":
-        raw.pop("seeds", None)
-
-
-def _set(raw: dict, lines: dict, path: tuple, value: Any) -> None:
-    if path[0] not in TOP_KEYS:
-        raise SweepFileError(CMDLINE, None, dotted(path), "unknown key", TOP_KEYS)
-    node = raw
-    for i, part in enumerate(path[:-1]):
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-        if not isinstance(node, dict):
-            raise SweepFileError(CMDLINE, None, dotted(path),
-                                 f"cannot set it: '{dotted(path[:i + 1])}' is not a mapping")
-    node[path[-1]] = value
-    _forget(lines, path)
-    lines[path] = None
-
-
-def _forget(lines: dict, path: tuple) -> None:
-    for known in [p for p in lines if p[: len(path)] == path]:
-        del lines[known]
-
-
-# ---------------------------------------------------------------- job, grid, points
-
-def check_axes(src: SourceMap, raw: dict) -> tuple[dict, dict[str, list], tuple[dict, ...]]:
-    """Return (job, grid with the seeds axis, points) checked for shape; SweepFileError if not."""
-    if "job" not in raw:
-        raise src.error((), "missing: the mapping that describes one job", key="job")
-    job = _check_job(src, raw["job"])
-    grid = _check_grid(src, raw.get("grid"), raw.get("seeds"))
-    points = _check_points(src, raw.get("points"))
-    for i, point in enumerate(points or ({},)):
-        swept = [(("grid", k), k) for k in grid] + [(("points", i, k), k) for k in point]
-        for n, (path, key) in enumerate(swept):
-            for other_path, other in swept[:n]:
-                if key == other or key.startswith(other + ".") or other.startswith(key + "."):
-                    raise src.error(path, f"overlaps '{dotted(other_path)}', which also sets "
-                                    f"'{other}'; sweep each key once")
-            _check_reachable(src, job, path, key)
-    return job, grid, points
-
-
-def _check_value(src: SourceMap, path: tuple, value: Any, job_keys: bool = False) -> None:
-    """Raise unless value is plain data (JSON): strings, numbers, booleans, null, lists, maps."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if job_keys and "." in key:
-                raise src.error(path + (key,), "a job key may not contain '.', which "
-                                "separates nested keys")
-            _check_value(src, path + (key,), item, job_keys)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_value(src, path + (i,), item, job_keys)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise src.error(path, f"must be a finite number, got {value}")
-    elif not isinstance(value, (str, int, float, bool, type(None))):
-        raise src.error(path, f"a {type(value).__name__} is not allowed here; quote it")
-
-
-def _check_job(src: SourceMap, job: Any) -> dict:
-    if not isinstance(job, dict) or not job:
-        raise src.error(("job",), "must be a non-empty mapping: a built-in model's spec, "
-                        "or a `command` template with its values")
-    _check_value(src, ("job",), job, job_keys=True)
-    if "command" not in job:
-        return job
-    path = ("job", "command")
-    command = job["command"]
-    if isinstance(command, str):
-        try:  # split like a shell would, only to build the argv list: it never meets a shell
-            command = shlex.split(command)
-        except ValueError as exc:
-            raise src.error(path, f"cannot split the command: {exc}") from None
-    if not isinstance(command, list) or not command:
-        raise src.error(path, "must be a non-empty list of arguments (or one string)")
-    argv = []
-    for i, arg in enumerate(command):
-        if isinstance(arg, bool) or not isinstance(arg, (str, int, float)):
-            raise src.error(path + (i,), f"an argument is a string or a number, got {arg!r}")
-        arg = arg if isinstance(arg, str) else str(arg)
-        try:
-            template_pieces(arg)
-        except ValueError as exc:
-            raise src.error(path + (i,), str(exc)) from None
-        argv.append(arg)
-    return {**job, "command": argv}
-
-
-def _check_key(src: SourceMap, path: tuple, key: str) -> None:
-    if not _PLACEHOLDER.fullmatch(key):
-        raise src.error(path, "a key is a name or a dotted path like optimizer.lr")
-    if key == "command" or key.startswith("command."):
-        raise src.error(path, "the command template cannot be swept; sweep the values "
-                        "its placeholders use")
-
-
-def _check_grid(src: SourceMap, raw: Any, seeds: Any) -> dict[str, list]:
-    if raw is not None and not isinstance(raw, dict):
-        raise src.error(("grid",), "must be a mapping of KEY: [values, ...]")
-    grid = {}
-    for key, values in (raw or {}).items():
-        path = ("grid", key)
-        _check_key(src, path, key)
-        if not isinstance(values, list):
-            raise src.error(path, f"must be a list of values to sweep, e.g. [{values!r}]")
-        if not values:
-            raise src.error(path, "empty list: a grid axis needs at least one value")
-        _check_value(src, path, values)
-        grid[key] = values
-    if seeds is None:
-        return grid
-    if "seed" in grid:
-        raise src.error(("seeds",), "both `seeds` and `grid.seed` sweep the seed; keep one")
-    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
-        grid["seed"] = list(range(seeds))
-        return grid
-    if not isinstance(seeds, list) or not seeds or any(
-            isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise src.error(("seeds",), "must be a count N >= 1 (seeds 0..N-1) or a non-empty "
-                        f"list of integers >= 0, got {seeds!r}")
-    grid["seed"] = list(seeds)
-    return grid
-
-
-def _check_points(src: SourceMap, raw: Any) -> tuple[dict, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not raw:
-        raise src.error(("points",), "must be a non-empty list of mappings, one per variant")
-    for i, point in enumerate(raw):
-        if not isinstance(point, dict):  # {} is allowed: the job as it is
-            raise src.error(("points", i), "a point is a mapping of KEY: value")
-        for key, value in point.items():
-            _check_key(src, ("points", i, key), key)
-            _check_value(src, ("points", i, key), value)
-    return tuple(raw)
-
-
-def _check_reachable(src: SourceMap, job: dict, path: tuple, key: str) -> None:
-    """Raise when a swept key cannot be set: a command job must already have it."""
-    node: Any = job
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        if not isinstance(node, dict) and node is not None:
-            raise src.error(path, f"'job.{'.'.join(parts[:i])}' is not a mapping")
-        if "command" in job and key != "seed" and (node is None or part not in node):
-            raise src.error(path, "no such key in job: a command job's sweepable values "
-                            "are its own keys (add a default there)", key_paths(job))
-        node = node.get(part) if isinstance(node, dict) else None
-
-
-def key_paths(job: dict, prefix: str = "") -> list[str]:
-    """Return the dotted paths of every key in job except the command template."""
-    out = []
-    for key, value in job.items():
-        if not prefix and key == "command":
-            continue
-        out.append(prefix + key)
-        if isinstance(value, dict):
-            out.extend(key_paths(value, prefix + key + "."))
-    return out
-
-
-def template_pieces(arg: str) -> list[tuple[str, str | None, str]]:
-    """Return (literal, placeholder key or None, format spec) pieces of one argv template."""
-    pieces = []
-    for literal, key, spec, conversion in string.Formatter().parse(arg):
-        if key is not None and (conversion or not _PLACEHOLDER.fullmatch(key) or "{" in spec):
-            raise ValueError(f"placeholder {{{key}}} must name a key, like {{lr}} or "
-                             "{optimizer.lr} (write {{ and }} for literal braces)")
-        pieces.append((literal, key, spec or ""))
-    return pieces
 
 
 # ---------------------------------------------------------------- expansion

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from launcher.plan import job_id_for, make_sweep_id, plan_jobs, render_plan
-from launcher.sweepfile import SweepFileError, gpus_needed, load_sweep
+from launcher.sweepfile import gpus_needed, load_sweep
+from launcher.yamlsource import SweepFileError
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 ID = re.compile(r"[A-Za-z0-9._=-]{1,48}-[0-9a-f]{8}")

@@ -12,7 +12,8 @@ import pytest
 from launcher import cli
 from launcher.cpus import default_cpu_budget
 from launcher.plan import make_sweep_id, plan_jobs, render_plan, resolved_yaml
-from launcher.sweepfile import CMDLINE, SweepFileError, load_sweep
+from launcher.sweepfile import load_sweep
+from launcher.yamlsource import CMDLINE, SweepFileError
 
 BROKEN_DIR = Path(__file__).parents[1] / "fixtures" / "sweeps" / "broken"
 BROKEN = sorted(BROKEN_DIR.glob("*.yaml"))
