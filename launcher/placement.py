@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from launcher import cpus, gpus, leases, nvml
+from launcher import cpus, fairshare, gpus, leases, nvml
 from launcher.errors import UserError
 from launcher.rundir import current_user
 
@@ -150,6 +150,8 @@ class Placer:
         self.reason_at = 0.0
         if self.want and check_devices(resources):
             self.want = 0  # no driver and device: auto -> run on the CPU
+        self.notice = fairshare.Notice(self.lock_dir, sweep_id, self.user)
+        self.gave_way: dict[tuple[str, float], float] = {}  # wait -> when we first did
 
     def refresh(self) -> None:
         """Forget the cached NVML look, so the next grant looks again (a job just ended)."""
@@ -192,20 +194,33 @@ class Placer:
                 "sweep": self.sweep_id, "job": job_id, "start": time.time(),
                 "jobs_per_gpu": self.policy.jobs_per_gpu}
 
-    def grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
-        """Return the leases and environment for a job, or the reason it has to wait."""
+    def grant(self, job_id: str, spec: Mapping[str, Any], holding: int = 0) -> Grant | str:
+        """Return the leases and environment for a job, or the reason it has to wait.
+
+        `holding` is how many GPUs the sweep's running jobs hold: a sweep waiting with
+        fewer is let in first (launcher/fairshare.py).
+        """
         try:
-            return self.try_grant(job_id, spec)
+            return self.try_grant(job_id, spec, holding)
         except nvml.NvmlUnavailable as err:
             # A driver hiccup must not take the supervisor, and with it every job, down.
             self.refresh()
             return f"cannot read the GPUs now ({err}); trying again"
 
-    def try_grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
+    def close(self) -> None:
+        """Withdraw our wait notice: the sweep has nothing left to place."""
+        self.notice.withdraw()
+
+    def try_grant(self, job_id: str, spec: Mapping[str, Any], holding: int) -> Grant | str:
         meta = self.meta(job_id)
         gpu_leases: list[leases.Lease] = []
         indices: tuple[int, ...] = ()
         if self.want:
+            waiting = fairshare.waiters(self.lock_dir, but=self.sweep_id) if holding else []
+            rival = fairshare.rival(waiting, holding, self.gave_way, time.time())
+            if rival is not None:
+                return (f"leaving freed GPUs to sweep {rival.sweep} of {rival.user}, which "
+                        f"waits holding {rival.holding} (this sweep holds {holding})")
             # With one job per GPU, trying the lease is the lease check: reading who holds
             # what (/proc/locks) is only worth it to pack GPUs or to say why a job waits.
             packing = self.policy.jobs_per_gpu > 1
@@ -215,7 +230,9 @@ class Placer:
                 got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu,
                                           meta, self.lock_dir)
             if got is None:
+                self.notice.post(holding)
                 return self.wait_reason()
+            self.notice.withdraw()
             gpu_leases = got
             by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
             indices = tuple(by_uuid[lease.key] for lease in got)

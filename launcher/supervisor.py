@@ -191,7 +191,8 @@ class Supervisor:
                 self.end(job_id, self.state(job_id), "cancelled", reason="cancelled before start")
                 continue
             spec = self.specs[job_id]
-            grant = self.placer.grant(job_id, spec)
+            holding = sum(len(run.state.get("gpus") or ()) for run in self.running.values())
+            grant = self.placer.grant(job_id, spec, holding)
             if isinstance(grant, str):
                 self.note_waiting(job_id, grant)
                 return
@@ -327,6 +328,7 @@ class Supervisor:
             for key, _ in self.selector.select(POLL_S / 2):
                 self.reap(self.running[key.fd])
             self.enforce(time.time())
+        self.placer.close()
         counts = rundir.load_sweep_view(self.sweep_id, self.path.parent).counts()
         log("sweep ended: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         return 0
