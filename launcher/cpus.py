@@ -9,6 +9,7 @@ machine never has more CPUs in use by this tool than the largest budget any swee
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,18 +70,23 @@ def token_path(lock_dir: Path, n: int) -> Path:
 
 
 def acquire_cpus(
-    count: int, budget: int, meta: dict, lock_dir: Path | None = None
+    count: int, budget: int, meta: dict, lock_dir: Path | None = None,
+    skip: Collection[Path] = (),
 ) -> list[leases.Lease] | None:
     """Return `count` held CPU tokens out of the first `budget`, or None if too few are free.
 
-    All or nothing: a job never sits on part of its CPUs while waiting for the rest.
+    All or nothing: a job never sits on part of its CPUs while waiting for the rest. Token
+    files in `skip` (held by the caller's own running jobs) are not tried.
     """
     assert 1 <= count <= budget, (count, budget)
     lock_dir = lock_dir or leases.lock_dir()
     held: list[leases.Lease] = []
     try:
         for n in range(budget):
-            lease = leases.try_lock_slot(token_path(lock_dir, n), meta)
+            path = token_path(lock_dir, n)
+            if path in skip:
+                continue
+            lease = leases.try_lock_slot(path, meta)
             if lease is not None:
                 held.append(lease)
                 if len(held) == count:

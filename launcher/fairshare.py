@@ -2,12 +2,13 @@
 
 A supervisor wakes the moment its own job ends and would take the freed GPU back before a
 sweep started later (another user's, or another of yours) looks again, so the first sweep
-on a machine would keep every GPU until its last job. Instead, a sweep whose next job waits
-for GPUs holds an flock on `wait.<sweep id>` in the lease directory, with how many GPUs it
-holds in the file. A sweep about to take a GPU first looks for such notices: while one comes
-from a sweep that holds fewer GPUs than it does, it leaves the GPU free for up to YIELD_S,
-long enough for the waiting sweep to see the GPU idle in NVML and lease it. Repeated at each
-job end, the GPUs end up split evenly between the sweeps that want them.
+on a machine would keep every GPU until its last job. Instead, a sweep whose next job has
+waited NOTICE_AFTER_S for GPUs (most waits end sooner, with the next job's end) holds an
+flock on `wait.<sweep id>` in the lease directory, with how many GPUs it holds in the file.
+A sweep about to take a GPU first looks for such notices: while one comes from a sweep that
+holds fewer GPUs than it does, it leaves the GPU free for up to YIELD_S, long enough for the
+waiting sweep to see the GPU idle in NVML and lease it. Repeated at each job end, the GPUs
+end up split evenly between the sweeps that want them.
 
 A notice is only an announcement: the GPU itself still goes to whoever wins its lease. The
 flock makes a notice die with its sweep; the file is removed when the wait ends.
@@ -23,6 +24,7 @@ from typing import NamedTuple
 from launcher import leases
 
 PREFIX = "wait."
+NOTICE_AFTER_S = 1.0  # a sweep posts its notice once it has waited this long
 # A waiting sweep needs a few NVML looks (utilisation must stay low in three of them, two
 # seconds apart) before it trusts a GPU that was just freed.
 YIELD_S = 10.0

@@ -20,7 +20,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -331,18 +331,22 @@ def read_gpu_leases(directory: Path | None = None,
 
 
 def acquire_gpus(uuids: Sequence[str], count: int, slots_per_gpu: int, meta: Mapping[str, Any],
-                 directory: Path | None = None) -> list[Lease] | None:
+                 directory: Path | None = None,
+                 skip: Collection[Path] = ()) -> list[Lease] | None:
     """Return leases on `count` of the given UUIDs, tried in order, or None (all or nothing).
 
-    Each lease's metadata gets its "uuid" and "slot" added.
+    Each lease's metadata gets its "uuid" and "slot" added. Slot files in `skip` (held by
+    the caller's own running jobs) are not tried.
     """
     directory = Path(directory) if directory else lock_dir()
     held: list[Lease] = []
     try:
         for uuid in uuids:
             for slot in range(slots_per_gpu):
-                lease = try_lock_slot(gpu_slot_path(directory, uuid, slot),
-                                      {**meta, "uuid": uuid, "slot": slot})
+                path = gpu_slot_path(directory, uuid, slot)
+                if path in skip:
+                    continue
+                lease = try_lock_slot(path, {**meta, "uuid": uuid, "slot": slot})
                 if lease is not None:
                     held.append(lease)
                     break

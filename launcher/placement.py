@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from launcher import cpus, fairshare, gpus, leases, nvml
@@ -152,6 +153,8 @@ class Placer:
             self.want = 0  # no driver and device: auto -> run on the CPU
         self.notice = fairshare.Notice(self.lock_dir, sweep_id, self.user)
         self.gave_way: dict[tuple[str, float], float] = {}  # wait -> when we first did
+        self.gpu_wait_since: float | None = None  # monotonic; None: not waiting for GPUs
+        self.own: dict[str, tuple[Path, ...]] = {}  # job -> slot files its leases are on
 
     def refresh(self) -> None:
         """Forget the cached NVML look, so the next grant looks again (a job just ended)."""
@@ -211,6 +214,18 @@ class Placer:
         """Withdraw our wait notice: the sweep has nothing left to place."""
         self.notice.withdraw()
 
+    def released(self, job_id: str) -> None:
+        """Note that a job's leases are gone (it ended), so its slots are worth trying again."""
+        self.own.pop(job_id, None)
+
+    def waits_for_gpus(self, holding: int) -> None:
+        """Post our wait notice once the wait has lasted a moment; most end within one job."""
+        now = time.monotonic()
+        if self.gpu_wait_since is None:
+            self.gpu_wait_since = now
+        if now - self.gpu_wait_since >= fairshare.NOTICE_AFTER_S:
+            self.notice.post(holding)
+
     def try_grant(self, job_id: str, spec: Mapping[str, Any], holding: int) -> Grant | str:
         meta = self.meta(job_id)
         gpu_leases: list[leases.Lease] = []
@@ -225,18 +240,21 @@ class Placer:
             # what (/proc/locks) is only worth it to pack GPUs or to say why a job waits.
             packing = self.policy.jobs_per_gpu > 1
             choice = self.choose(leases.read_gpu_leases(self.lock_dir) if packing else ())
+            ours = {path for paths in self.own.values() for path in paths}
             got = None
             if choice.ok:
                 got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu,
-                                          meta, self.lock_dir)
+                                          meta, self.lock_dir, skip=ours)
             if got is None:
-                self.notice.post(holding)
+                self.waits_for_gpus(holding)
                 return self.wait_reason()
+            self.gpu_wait_since = None
             self.notice.withdraw()
             gpu_leases = got
             by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
             indices = tuple(by_uuid[lease.key] for lease in got)
-        cpu_leases = cpus.acquire_cpus(self.cpus_per_job, self.cpu_budget, meta, self.lock_dir)
+        cpu_leases = cpus.acquire_cpus(self.cpus_per_job, self.cpu_budget, meta, self.lock_dir,
+                                       skip={path for paths in self.own.values() for path in paths})
         if cpu_leases is None:
             for lease in gpu_leases:
                 lease.release()
@@ -246,4 +264,5 @@ class Placer:
         share = cpus.cpu_share(self.cpus_per_job, bool(gpu_leases), spec)
         uuids = [lease.key for lease in gpu_leases]
         env = {**gpus.job_env(uuids), **share.env()}
+        self.own[job_id] = tuple(lease.path for lease in gpu_leases + cpu_leases)
         return Grant(gpu_leases, cpu_leases, indices, share, env)

@@ -241,6 +241,7 @@ class Supervisor:
                 )
             except OSError as err:
                 grant.release()
+                self.placer.released(job_id)
                 self.end(job_id, prev, "failed", reason=f"could not start {argv[0]!r}: {err}")
                 return
         self.waiting = None
@@ -272,6 +273,7 @@ class Supervisor:
         # still pins the group id, so this cannot hit a stranger's group.
         procs.signal_group(run.pid, signal.SIGKILL)
         code, sig = self.exit_status(run)
+        self.placer.released(run.job_id)
         self.placer.refresh()
         job_path = self.path / "jobs" / run.job_id
         state = "finished" if code == 0 else "failed"

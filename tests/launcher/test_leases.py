@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import gpus, leases, nvml
+from launcher import cpus, gpus, leases, nvml
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 META = {"user": "alice", "host": "athena", "pid": 1, "sweep": "s-1", "job": "j-1", "start": 1.5}
@@ -61,6 +61,17 @@ def test_acquire_gpus_is_all_or_nothing_and_fills_slots(lock_dir):
     shared = leases.acquire_gpus(["GPU-a"], 1, 2, META, lock_dir)  # jobs_per_gpu=2
     assert [(lease.key, lease.slot) for lease in shared] == [("GPU-a", 1)]
     assert leases.acquire_gpus(["GPU-a"], 1, 2, META, lock_dir) is None
+
+
+def test_slots_of_our_own_running_jobs_are_not_tried(lock_dir, monkeypatch):
+    tried = []
+    real = leases.try_lock_slot
+    monkeypatch.setattr(leases, "try_lock_slot", lambda p, m: tried.append(p.name) or real(p, m))
+    ours = {leases.gpu_slot_path(lock_dir, "GPU-a", 0), cpus.token_path(lock_dir, 0)}
+    (got,) = leases.acquire_gpus(["GPU-a", "GPU-b"], 1, 2, META, lock_dir, skip=ours)
+    assert (got.key, got.slot) == ("GPU-a", 1) and tried == ["gpu.GPU-a.1"]
+    (token,) = cpus.acquire_cpus(1, 2, META, lock_dir, skip=ours)
+    assert token.path.name == "cpu.1" and tried[1:] == ["cpu.1"]
 
 
 def test_old_style_mig_uuid_with_slashes_gets_a_flat_file(lock_dir):
