@@ -77,15 +77,17 @@ def main() -> int:
         }
         if args.real and shutil.which("nvidia-smi"):
             runs["nvidia-smi"] = ["nvidia-smi"]
-        for argv in runs.values():  # warm the page cache and write the .pyc files
-            wall_s(argv, env)
         times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(args.rounds):
-            for name, argv in runs.items():
-                times[name].append(wall_s(argv, env))
-        if holder:
-            holder.kill()
-            holder.wait()
+        try:
+            for argv in runs.values():  # warm the page cache and write the .pyc files
+                wall_s(argv, env)
+            for _ in range(args.rounds):
+                for name, argv in runs.items():
+                    times[name].append(wall_s(argv, env))
+        finally:
+            if holder:
+                holder.kill()
+                holder.wait()
     for name, values in times.items():
         print(f"{name:>10}: median {1000 * statistics.median(values):6.1f} ms "
               f"over {len(values)} runs")

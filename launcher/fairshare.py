@@ -5,10 +5,11 @@ sweep started later (another user's, or another of yours) looks again, so the fi
 on a machine would keep every GPU until its last job. Instead, a sweep whose next job has
 waited NOTICE_AFTER_S for GPUs (most waits end sooner, with the next job's end) holds an
 flock on `wait.<sweep id>` in the lease directory, with how many GPUs it holds in the file.
-A sweep about to take a GPU first looks for such notices: while one comes from a sweep that
-holds fewer GPUs than it does, it leaves the GPU free for up to YIELD_S, long enough for the
-waiting sweep to see the GPU idle in NVML and lease it. Repeated at each job end, the GPUs
-end up split evenly between the sweeps that want them.
+When one of a sweep's jobs frees a GPU, the sweep looks for such notices before it takes a
+GPU again: while one comes from a sweep that holds no more GPUs than it still does, it
+leaves GPUs free for up to YIELD_S, long enough for the waiting sweep to see the GPU idle in
+NVML and lease it (class Turns). Repeated at each job end, the GPUs end up split evenly
+between the sweeps that want them, and two sweeps on one GPU take turns job by job.
 
 A notice is only an announcement: the GPU itself still goes to whoever wins its lease. The
 flock makes a notice die with its sweep; the file is removed when the wait ends.
@@ -56,37 +57,63 @@ def waiters(lock_dir: Path, but: str = "") -> list[Waiter]:
     except OSError:
         return []
     out = []
-    for slot in leases.read_slots(Path(lock_dir) / n for n in names):
-        meta = slot.meta
-        if not slot.held or not isinstance(meta.get("since"), (int, float)):
+    for name in names:
+        # Probed, not looked up in /proc/locks (milliseconds on some kernels): at worst the
+        # probe turns the notice's owner away once, and it posts again a second later.
+        meta = leases.probe(Path(lock_dir) / name)
+        if meta is None or not isinstance(meta.get("since"), (int, float)):
             continue
-        out.append(Waiter(str(meta.get("sweep") or slot.path.name[len(PREFIX):]),
+        out.append(Waiter(str(meta.get("sweep") or name[len(PREFIX):]),
                           str(meta.get("user", "?")), float(meta["since"]),
                           int(meta.get("holding") or 0)))
     return out
 
 
-def rival(waiting: list[Waiter], holding: int, first_seen: dict[tuple[str, float], float],
-          now: float) -> Waiter | None:
-    """Return the waiting sweep a freed GPU should be left to, or None to take it.
+class Turns:
+    """When our sweep gives way: for YIELD_S after one of its jobs frees a GPU, to a waiting
+    sweep that holds no more GPUs than we still do, and never again to a wait that let such a
+    window pass (it cannot use our GPUs: other GPUs in its include list, more GPUs per job)."""
 
-    `holding` is how many GPUs our own sweep holds now; `first_seen` remembers when each
-    wait was first given way to, so a waiter that cannot use what is freed (other GPUs in
-    its include list, more GPUs per job) costs us at most YIELD_S per wait.
-    """
-    poorer = sorted((w for w in waiting if w.holding < holding),
-                    key=lambda w: (w.holding, w.since))
-    for waiter in poorer:
-        since = first_seen.setdefault(waiter.key, now)
-        if now - since < YIELD_S:
-            return waiter
-    return None
+    def __init__(self) -> None:
+        self.freed_at: float | None = None  # monotonic
+        self.gave_way_to: tuple[str, float] | None = None
+        self.passed_up: set[tuple[str, float]] = set()
+
+    def freed(self, now: float) -> None:
+        """Note that one of our jobs has just freed a GPU: a window to give way opens."""
+        self.freed_at = now
+
+    def window_open(self, now: float) -> bool:
+        """Return whether a GPU we freed is still within its YIELD_S."""
+        if self.freed_at is not None and now - self.freed_at >= YIELD_S:
+            if self.gave_way_to is not None:
+                self.passed_up.add(self.gave_way_to)
+            self.freed_at = self.gave_way_to = None
+        return self.freed_at is not None
+
+    def rival(self, waiting: list[Waiter], holding: int, now: float) -> Waiter | None:
+        """Return the waiting sweep to leave our freed GPU to, or None to take it ourselves.
+
+        `holding` is how many GPUs our running jobs hold, the freed one no longer counted; a
+        waiter holding no more than that is let in, the poorest first, then the one waiting
+        longest.
+        """
+        if not self.window_open(now):
+            return None
+        # Ties go to the waiter: with one GPU and two sweeps, they take turns job by job.
+        poorer = sorted((w for w in waiting
+                         if w.holding <= holding and w.key not in self.passed_up),
+                        key=lambda w: (w.holding, w.since))
+        if not poorer:
+            return None
+        self.gave_way_to = poorer[0].key
+        return poorer[0]
 
 
 class Notice:
     """Our own sweep's notice: posted while its next job waits for GPUs, withdrawn after."""
 
-    def __init__(self, lock_dir: Path, sweep_id: str, user: str):
+    def __init__(self, lock_dir: Path, sweep_id: str, user: str) -> None:
         self.path = notice_path(lock_dir, sweep_id)
         self.sweep_id = sweep_id
         self.user = user
@@ -98,7 +125,10 @@ class Notice:
         if self.lease is None:
             meta = {"sweep": self.sweep_id, "user": self.user, "since": time.time(),
                     "holding": holding}
-            self.lease = leases.try_lock_slot(self.path, meta)  # None: a leftover of ours has it
+            try:
+                self.lease = leases.try_lock_slot(self.path, meta)  # None: held; try later
+            except (OSError, leases.LeaseError):
+                return  # a notice is advice: a bad file must not stop the sweep
             self.holding = holding
         elif holding != self.holding:
             self.holding = holding

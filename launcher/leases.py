@@ -182,17 +182,21 @@ def _flock_inodes() -> set[int] | None:
     return held
 
 
-def _probe(path: Path) -> bool:
-    """Return whether a slot is held by trying a shared lock (where /proc/locks is missing)."""
+def probe(path: Path) -> dict | None:
+    """Return a held slot file's metadata by trying a shared lock, or None when it is free.
+
+    The probe holds the lock for an instant and can turn an acquirer away, so leases are
+    read from /proc/locks where it exists; wait notices (launcher/fairshare.py) are probed.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
+        return None  # closing the descriptor drops the probe
     except BlockingIOError:
-        return True
+        return _meta_of(fd)
     finally:
         os.close(fd)
 
@@ -203,12 +207,17 @@ def _read_meta(path: Path) -> dict:
     except OSError:
         return {}
     try:
-        meta = json.loads(os.read(fd, 65536) or b"{}")
+        return _meta_of(fd)
+    finally:
+        os.close(fd)
+
+
+def _meta_of(fd: int) -> dict:
+    try:
+        meta = json.loads(os.pread(fd, 65536, 0) or b"{}")
         return meta if isinstance(meta, dict) else {}
     except (OSError, ValueError):
         return {}  # mid-write, or not ours: status shows the holder as unknown
-    finally:
-        os.close(fd)
 
 
 class HeldLocks:
@@ -232,7 +241,7 @@ class HeldLocks:
         """
         try:
             with os.scandir(directory) as entries:
-                if next(entries, None) is None:
+                if not any(e.name.startswith(("gpu.", "cpu.")) for e in entries):
                     return
         except OSError:
             return
@@ -252,7 +261,7 @@ class HeldLocks:
         if not self._read:
             self._load()
         if self._inodes is None:
-            return _probe(path)  # no /proc/locks here: try the lock after all
+            return probe(path) is not None  # no /proc/locks here: try the lock after all
         return st.st_ino in self._inodes
 
 

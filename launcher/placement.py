@@ -152,7 +152,7 @@ class Placer:
         if self.want and check_devices(resources):
             self.want = 0  # no driver and device: auto -> run on the CPU
         self.notice = fairshare.Notice(self.lock_dir, sweep_id, self.user)
-        self.gave_way: dict[tuple[str, float], float] = {}  # wait -> when we first did
+        self.turns = fairshare.Turns()
         self.gpu_wait_since: float | None = None  # monotonic; None: not waiting for GPUs
         self.own: dict[str, tuple[Path, ...]] = {}  # job -> slot files its leases are on
 
@@ -197,14 +197,10 @@ class Placer:
                 "sweep": self.sweep_id, "job": job_id, "start": time.time(),
                 "jobs_per_gpu": self.policy.jobs_per_gpu}
 
-    def grant(self, job_id: str, spec: Mapping[str, Any], holding: int = 0) -> Grant | str:
-        """Return the leases and environment for a job, or the reason it has to wait.
-
-        `holding` is how many GPUs the sweep's running jobs hold: a sweep waiting with
-        fewer is let in first (launcher/fairshare.py).
-        """
+    def grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
+        """Return the leases and environment for a job, or the reason it has to wait."""
         try:
-            return self.try_grant(job_id, spec, holding)
+            return self.try_grant(job_id, spec)
         except nvml.NvmlUnavailable as err:
             # A driver hiccup must not take the supervisor, and with it every job, down.
             self.refresh()
@@ -214,39 +210,64 @@ class Placer:
         """Withdraw our wait notice: the sweep has nothing left to place."""
         self.notice.withdraw()
 
-    def released(self, job_id: str) -> None:
-        """Note that a job's leases are gone (it ended), so its slots are worth trying again."""
-        self.own.pop(job_id, None)
+    def owned_slots(self) -> set[Path]:
+        """Return the slot files our running jobs hold: certain to be taken, never tried."""
+        return {path for paths in self.own.values() for path in paths}
 
-    def waits_for_gpus(self, holding: int) -> None:
+    def gpus_held(self) -> int:
+        """Return how many GPUs (not job slots on them) our running jobs hold."""
+        return len({leases.parse_gpu_slot(p.name)[0] for p in self.owned_slots()
+                    if p.name.startswith("gpu.")})
+
+    def released(self, job_id: str) -> None:
+        """Note that a job's leases are gone (it ended); a GPU it freed opens a turn."""
+        before = self.gpus_held()
+        self.own.pop(job_id, None)
+        if self.gpus_held() < before:
+            self.turns.freed(time.monotonic())
+
+    def waits_for_gpus(self) -> None:
         """Post our wait notice once the wait has lasted a moment; most end within one job."""
         now = time.monotonic()
         if self.gpu_wait_since is None:
             self.gpu_wait_since = now
         if now - self.gpu_wait_since >= fairshare.NOTICE_AFTER_S:
-            self.notice.post(holding)
+            self.notice.post(self.gpus_held())
 
-    def try_grant(self, job_id: str, spec: Mapping[str, Any], holding: int) -> Grant | str:
+    def rival(self) -> fairshare.Waiter | None:
+        """Return the sweep to leave a GPU we just freed to (launcher/fairshare.py)."""
+        now = time.monotonic()
+        if not self.turns.window_open(now):
+            return None  # the common case costs no look at the lease directory
+        waiting = fairshare.waiters(self.lock_dir, but=self.sweep_id)
+        rival = self.turns.rival(waiting, self.gpus_held(), now)
+        if rival is not None:
+            # Giving way is not waiting: a notice of ours now could make the rival give way
+            # back, and the GPU would sit idle for both.
+            self.notice.withdraw()
+            self.gpu_wait_since = None
+        return rival
+
+    def try_grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
         meta = self.meta(job_id)
         gpu_leases: list[leases.Lease] = []
         indices: tuple[int, ...] = ()
+        ours = self.owned_slots()
         if self.want:
-            waiting = fairshare.waiters(self.lock_dir, but=self.sweep_id) if holding else []
-            rival = fairshare.rival(waiting, holding, self.gave_way, time.time())
+            rival = self.rival()
             if rival is not None:
-                return (f"leaving freed GPUs to sweep {rival.sweep} of {rival.user}, which "
-                        f"waits holding {rival.holding} (this sweep holds {holding})")
+                return (f"leaving a freed GPU to sweep {rival.sweep} of {rival.user}, which "
+                        f"waits holding {rival.holding} (this sweep holds {self.gpus_held()})")
             # With one job per GPU, trying the lease is the lease check: reading who holds
             # what (/proc/locks) is only worth it to pack GPUs or to say why a job waits.
             packing = self.policy.jobs_per_gpu > 1
             choice = self.choose(leases.read_gpu_leases(self.lock_dir) if packing else ())
-            ours = {path for paths in self.own.values() for path in paths}
             got = None
             if choice.ok:
                 got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu,
                                           meta, self.lock_dir, skip=ours)
             if got is None:
-                self.waits_for_gpus(holding)
+                self.waits_for_gpus()
                 return self.wait_reason()
             self.gpu_wait_since = None
             self.notice.withdraw()
@@ -254,7 +275,7 @@ class Placer:
             by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
             indices = tuple(by_uuid[lease.key] for lease in got)
         cpu_leases = cpus.acquire_cpus(self.cpus_per_job, self.cpu_budget, meta, self.lock_dir,
-                                       skip={path for paths in self.own.values() for path in paths})
+                                       skip=ours)
         if cpu_leases is None:
             for lease in gpu_leases:
                 lease.release()

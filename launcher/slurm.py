@@ -212,10 +212,10 @@ def by_name_ids(rows: list[dict], sweep_dir: Path) -> dict[str, str]:
         array, sep, index = row["id"].partition("_")
         if sep and index.isdigit() and int(index) < len(order):
             tasks.setdefault(array, []).append((int(index), row["id"]))
-    if len(tasks) != 1:
-        # Slices of a sweep over MaxArraySize (LAUNCH_ARRAY_OFFSET) or a resubmission: squeue
-        # cannot say which array holds which offset, so a task is named only by the
-        # state.json it writes when it starts.
+    # Slices of a sweep over MaxArraySize (LAUNCH_ARRAY_OFFSET), or a resubmission: squeue
+    # cannot say which array holds which offset, even when only one slice is left in it, so
+    # such a task is named only by the state.json it writes when it starts.
+    if len(tasks) != 1 or len(order) > max_array_size():
         return {}
     return {order[index]: task for index, task in next(iter(tasks.values()))}
 

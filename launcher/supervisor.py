@@ -184,6 +184,8 @@ class Supervisor:
     def dispatch(self) -> None:
         """Start queued jobs, in order, while resources last."""
         self.drop_cancelled()
+        if not self.queue:
+            self.placer.close()  # nothing waits: other sweeps must not leave GPUs to us
         while self.queue:
             job_id = self.queue[0]
             if rundir.cancel_requested(self.path, job_id) is not None:
@@ -191,8 +193,7 @@ class Supervisor:
                 self.end(job_id, self.state(job_id), "cancelled", reason="cancelled before start")
                 continue
             spec = self.specs[job_id]
-            holding = sum(len(run.state.get("gpus") or ()) for run in self.running.values())
-            grant = self.placer.grant(job_id, spec, holding)
+            grant = self.placer.grant(job_id, spec)
             if isinstance(grant, str):
                 self.note_waiting(job_id, grant)
                 return

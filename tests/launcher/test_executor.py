@@ -328,11 +328,11 @@ def test_a_sweep_started_later_gets_a_gpu_before_the_first_sweep_ends(lab):
     # and B would start only after A's last job had started.
     res = {"gpus_per_job": 1, "include_gpus": [0, 1], "cpu_budget": 4, "cpus_per_job": 1}
     a = start(sweep_file(lab / "a.yaml", "first", {"seed": [0, 1, 2, 3]}, res,
-                         job={"seconds": 5}))
+                         job={"seconds": 8}))
     wait_for("A to run two jobs", lambda: len(running(a)) == 2)
     b = start(sweep_file(lab / "b.yaml", "later", {"seed": [0, 1]}, res, job={"seconds": 0.5}))
     notice = lab / "leases" / f"wait.{b}"
-    wait_for("B to say it waits", notice.exists, timeout_s=5)
+    wait_for("B to say it waits", notice.exists, timeout_s=7)
     assert len(running(a)) == 2, "A's first jobs ended before B waited: the test proves nothing"
     for sweep_id in (a, b):
         assert {j.state for j in wait_ended(sweep_id).jobs} == {"finished"}

@@ -141,7 +141,8 @@ def test_status_never_hangs_on_a_stuck_controller(tmp_path, monkeypatch):
                                                                 "files")}
 
 
-def test_tasks_found_by_name_map_to_jobs_only_from_one_array(tmp_path):
+def test_tasks_found_by_name_map_to_jobs_only_from_one_array(tmp_path, monkeypatch):
+    monkeypatch.setattr(slurm, "max_array_size", lambda: 3)
     (tmp_path / "slurm").mkdir()
     sbatch.write_jobs_list(tmp_path, ["a", "b", "c"])
     one = [{"id": "77_1"}, {"id": "77_0"}, {"id": "12"}, {"id": "77_7"}]
@@ -149,6 +150,9 @@ def test_tasks_found_by_name_map_to_jobs_only_from_one_array(tmp_path):
     # Two arrays by that name (slices with LAUNCH_ARRAY_OFFSET, or a resubmission): task 905_0
     # may be job "a" or a job further on, so only the jobs' own state files name them.
     assert slurm.by_name_ids([*one, {"id": "905_0"}], tmp_path) == {}
+    # Over MaxArraySize the sweep went in slices: the one array left may be an offset one.
+    monkeypatch.setattr(slurm, "max_array_size", lambda: 2)
+    assert slurm.by_name_ids(one, tmp_path) == {}
 
 
 def test_shared_storage_warning():
