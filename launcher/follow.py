@@ -10,7 +10,7 @@ import shutil
 import sys
 import time
 
-from launcher import rundir
+from launcher import rundir, views
 
 REFRESH_S = 1.0
 
@@ -21,18 +21,18 @@ def follow_sweep(sweep_id: str, refresh_s: float = REFRESH_S) -> int:
     On a terminal the table is redrawn in place; elsewhere (a pipe, a log file) each job's
     state changes are printed once, as lines.
     """
-    from launcher import status
+    from launcher import sweep_table
 
     tty = sys.stdout.isatty()
     seen: dict[str, str] = {}
     try:
         while True:
-            view = rundir.load_sweep_view(sweep_id)
+            view = views.load_sweep_view(sweep_id)
             if tty:
                 # The compact list (finished and pending jobs as counts), cut to the screen:
                 # a taller frame would scroll instead of refreshing in place.
                 rows = shutil.get_terminal_size().lines - 2
-                lines = status.render_sweeps([view], None)[:max(rows, 3)]
+                lines = sweep_table.render_sweeps([view], None)[:max(rows, 3)]
                 sys.stdout.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n(Ctrl-C stops "
                                  "following; the sweep keeps running)\n")
                 sys.stdout.flush()
@@ -48,7 +48,7 @@ def follow_sweep(sweep_id: str, refresh_s: float = REFRESH_S) -> int:
         return 130
 
 
-def print_changes(view: rundir.SweepView, seen: dict[str, str]) -> None:
+def print_changes(view: views.SweepView, seen: dict[str, str]) -> None:
     """Print one line per job whose state changed since the last call."""
     for job in view.jobs:
         if seen.get(job.job_id) != job.state:
@@ -57,7 +57,7 @@ def print_changes(view: rundir.SweepView, seen: dict[str, str]) -> None:
             print(f"{time.strftime('%H:%M:%S')} {job.job_id} {job.state}{where}", flush=True)
 
 
-def summarize(view: rundir.SweepView) -> int:
+def summarize(view: views.SweepView) -> int:
     """Print how the sweep ended and what to do next; return the exit status."""
     counts = view.counts()
     text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))

@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher import placement, procs, rundir
+from launcher import placement, procs, rundir, views
 from launcher.rundir import atomic_write_json, read_json
 
 EXIT_REQUEUE = 75  # the job wrote its checkpoint after SIGTERM/SIGUSR2 (jobs/__main__.py)
@@ -332,7 +332,7 @@ class Supervisor:
                 self.reap(self.running[key.fd])
             self.enforce(time.time())
         self.placer.close()
-        counts = rundir.load_sweep_view(self.sweep_id, self.path.parent).counts()
+        counts = views.load_sweep_view(self.sweep_id, self.path.parent).counts()
         log("sweep ended: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         return 0
 

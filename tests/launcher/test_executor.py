@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import rundir
+from launcher import rundir, views
 from launcher.cli import main
 
 HERE = Path(__file__).parent
@@ -53,11 +53,11 @@ def start(path: Path, *args: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def wait_ended(sweep_id: str, timeout_s: float = 60) -> rundir.SweepView:
+def wait_ended(sweep_id: str, timeout_s: float = 60) -> views.SweepView:
     """Wait for every job of the sweep to end; fail with the supervisor log if it does not."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        view = rundir.load_sweep_view(sweep_id)
+        view = views.load_sweep_view(sweep_id)
         if all(j.state in rundir.ENDED_STATES for j in view.jobs) and view.supervisor != "running":
             return view
         time.sleep(0.1)
@@ -76,9 +76,9 @@ def wait_for(what: str, check, timeout_s: float = 30):
     pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def running(sweep_id: str) -> list[rundir.JobView]:
+def running(sweep_id: str) -> list[views.JobView]:
     """Return the jobs of a sweep that run now."""
-    return [j for j in rundir.load_sweep_view(sweep_id).jobs if j.state == "running"]
+    return [j for j in views.load_sweep_view(sweep_id).jobs if j.state == "running"]
 
 
 def runs_of(sweep_id: str) -> dict[str, list[dict]]:
@@ -166,7 +166,7 @@ def test_kill_9_supervisor_then_resume_runs_every_job_to_the_end_once(lab):
     sweep_id = start(path)
     sup = rundir.read_json(rundir.sweep_dir(sweep_id) / "supervisor.json")
     def half_way() -> bool:  # a job has finished and a long one has made progress
-        jobs = rundir.load_sweep_view(sweep_id).jobs
+        jobs = views.load_sweep_view(sweep_id).jobs
         steps = [rundir.read_json(rundir.job_dir(sweep_id, j.job_id) / "checkpoint") or 0
                  for j in jobs if j.state == "running" and j.params["seconds"] == 2.5]
         return any(j.state == "finished" for j in jobs) and max(steps, default=0) > 5
@@ -190,11 +190,11 @@ def test_kill_9_supervisor_then_resume_runs_every_job_to_the_end_once(lab):
         assert first["terminated"] and second["resumed_from"] == first["steps"] > 0
 
 
-def wait_ended_or_dead(sweep_id: str, timeout_s: float = 20) -> rundir.SweepView:
+def wait_ended_or_dead(sweep_id: str, timeout_s: float = 20) -> views.SweepView:
     """Wait until no job of a sweep whose supervisor died is still alive."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        view = rundir.load_sweep_view(sweep_id)
+        view = views.load_sweep_view(sweep_id)
         infos = [rundir.read_job_state(sweep_id, j.job_id) for j in view.jobs]
         from launcher import procs
 
@@ -247,7 +247,7 @@ def test_cancel_one_job_then_the_sweep_then_resume(lab):
                       {"gpus_per_job": 1, "cpu_budget": 1, "cpus_per_job": 1})
     sweep_id = start(path)
     (first,) = wait_for("a job to start", lambda: running(sweep_id))
-    queued = [j.job_id for j in rundir.load_sweep_view(sweep_id).jobs if j.state != "running"]
+    queued = [j.job_id for j in views.load_sweep_view(sweep_id).jobs if j.state != "running"]
     # A queued job, not at the head of the queue: cancelled while it waits.
     assert main(["cancel", f"{sweep_id}/{queued[-1]}"]) == 0
     assert rundir.read_job_state(sweep_id, queued[-1])["state"] == "cancelled"
@@ -311,7 +311,7 @@ def test_a_waiting_job_says_why_in_status(lab, monkeypatch, capsys):
     sweep_id = start(path)
 
     def waiting():
-        jobs = rundir.load_sweep_view(sweep_id).jobs
+        jobs = views.load_sweep_view(sweep_id).jobs
         return [j for j in jobs if j.state == "waiting"]
 
     (job,) = wait_for("a job to wait", waiting, timeout_s=15)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import leases, nvml, rundir, status
+from launcher import leases, nvml, rundir, status, status_render, sweep_table
 from launcher.cpus import CpuUse
-from launcher.rundir import JobView, SweepView
+from launcher.views import JobView, SweepView
 
 TESTS = Path(__file__).resolve().parent.parent
 FIXTURES = TESTS / "fixtures" / "nvml"
@@ -109,23 +109,23 @@ def check_golden(path: Path, text: str) -> None:
 @pytest.mark.parametrize("name", ALL)
 def test_golden_status(name, monkeypatch, utc):
     check_golden(GOLDEN / f"{name}.txt",
-                 status.render_status(*inputs(name, monkeypatch), cpu_use=CPU_USE))
+                 status_render.render_status(*inputs(name, monkeypatch), cpu_use=CPU_USE))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_golden_full(name, monkeypatch, utc):
     check_golden(GOLDEN / f"{name}.full.txt",
-                 status.render_full(*inputs(name, monkeypatch), cpu_use=CPU_USE))
+                 status_render.render_full(*inputs(name, monkeypatch), cpu_use=CPU_USE))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_golden_json(name, monkeypatch, utc):
-    data = status.status_json(*inputs(name, monkeypatch), cpu_use=CPU_USE)
+    data = status_render.status_json(*inputs(name, monkeypatch), cpu_use=CPU_USE)
     check_golden(GOLDEN / f"{name}.json", json.dumps(data, indent=1) + "\n")
 
 
 def test_json_keys_are_stable(monkeypatch):
-    data = status.status_json(*inputs("busy4", monkeypatch))
+    data = status_render.status_json(*inputs("busy4", monkeypatch))
     assert list(data) == ["format", "host", "time", "nvml_error", "driver_version",
                           "cuda_driver_version", "gpus", "cpus", "sweeps"]
     gpu = data["gpus"][3]
@@ -138,7 +138,7 @@ def test_json_keys_are_stable(monkeypatch):
 
 
 def test_status_shows_gpu_lines_leases_and_jobs(monkeypatch):
-    text = status.render_status(*inputs("busy4", monkeypatch))
+    text = status_render.render_status(*inputs("busy4", monkeypatch))
     lines = text.splitlines()
     assert lines[0].startswith("athena  2026-11-2") and "driver 565.57.01  CUDA 12.7" in lines[0]
     assert "alice(40960M)" in lines[1] and "?(512M)" in lines[2]
@@ -150,14 +150,14 @@ def test_status_shows_gpu_lines_leases_and_jobs(monkeypatch):
 
 
 def test_no_driver_prints_the_message_then_the_jobs(monkeypatch):
-    text = status.render_status(*inputs("nodriver", monkeypatch))
+    text = status_render.render_status(*inputs("nodriver", monkeypatch))
     message = "launch: no NVIDIA driver found on athena (NVML: LibraryNotFound)"
     assert text.splitlines()[1] == message
     assert "cifar-20261122-193455" in text
 
 
 def test_duration():
-    assert [status.duration(s) for s in (None, 5, 312, 7500, 200000)] == \
+    assert [sweep_table.duration(s) for s in (None, 5, 312, 7500, 200000)] == \
         ["-", "5s", "5m12s", "2h05m", "2d07h"]
 
 
@@ -238,8 +238,8 @@ def test_big_sweeps_count_what_they_do_not_list():
                  for i in range(15)) + (job("r-00000001", "running", epoch=1),)
     view = SweepView("big-20261122-000000", "big", "local", NOW, "carol", "athena", "running",
                      jobs)
-    text = "\n".join(status.render_sweeps([view], None))
+    text = "\n".join(sweep_table.render_sweeps([view], None))
     assert "  ... 5 more finished" in text
     assert "f14-" in text and "f04-" not in text and "r-00000001" in text  # newest finished kept
-    everything = "\n".join(status.render_sweeps([view], None, one_sweep=True))
+    everything = "\n".join(sweep_table.render_sweeps([view], None, one_sweep=True))
     assert "f00-" in everything and "more" not in everything

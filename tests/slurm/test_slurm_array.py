@@ -17,7 +17,7 @@ from slurmhelpers import (
     write_sweep,
 )
 
-from launcher import rundir, slurm
+from launcher import rundir, slurm_status, views
 
 pytestmark = pytest.mark.slurm
 
@@ -74,9 +74,9 @@ def test_six_jobs_one_array_own_gpus_same_hashes_as_local(cluster, capsys, tmp_p
         assert job_id in out
 
     # state.json says finished a moment before Slurm's COMPLETING becomes COMPLETED
-    wait_for(lambda: {s.state for s in slurm.slurm_states(path).values()} == {"COMPLETED"},
+    wait_for(lambda: {s.state for s in slurm_status.slurm_states(path).values()} == {"COMPLETED"},
              30, "Slurm to report COMPLETED")
-    view = rundir.load_sweep_view(path.name)
-    assert slurm.with_slurm_states(view, path) == view  # all ended: no need to ask Slurm
+    view = views.load_sweep_view(path.name)
+    assert slurm_status.with_slurm_states(view, path) == view  # all ended: no need to ask Slurm
     assert {j.state for j in view.jobs} == {"finished"}
     assert states(path) == ended  # status only reads

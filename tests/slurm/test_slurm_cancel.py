@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from slurmhelpers import cli, states, sweep_path, wait_for, write_sweep
 
-from launcher import rundir, slurm
+from launcher import rundir, slurm_status, views
 
 pytestmark = pytest.mark.slurm
 
@@ -22,7 +22,7 @@ slurm: {time_min: 10, cpus_per_task: 1, array_parallelism: 2}
 
 
 def view_of(path):
-    return {j.job_id: j for j in slurm.with_slurm_states(rundir.load_sweep_view(path.name),
+    return {j.job_id: j for j in slurm_status.with_slurm_states(views.load_sweep_view(path.name),
                                                          path).jobs}
 
 
@@ -51,7 +51,7 @@ def test_cancel_one_job_then_the_sweep(cluster, capsys, tmp_path):
     code, out, _ = cli(capsys, "cancel", path.name)
     assert code == 0 and "cancelled" in out
     def all_cancelled():
-        words = {s.state for s in slurm.slurm_states(path).values()}
+        words = {s.state for s in slurm_status.slurm_states(path).values()}
         return words == {"CANCELLED"} and view_of(path)
 
     view = wait_for(all_cancelled, 15, "Slurm to report every task CANCELLED")
@@ -66,7 +66,7 @@ def test_cancel_one_job_then_the_sweep(cluster, capsys, tmp_path):
     assert code in (0, 3) and out.count("cancelled") >= 3  # 3: no NVML on a GPU-less box
 
     # `launch sweep --resume` resubmits what was cancelled; cancelling again ends it for good
-    old = {j: s.slurm_job_id for j, s in slurm.slurm_states(path).items()}
+    old = {j: s.slurm_job_id for j, s in slurm_status.slurm_states(path).items()}
     code, out, _ = cli(capsys, "sweep", "--resume", path.name)
     assert code == 0 and "resubmitted 3 jobs" in out
     view = wait_for(lambda: (v := view_of(path)) and all(

@@ -9,14 +9,14 @@ import json
 import pytest
 from slurmhelpers import cli, sweep_path, tiny_job, wait_ended, wait_for, write_sweep
 
-from launcher import rundir, slurm
+from launcher import rundir, slurm_status, views
 
 pytestmark = pytest.mark.slurm
 
 
 def test_no_accounting_status_results_and_split(noacct_cluster, capsys, tmp_path):
-    assert slurm.run_query(["sacct", "-n", "-X"]) is None  # accounting really is off
-    assert slurm.max_array_size() == 2
+    assert slurm_status.run_query(["sacct", "-n", "-X"]) is None  # accounting really is off
+    assert slurm_status.max_array_size() == 2
     file = write_sweep(tmp_path, "noacct", "name: noacct\n" + tiny_job(epochs=1) + (
         "seeds: 3\nresources: {gpus_per_job: 1, cpus_per_job: 1}\n"
         "slurm: {time_min: 10, cpus_per_task: 1, gpus_per_node: 1}\n"))
@@ -27,7 +27,7 @@ def test_no_accounting_status_results_and_split(noacct_cluster, capsys, tmp_path
     assert [len(a["jobs"]) for a in arrays] == [2, 1]
     assert f"Slurm job {arrays[0]['slurm_job_id']}, {arrays[1]['slurm_job_id']}" in err
 
-    states = wait_for(lambda: (s := slurm.slurm_states(path)) and all(
+    states = wait_for(lambda: (s := slurm_status.slurm_states(path)) and all(
         x.state == "RUNNING" or x.state == "COMPLETED" for x in s.values()) and s,
         90, "squeue to show the jobs running")
     assert {s.source for s in states.values()} == {"squeue"}
@@ -39,7 +39,7 @@ def test_no_accounting_status_results_and_split(noacct_cluster, capsys, tmp_path
 
     code, out, _ = cli(capsys, "results", path.name)
     assert code == 0 and out.count("finished") >= 3
-    view = slurm.with_slurm_states(rundir.load_sweep_view(path.name), path)
+    view = slurm_status.with_slurm_states(views.load_sweep_view(path.name), path)
     assert {j.state for j in view.jobs} == {"finished"}
 
 
@@ -57,13 +57,13 @@ def test_forgotten_jobs_fall_back_to_state_files(noacct_cluster, tmp_path):
         "jobs": {done: "699998_0", running: "699998_1"}})
     rundir.atomic_write_json(path / "jobs" / done / "state.json", {"state": "finished"})
     rundir.atomic_write_json(path / "jobs" / running / "state.json", {"state": "running"})
-    states = slurm.slurm_states(path)
+    states = slurm_status.slurm_states(path)
     assert {s.source for s in states.values()} == {"files"}
-    view = {j.job_id: j for j in slurm.with_slurm_states(rundir.load_sweep_view(path.name),
+    view = {j.job_id: j for j in slurm_status.with_slurm_states(views.load_sweep_view(path.name),
                                                          path).jobs}
     assert view[done].state == "finished"
     assert view[running].state == "running" and "not known to Slurm" in view[running].reason
     (path / "cancel").write_text("")  # cancelled, and its node died before writing the end
-    view = {j.job_id: j for j in slurm.with_slurm_states(rundir.load_sweep_view(path.name),
+    view = {j.job_id: j for j in slurm_status.with_slurm_states(views.load_sweep_view(path.name),
                                                          path).jobs}
     assert view[running].state == "cancelled"

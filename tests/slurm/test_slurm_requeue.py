@@ -24,7 +24,7 @@ from slurmhelpers import (
     write_sweep,
 )
 
-from launcher import rundir, slurm
+from launcher import slurm_status, views
 
 pytestmark = pytest.mark.slurm
 
@@ -93,7 +93,7 @@ def test_requeue_and_sigusr2_resume_from_checkpoint_same_hash(cluster, capsys, t
                       and states(s)[j], 60, f"{how}: the checkpoint")
         assert st["exit_code"] == 75, st
         wait_for(lambda s=ids[how]: slurm_word(s).startswith("PENDING"), 60, f"{how}: requeued")
-        view = slurm.with_slurm_states(rundir.load_sweep_view(sweep.name), sweep)
+        view = slurm_status.with_slurm_states(views.load_sweep_view(sweep.name), sweep)
         job = {j.job_id: j for j in view.jobs}[job_id]
         assert job.state == "pending" and "slurm PENDING" in job.reason, (how, job)
     for how, slurm_id in ids.items():

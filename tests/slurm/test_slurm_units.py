@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import sbatch, slurm, slurm_task
+from launcher import sbatch, slurm, slurm_status, slurm_task
 from launcher.cpus import CpuShare
 from launcher.errors import UserError
 from launcher.plan import make_sweep_id
@@ -93,7 +93,7 @@ def test_split_array_by_max_array_size():
 def test_parse_squeue_and_sacct_rows():
     text = ("12_3|RUNNING|None|node7\n12_[4-6,9%2]|PENDING|JobArrayTaskLimit|\n"
             "13|CANCELLED by 0|None|None assigned\nbad line\n")
-    rows = slurm.parse_table(text)
+    rows = slurm_status.parse_table(text)
     assert [r["id"] for r in rows] == ["12_3", "12_4", "12_5", "12_6", "12_9", "13"]
     assert rows[0] == {"id": "12_3", "state": "RUNNING", "reason": None, "node": "node7"}
     assert rows[1]["reason"] == "JobArrayTaskLimit" and rows[1]["node"] is None
@@ -117,9 +117,9 @@ def test_parse_squeue_and_sacct_rows():
     (None, "finished", True, "finished"),
 ])
 def test_merged_state(word, file_state, marked, want):
-    st = slurm.SlurmState("j", "1_0", word, "Priority" if word == "PENDING" else None, "n1",
+    st = slurm_status.SlurmState("j", "1_0", word, "Priority" if word == "PENDING" else None, "n1",
                           "squeue")
-    state, reason = slurm.merged_state(st, file_state, marked)
+    state, reason = slurm_status.merged_state(st, file_state, marked)
     assert state == want
     if word == "PENDING":
         assert reason == "slurm PENDING (Priority)"
@@ -132,27 +132,27 @@ def test_status_never_hangs_on_a_stuck_controller(tmp_path, monkeypatch):
         (bin_dir / tool).write_text("#!/bin/sh\nexec sleep 600\n")
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setattr(slurm, "QUERY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(slurm_status, "QUERY_TIMEOUT_S", 0.5)
     sweep = tmp_path / "s-1"
     (sweep / "jobs" / "a").mkdir(parents=True)
     slurm.atomic_write_json(sweep / "sweep.json", {"sweep_id": "s-1", "jobs": [{"id": "a"}]})
     slurm.atomic_write_json(sweep / "slurm.json", {"jobs": {"a": "5_0"}})
-    assert slurm.slurm_states(sweep) == {"a": slurm.SlurmState("a", "5_0", None, None, None,
-                                                                "files")}
+    assert slurm_status.slurm_states(sweep) == {
+        "a": slurm_status.SlurmState("a", "5_0", None, None, None, "files")}
 
 
 def test_tasks_found_by_name_map_to_jobs_only_from_one_array(tmp_path, monkeypatch):
-    monkeypatch.setattr(slurm, "max_array_size", lambda: 3)
+    monkeypatch.setattr(slurm_status, "max_array_size", lambda: 3)
     (tmp_path / "slurm").mkdir()
     sbatch.write_jobs_list(tmp_path, ["a", "b", "c"])
     one = [{"id": "77_1"}, {"id": "77_0"}, {"id": "12"}, {"id": "77_7"}]
-    assert slurm.by_name_ids(one, tmp_path) == {"a": "77_0", "b": "77_1"}
+    assert slurm_status.by_name_ids(one, tmp_path) == {"a": "77_0", "b": "77_1"}
     # Two arrays by that name (slices with LAUNCH_ARRAY_OFFSET, or a resubmission): task 905_0
     # may be job "a" or a job further on, so only the jobs' own state files name them.
-    assert slurm.by_name_ids([*one, {"id": "905_0"}], tmp_path) == {}
+    assert slurm_status.by_name_ids([*one, {"id": "905_0"}], tmp_path) == {}
     # Over MaxArraySize the sweep went in slices: the one array left may be an offset one.
-    monkeypatch.setattr(slurm, "max_array_size", lambda: 2)
-    assert slurm.by_name_ids(one, tmp_path) == {}
+    monkeypatch.setattr(slurm_status, "max_array_size", lambda: 2)
+    assert slurm_status.by_name_ids(one, tmp_path) == {}
 
 
 def test_shared_storage_warning():

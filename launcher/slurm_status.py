@@ -1,0 +1,208 @@
+"""Asking Slurm where a sweep's jobs stand: squeue, then sacct, then the jobs' own files.
+
+squeue knows live jobs (and finished ones for MinJobAge), sacct the history (absent on
+clusters without accounting), the files what the nodes wrote; `merged_state` turns those
+into launch's states. Every call has a timeout, so a slow or missing controller never
+hangs `launch status`. `launcher.slurm` submits, resumes and cancels.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher import sbatch
+from launcher.rundir import ENDED_STATES, cancel_requested, read_json
+from launcher.views import SweepView
+
+QUERY_TIMEOUT_S = 10.0
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
+SLURM_JSON = "slurm.json"
+ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED",
+          "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
+ENDED = {"COMPLETED": "finished", "CANCELLED": "cancelled", "TIMEOUT": "timeout",
+         "PREEMPTED": "preempted", "FAILED": "failed", "NODE_FAIL": "failed",
+         "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed", "DEADLINE": "timeout"}
+
+
+@dataclass(frozen=True)
+class SlurmState:
+    """What Slurm says of one job of a sweep; state None when Slurm does not know it (any more)."""
+
+    job_id: str
+    slurm_job_id: str | None
+    state: str | None  # Slurm's word: PENDING, RUNNING, COMPLETED, CANCELLED, TIMEOUT, ...
+    reason: str | None
+    node: str | None
+    source: str  # squeue | sacct | files
+
+
+def run_query(argv: Sequence[str], timeout_s: float | None = None) -> str | None:
+    """Return the stdout of a Slurm command, or None if it is missing, fails or times out."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True,
+                              timeout=timeout_s or QUERY_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def max_array_size() -> int:
+    """Return the cluster's MaxArraySize (`scontrol show config`), or Slurm's default."""
+    out = run_query(["scontrol", "show", "config"]) or ""
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
+
+
+def expand_ids(text: str) -> list[str]:
+    """Return the task ids in a Slurm id: "12_3" -> [12_3]; "12_[4-6,9%2]" -> [12_4 .. 12_9]."""
+    match = re.fullmatch(r"(\d+)_\[([0-9,\-]+)(?:%\d+)?\]", text)
+    if not match:
+        return [text]
+    out = []
+    for part in match.group(2).split(","):
+        low, _, high = part.partition("-")
+        out += [f"{match.group(1)}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return out
+
+
+def parse_table(text: str) -> list[dict]:
+    """Return the rows of `squeue`/`sacct` output in our "id|state|reason|node" format."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4 or not parts[0]:
+            continue
+        state = parts[1].split()[0] if parts[1].split() else ""  # "CANCELLED by 0"
+        reason = parts[2] if parts[2] not in ("", "None", "(null)") else None
+        node = parts[3] if parts[3] not in ("", "None assigned", "(null)") else None
+        for job in expand_ids(parts[0].strip()):
+            rows.append({"id": job, "state": state.rstrip("+"), "reason": reason, "node": node})
+    return rows
+
+
+def slurm_ids(sweep_dir: Path, info: dict) -> dict[str, str]:
+    """Return job id -> Slurm task id, from slurm.json and the jobs' own state files."""
+    record = read_json(sweep_dir / SLURM_JSON) or {}
+    mapping = dict(record.get("jobs") or {})
+    for job in info.get("jobs", []):
+        st = read_json(sweep_dir / "jobs" / job["id"] / "state.json") or {}
+        if st.get("slurm_job_id") and job["id"] not in mapping:
+            mapping[job["id"]] = st["slurm_job_id"]
+    return mapping
+
+
+def by_name_ids(rows: list[dict], sweep_dir: Path) -> dict[str, str]:
+    """Return job id -> Slurm task id for array tasks found by job name (`launch sbatch`)."""
+    try:
+        order = (sweep_dir / "slurm" / sbatch.JOBS_LIST).read_text().split()
+    except FileNotFoundError:
+        return {}
+    tasks = {}
+    for row in rows:
+        array, sep, index = row["id"].partition("_")
+        if sep and index.isdigit() and int(index) < len(order):
+            tasks.setdefault(array, []).append((int(index), row["id"]))
+    # Slices of a sweep over MaxArraySize (LAUNCH_ARRAY_OFFSET), or a resubmission: squeue
+    # cannot say which array holds which offset, even when only one slice is left in it, so
+    # such a task is named only by the state.json it writes when it starts.
+    if len(tasks) != 1 or len(order) > max_array_size():
+        return {}
+    return {order[index]: task for index, task in next(iter(tasks.values()))}
+
+
+def query(sweep_dir: Path, info: dict, ids: dict[str, str]) -> tuple[dict[str, dict], dict]:
+    """Return (Slurm task id -> row, job id -> task id): squeue first, then sacct."""
+    name = info.get("sweep_id") or sweep_dir.name
+    arrays = sorted({i.split("_")[0] for i in ids.values()})
+    fmt = "%i|%T|%r|%N"
+    rows: list[dict] = []
+    if arrays:
+        rows += parse_table(run_query(["squeue", "-h", "-r", "--states=all", "-o", fmt,
+                                       "-j", ",".join(arrays)]) or "")
+    if len(ids) < len(info.get("jobs", [])):  # the standalone script: find it by its name
+        found = parse_table(run_query(["squeue", "-h", "-r", "--states=all", "-o", fmt,
+                                       f"--name={name}"]) or "")
+        rows += found
+        ids = {**by_name_ids(found, sweep_dir), **ids}
+    live = {r["id"]: {**r, "source": "squeue"} for r in rows}
+    missing = [j for j in ids.values() if j not in live]
+    if missing or len(ids) < len(info.get("jobs", [])):
+        since = time.strftime("%Y-%m-%dT%H:%M:%S",
+                              time.localtime(float(info.get("created") or time.time()) - 86400))
+        argv = ["sacct", "-X", "-n", "-P", "-S", since, "-o", "JobID,State,Reason,NodeList"]
+        argv += ["-j", ",".join(arrays)] if arrays else [f"--name={name}"]
+        old = parse_table(run_query(argv) or "")
+        ids = {**by_name_ids(old, sweep_dir), **ids}
+        for row in old:
+            live.setdefault(row["id"], {**row, "source": "sacct"})
+    return live, ids
+
+
+def slurm_states(sweep_dir: Path) -> dict[str, SlurmState]:
+    """Return job id -> what Slurm says of it (squeue, else sacct, else only the job's files)."""
+    sweep_dir = Path(sweep_dir)
+    info = read_json(sweep_dir / "sweep.json") or {}
+    rows, ids = query(sweep_dir, info, slurm_ids(sweep_dir, info))
+    out = {}
+    for job in info.get("jobs", []):
+        task = ids.get(job["id"])
+        row = rows.get(task) if task else None
+        if row is None:
+            out[job["id"]] = SlurmState(job["id"], task, None, None, None, "files")
+        else:
+            out[job["id"]] = SlurmState(job["id"], task, row["state"], row["reason"],
+                                        row["node"], row["source"])
+    return out
+
+
+def merged_state(slurm: SlurmState, file_state: str,
+                 cancel_marked: bool = False) -> tuple[str, str | None]:
+    """Return (launch state, reason) from Slurm's word and the job's own state.json."""
+    word = slurm.state
+    if word is None:
+        if file_state in ENDED_STATES:
+            return file_state, None
+        if cancel_marked:  # its node never wrote the end (killed), and Slurm has forgotten it
+            return "cancelled", "cancelled by launch cancel"
+        return file_state, "not known to Slurm (squeue; sacct where there is accounting)"
+    text = f"slurm {word}" + (f" ({slurm.reason})" if slurm.reason else "")
+    if slurm.node and word in ("RUNNING", "COMPLETING"):
+        text += f" on {slurm.node}"
+    if file_state == "finished":  # the job's result is on disk whatever came after
+        return "finished", text
+    if word in ("COMPLETING", "SIGNALING", "STAGE_OUT") and file_state != "running":
+        return ("preempted" if file_state == "pending" else file_state), text
+    if word in ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"):
+        # RUNNING after a `preempted` file: the requeued task started again
+        return ("running" if file_state not in ENDED_STATES else file_state), text
+    if word in ACTIVE:
+        return "pending", text
+    if word == "COMPLETED":
+        return (file_state if file_state in ENDED_STATES else "finished"), text
+    return ENDED.get(word, file_state), text
+
+
+def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
+    """Return the sweep's view with each job's state and reason as Slurm and its files say.
+
+    A sweep whose jobs have all ended (by their files) costs no Slurm query.
+    """
+    if all(job.state in ENDED_STATES for job in view.jobs):
+        return view
+    states = slurm_states(sweep_dir)
+    jobs = []
+    for job in view.jobs:
+        slurm = states.get(job.job_id)
+        if slurm is None:
+            jobs.append(job)
+            continue
+        marked = cancel_requested(sweep_dir, job.job_id) is not None
+        state, reason = merged_state(slurm, job.state, marked)
+        jobs.append(job._replace(state=state, reason=reason or job.reason,
+                                 slurm_job_id=slurm.slurm_job_id or job.slurm_job_id))
+    return view._replace(jobs=tuple(jobs))
