@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import sbatch, slurm, slurm_status, slurm_task
+from launcher import rundir, sbatch, slurm_status, slurm_task
 from launcher.cpus import CpuShare
 from launcher.errors import UserError
 from launcher.plan import make_sweep_id
@@ -135,8 +135,8 @@ def test_status_never_hangs_on_a_stuck_controller(tmp_path, monkeypatch):
     monkeypatch.setattr(slurm_status, "QUERY_TIMEOUT_S", 0.5)
     sweep = tmp_path / "s-1"
     (sweep / "jobs" / "a").mkdir(parents=True)
-    slurm.atomic_write_json(sweep / "sweep.json", {"sweep_id": "s-1", "jobs": [{"id": "a"}]})
-    slurm.atomic_write_json(sweep / "slurm.json", {"jobs": {"a": "5_0"}})
+    rundir.atomic_write_json(sweep / "sweep.json", {"sweep_id": "s-1", "jobs": [{"id": "a"}]})
+    rundir.atomic_write_json(sweep / "slurm.json", {"jobs": {"a": "5_0"}})
     assert slurm_status.slurm_states(sweep) == {
         "a": slurm_status.SlurmState("a", "5_0", None, None, None, "files")}
 
