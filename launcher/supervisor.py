@@ -10,7 +10,6 @@ polling tick. Everything it knows lives in the run directory, so a new superviso
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import selectors
@@ -30,7 +29,6 @@ EXIT_REQUEUE = 75  # the job wrote its checkpoint after SIGTERM/SIGUSR2 (jobs/__
 KILL_GRACE_S = 10.0
 POLL_S = 2.0  # how often to look at NVML again while a job waits for a GPU
 LOG_TAIL_LINES = 20
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -75,34 +73,6 @@ def log_tail(job_path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-def die_with_parent() -> None:
-    """In the job's child process: ask the kernel for SIGTERM when the supervisor dies.
-
-    A job must not outlive its supervisor: nobody would record how it ended. It gets the
-    SIGTERM a preemption would give, writes its checkpoint, and `--resume` continues it.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def pdeathsig_prefix() -> list[str] | None:
-    """Return `setpriv --pdeathsig TERM --` where util-linux has it, else None.
-
-    Starting a job through setpriv keeps subprocess on its vfork path; a Python preexec_fn
-    forces a full fork of the supervisor and costs several times more per job.
-    """
-    import shutil
-
-    setpriv = shutil.which("setpriv")
-    if not setpriv:
-        return None
-    try:
-        usage = subprocess.run([setpriv, "--help"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return [setpriv, "--pdeathsig", "TERM", "--"] if "--pdeathsig" in usage.stdout else None
-
-
 def job_argv(spec: dict, spec_path: Path | None, out: Path) -> list[str]:
     """Return the argv of a job: its own command, or the built-in training job."""
     if "command" in spec:
@@ -128,7 +98,7 @@ class Supervisor:
         self.queue: deque[str] = deque()
         self.attempts: dict[str, int] = {}
         self.waiting: tuple[str, float, str | None] | None = None  # job, since, reason written
-        self.prefix = pdeathsig_prefix()
+        self.prefix = procs.pdeathsig_prefix()
         self.specs = rundir.read_specs(path)
         self.cancel_checked = 0.0
 
@@ -238,7 +208,7 @@ class Supervisor:
                     (self.prefix or []) + argv, cwd=self.cwd, env=env,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True, pass_fds=grant.fds(),
-                    preexec_fn=None if self.prefix else die_with_parent,
+                    preexec_fn=None if self.prefix else procs.die_with_parent,
                 )
             except OSError as err:
                 grant.release()
