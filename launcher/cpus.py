@@ -13,7 +13,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
 
-from launcher import leases
+from launcher import holders, leases
 
 
 def usable_cpus() -> int:
@@ -114,7 +114,7 @@ class CpuUse(NamedTuple):
             f", {self.usable} usable"
 
 
-def cpu_use(lock_dir: Path | None = None, locks: leases.HeldLocks | None = None) -> CpuUse:
+def cpu_use(lock_dir: Path | None = None, locks: holders.HeldLocks | None = None) -> CpuUse:
     """Return how many CPU tokens are held now on this machine, and by which users."""
     lock_dir = lock_dir or leases.lock_dir(create=False)
     try:
@@ -122,7 +122,7 @@ def cpu_use(lock_dir: Path | None = None, locks: leases.HeldLocks | None = None)
     except OSError:
         names = []
     counts: dict[str, int] = {}
-    for slot in leases.read_slots((lock_dir / n for n in names), locks):
+    for slot in holders.read_slots((lock_dir / n for n in names), locks):
         if slot.held:
             user = str(slot.meta.get("user", "?"))
             counts[user] = counts.get(user, 0) + 1
@@ -132,5 +132,5 @@ def cpu_use(lock_dir: Path | None = None, locks: leases.HeldLocks | None = None)
 def cpus_in_use(budget: int, lock_dir: Path | None = None) -> int:
     """Return how many of the first `budget` CPU tokens are held now (by anyone)."""
     lock_dir = lock_dir or leases.lock_dir()
-    held = leases.read_slots([token_path(lock_dir, n) for n in range(budget)])
+    held = holders.read_slots([token_path(lock_dir, n) for n in range(budget)])
     return sum(1 for slot in held if slot.held)

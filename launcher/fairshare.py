@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from launcher import leases
+from launcher import holders, leases
 
 PREFIX = "wait."
 NOTICE_AFTER_S = 1.0  # a sweep posts its notice once it has waited this long
@@ -60,7 +60,7 @@ def waiters(lock_dir: Path, but: str = "") -> list[Waiter]:
     for name in names:
         # Probed, not looked up in /proc/locks (milliseconds on some kernels): at worst the
         # probe turns the notice's owner away once, and it posts again a second later.
-        meta = leases.probe(Path(lock_dir) / name)
+        meta = holders.probe(Path(lock_dir) / name)
         if meta is None or not isinstance(meta.get("since"), (int, float)):
             continue
         out.append(Waiter(str(meta.get("sweep") or name[len(PREFIX):]),

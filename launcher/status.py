@@ -13,7 +13,8 @@ import time
 
 from launcher import nvml, rundir
 from launcher.cpus import cpu_use
-from launcher.leases import HeldLocks, lock_dir, read_gpu_leases
+from launcher.holders import HeldLocks
+from launcher.leases import lock_dir, read_gpu_leases
 from launcher.nvml import Snapshot
 from launcher.status_render import render_full, render_status, status_json
 from launcher.views import SweepView, load_sweep_view

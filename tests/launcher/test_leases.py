@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import cpus, gpus, leases, nvml
+from launcher import cpus, gpus, holders, leases, nvml
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 META = {"user": "alice", "host": "athena", "pid": 1, "sweep": "s-1", "job": "j-1", "start": 1.5}
@@ -57,7 +57,7 @@ def test_acquire_gpus_is_all_or_nothing_and_fills_slots(lock_dir):
     two = leases.acquire_gpus(["GPU-a", "GPU-b"], 2, 1, META, lock_dir)
     assert [(lease.key, lease.slot) for lease in two] == [("GPU-a", 0), ("GPU-b", 0)]
     assert leases.acquire_gpus(["GPU-a", "GPU-b", "GPU-c"], 2, 1, META, lock_dir) is None
-    assert not leases.read_slots([leases.gpu_slot_path(lock_dir, "GPU-c", 0)])[0].held
+    assert not holders.read_slots([leases.gpu_slot_path(lock_dir, "GPU-c", 0)])[0].held
     shared = leases.acquire_gpus(["GPU-a"], 1, 2, META, lock_dir)  # jobs_per_gpu=2
     assert [(lease.key, lease.slot) for lease in shared] == [("GPU-a", 1)]
     assert leases.acquire_gpus(["GPU-a"], 1, 2, META, lock_dir) is None
@@ -88,7 +88,7 @@ def test_symlinked_slot_file_is_refused_and_its_target_untouched(lock_dir, tmp_p
     with pytest.raises(leases.LeaseError, match="symbolic link"):
         leases.try_lock_slot(lock_dir / "cpu.0", META)
     assert victim.read_text() == "precious\n"
-    assert leases.read_slots([lock_dir / "cpu.0"])[0].held is False
+    assert holders.read_slots([lock_dir / "cpu.0"])[0].held is False
 
 
 def test_hard_linked_slot_file_is_refused(lock_dir, tmp_path):
@@ -124,7 +124,7 @@ def test_sigkilled_holder_frees_the_slot_at_once(lock_dir):
     try:
         assert holder.stdout.readline().strip() == "held"
         assert leases.try_lock_slot(path, META) is None
-        state = leases.read_slots([path])[0]
+        state = holders.read_slots([path])[0]
         assert state.held and state.meta["user"] == "bob"
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -167,7 +167,7 @@ def test_reading_leases_never_turns_an_acquirer_away(lock_dir):
 
     def read_forever():
         while not stop.is_set():
-            leases.read_slots([path])
+            holders.read_slots([path])
 
     reader = threading.Thread(target=read_forever)
     reader.start()
@@ -183,27 +183,27 @@ def test_reading_leases_never_turns_an_acquirer_away(lock_dir):
 
 def test_proc_locks_is_read_once_and_only_when_a_slot_file_exists(lock_dir, monkeypatch):
     reads = []
-    real = leases._flock_inodes
-    monkeypatch.setattr(leases, "_flock_inodes", lambda: reads.append(1) or real())
-    locks = leases.HeldLocks()
+    real = holders._flock_inodes
+    monkeypatch.setattr(holders, "_flock_inodes", lambda: reads.append(1) or real())
+    locks = holders.HeldLocks()
     assert leases.read_gpu_leases(lock_dir, locks) == () and reads == []
     held = leases.try_lock_slot(lock_dir / "cpu.0", META)
     free = leases.try_lock_slot(lock_dir / "cpu.1", META)
     free.release()
-    states = leases.read_slots([lock_dir / "cpu.0", lock_dir / "cpu.1"], locks)
+    states = holders.read_slots([lock_dir / "cpu.0", lock_dir / "cpu.1"], locks)
     assert [s.held for s in states] == [True, False] and states[0].meta["user"] == "alice"
-    leases.read_slots([lock_dir / "cpu.0"], locks)
+    holders.read_slots([lock_dir / "cpu.0"], locks)
     assert reads == [1]  # one /proc/locks read answers every call that shares the HeldLocks
-    ahead = leases.HeldLocks()
+    ahead = holders.HeldLocks()
     ahead.read_ahead(lock_dir)  # in a thread, while status asks NVML
-    states = leases.read_slots([lock_dir / "cpu.0", lock_dir / "cpu.1"], ahead)
+    states = holders.read_slots([lock_dir / "cpu.0", lock_dir / "cpu.1"], ahead)
     assert [s.held for s in states] == [True, False] and reads == [1, 1]
     held.release()
 
 
 def test_read_ahead_of_an_empty_lease_directory_reads_nothing(lock_dir, monkeypatch):
-    monkeypatch.setattr(leases, "_flock_inodes", lambda: pytest.fail("read /proc/locks"))
-    locks = leases.HeldLocks()
+    monkeypatch.setattr(holders, "_flock_inodes", lambda: pytest.fail("read /proc/locks"))
+    locks = holders.HeldLocks()
     locks.read_ahead(lock_dir)
     locks.read_ahead(lock_dir / "missing")
     assert leases.read_gpu_leases(lock_dir, locks) == ()
@@ -263,4 +263,4 @@ def test_an_unsafe_slot_further_on_does_not_strand_held_leases(lock_dir, tmp_pat
     os.symlink(tmp_path / "nowhere", leases.gpu_slot_path(lock_dir, "GPU-b", 0))
     with pytest.raises(leases.LeaseError):
         leases.acquire_gpus(["GPU-a", "GPU-b"], 2, 1, META, lock_dir)
-    assert not leases.read_slots([leases.gpu_slot_path(lock_dir, "GPU-a", 0)])[0].held
+    assert not holders.read_slots([leases.gpu_slot_path(lock_dir, "GPU-a", 0)])[0].held

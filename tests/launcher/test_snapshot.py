@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import gpus, leases, nvml, snapshot
+from launcher import gpus, holders, leases, nvml, snapshot
 from launcher.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
@@ -135,7 +135,7 @@ def test_cuda_job_with_a_lease_runs_on_exactly_its_uuid(tmp_path, monkeypatch):
         mine = {uuid for uuid, pid in new if pid == child.pid}
         # In a container NVML reports host PIDs; then the only new process must be on target.
         assert mine == {target.uuid} if mine else {uuid for uuid, _ in new} == {target.uuid}
-        assert leases.read_slots([lease.path])[0].held
+        assert holders.read_slots([lease.path])[0].held
     finally:
         child.kill()
         child.wait()
