@@ -25,7 +25,7 @@ import yaml
 from jobs.spec import SPEC_SCHEMA, SpecError, validate_spec
 from launcher.axes import key_paths, template_pieces
 from launcher.sweepfile import Sweep, gpus_needed
-from launcher.yamlsource import SweepFileError, dotted, printable
+from launcher.yamlsource import CMDLINE, SweepFileError, dotted, printable
 
 SLUG_MAX = 48
 
@@ -181,7 +181,18 @@ def _spec_error(sweep: Sweep, exc: SpecError, params: dict, origin: tuple) -> Sw
     path, shown = _swept_origin(sweep, params, parts, origin)
     if params and path[0] == "job":
         message += f" (in the job with {_params_text(params)})"
+    pinned = _pinned_text(sweep)
+    if pinned and sweep.locations.locate(path)[0] != CMDLINE:
+        message += f" (the command line sets {pinned} for every job, over grid and points)"
     return sweep.locations.error(path, message, allowed or (), key=shown)
+
+
+def _pinned_text(sweep: Sweep) -> str:
+    """Return e.g. "job.model=resnet9": the job keys that overrides pinned, for errors."""
+    pinned = [p for p, line in sweep.locations.lines.items()
+              if line is None and len(p) > 1 and p[0] == "job"]
+    return ", ".join(f"{dotted(p)}={printable(_arg_text(_lookup(sweep.job, dotted(p[1:]))))}"
+                     for p in pinned)
 
 
 def _params_text(params: dict) -> str:

@@ -150,6 +150,18 @@ def test_override_errors_name_the_command_line(tmp_path, override, key, words):
     assert str(info.value).startswith(f"{CMDLINE}: key '{key}': ") and words in str(info.value)
 
 
+def test_a_file_error_caused_by_a_pinned_override_names_the_override(tmp_path):
+    path = write(tmp_path, BASE.replace("  model: [alexnet, resnet9]\n", "  augment: [true]\n")
+                 + "points: [{model: tutorial_cnn},\n"
+                 "  {model: tutorial_cnn, repeat: {layer: fc2, min: 1, max: 2}}]\n")
+    load_and_plan(path)  # fine as written
+    with pytest.raises(SweepFileError) as info:
+        load_and_plan(path, ("job.model=resnet9",))
+    # The file's point is where it fails, but the command line is why.
+    assert info.value.file == str(path) and info.value.key == "points[1].repeat.layer"
+    assert "the command line sets job.model=resnet9 for every job" in str(info.value)
+
+
 def test_resolved_yaml_loads_back_to_the_same_sweep(tmp_path):
     sweep = load_sweep(write(tmp_path, BASE + "points: [{augment: true}, {augment: false}]\n"),
                        ["job.epochs=1", "resources.exclude_gpus=3"])
