@@ -32,6 +32,11 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def percent(fraction: float | None) -> str:
+    """Return an accuracy as status shows it: "91.30%"; "-" for None."""
+    return "-" if fraction is None else f"{100 * fraction:.2f}%"
+
+
 def _gpu_labels(snapshot: Snapshot | None) -> dict[str, str]:
     labels: dict[str, str] = {}
     for gpu in snapshot.gpus if snapshot else ():
@@ -70,14 +75,17 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
                 drop = {id(j) for j in (these[:-keep] if state == "finished" else these[keep:])}
                 shown = [j for j in shown if id(j) not in drop]
     width = min(44, max([len(j.job_id) for j in shown] + [3]))
-    rows = [f"  {'JOB':<{width}}  {'STATE':<9} {'GPU':<5} {'EPOCH':>6} {'VAL_ACC':>8} "
+    gpu = {id(j): _job_gpu(j, labels) for j in shown}
+    gpu_w = max([5, *map(len, gpu.values())])
+    # Two spaces after STATE: the longest states (cancelled, preempted) fill its 9 columns.
+    rows = [f"  {'JOB':<{width}}  {'STATE':<9}  {'GPU':<{gpu_w}} {'EPOCH':>6} {'VAL_ACC':>8} "
             f"{'ELAPSED':>8} {'ETA':>8}"]
     for j in shown:
         started = j.epoch is not None or j.state not in ("pending", "waiting")
         epoch = f"{j.epoch or 0}/{j.epochs}" if j.epochs and started else "-"
-        acc = "-" if j.val_accuracy is None else f"{100 * j.val_accuracy:.2f}%"
-        row = (f"  {short_id(j.job_id, width):<{width}}  {j.state:<9} {_job_gpu(j, labels):<5} "
-               f"{epoch:>6} {acc:>8} {duration(j.elapsed_s):>8} {duration(j.eta_s):>8}")
+        row = (f"  {short_id(j.job_id, width):<{width}}  {j.state:<9}  {gpu[id(j)]:<{gpu_w}} "
+               f"{epoch:>6} {percent(j.val_accuracy):>8} {duration(j.elapsed_s):>8} "
+               f"{duration(j.eta_s):>8}")
         why = j.reason or ("queued" if j.state == "pending" else "")
         # Slurm's word (PENDING with its reason, RUNNING on which node) is worth a column
         # in every state; the local executor explains only jobs that are not running.

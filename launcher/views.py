@@ -41,6 +41,7 @@ class JobView(NamedTuple):
     exit_code: int | None
     signal: int | None
     slurm_job_id: str | None
+    log_tail: str | None = None  # the last lines of a failed run's output, from state.json
 
 
 class SweepView(NamedTuple):
@@ -63,10 +64,31 @@ class SweepView(NamedTuple):
         return out
 
 
+def end_reason(exit_code: int | None, sig: int | None) -> str | None:
+    """Return how a run ended as a reason: "exit 3", "signal 9 (SIGKILL)"; None if unknown."""
+    if sig is not None:
+        import signal  # only when a run was killed: status of healthy sweeps skips it
+
+        try:
+            return f"signal {sig} ({signal.Signals(sig).name})"
+        except ValueError:
+            return f"signal {sig}"
+    return None if exit_code is None else f"exit {exit_code}"
+
+
+def epoch_eta_s(line: dict) -> float | None:
+    """Return the seconds left after a metrics line's epoch, at the pace so far; None if unknown."""
+    epoch, epochs, elapsed_s = line.get("epoch"), line.get("epochs"), line.get("elapsed_s")
+    if not (epoch and epochs and elapsed_s):
+        return None
+    return elapsed_s / epoch * (epochs - epoch)
+
+
 def load_job_view(sweep_path: Path, job_id: str, params: dict, now: float) -> JobView:
     """Return one job's view from its state.json and the last line of its metrics.jsonl."""
     d = sweep_path / "jobs" / job_id
     st = read_json(d / "state.json") or {"state": "pending"}
+    state = st.get("state", "pending")
     last = read_last_jsonl(d / "metrics.jsonl") or {}
     started, ended = st.get("started"), st.get("ended")
     elapsed = None
@@ -76,13 +98,14 @@ def load_job_view(sweep_path: Path, job_id: str, params: dict, now: float) -> Jo
     if epochs is None:
         spec = read_json(d / "spec.json") or {}
         epochs = spec.get("epochs") if isinstance(spec.get("epochs"), int) else None
-    eta = None
-    if st.get("state") == "running" and epoch and epochs and last.get("elapsed_s"):
-        eta = last["elapsed_s"] / epoch * (epochs - epoch)
+    reason = st.get("reason")
+    if not reason and state in ("failed", "timeout"):
+        # The local supervisor records only the exit status; say it where a reason goes.
+        reason = end_reason(st.get("exit_code"), st.get("signal"))
     return JobView(
         job_id=job_id,
         params=params,
-        state=st.get("state", "pending"),
+        state=state,
         attempt=st.get("attempt", 0),
         runs=st.get("runs", 0),
         gpus=tuple(st.get("gpus") or ()),
@@ -92,11 +115,12 @@ def load_job_view(sweep_path: Path, job_id: str, params: dict, now: float) -> Jo
         epochs=epochs,
         val_accuracy=last.get("val_accuracy"),
         elapsed_s=elapsed,
-        eta_s=eta,
-        reason=st.get("reason"),
+        eta_s=epoch_eta_s(last) if state == "running" else None,
+        reason=reason,
         exit_code=st.get("exit_code"),
         signal=st.get("signal"),
         slurm_job_id=st.get("slurm_job_id"),
+        log_tail=st.get("log_tail"),
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import leases, nvml, rundir, status, status_render, sweep_table
+from launcher import leases, nvml, rundir, status, status_render, sweep_table, views
 from launcher.cpus import CpuUse
 from launcher.views import JobView, SweepView
 
@@ -44,7 +44,8 @@ def sweeps_for(snap: nvml.Snapshot | None) -> list[SweepView]:
         job("inception-lr=0.01-s0-9c0d1e2f", "waiting",
             reason="need 1 GPU, 0 free: GPU 0 used by alice, root; GPU 1 used by bob"),
         job("ensemble-lr=0.01-s0-0f1e2d3c", "failed", epoch=3, val_accuracy=0.41,
-            elapsed_s=95.0, exit_code=1, reason="exit 1: CUDA out of memory"),
+            elapsed_s=95.0, exit_code=1, reason="exit 1: CUDA out of memory",
+            log_tail="Traceback (most recent call last):\ntorch.OutOfMemoryError: CUDA OOM"),
         *[job(f"resnet9-lr=0.001-s{i}-{i}a{i}b{i}c{i}d", "pending", attempt=0, runs=0)
           for i in range(7)],
     ]
@@ -54,7 +55,9 @@ def sweeps_for(snap: nvml.Snapshot | None) -> list[SweepView]:
                                      val_accuracy=0.6, elapsed_s=600.0) for i in range(3))),
         SweepView("demo-20261121-080000", "demo", "local", NOW - 86400, "carol", "athena", "dead",
                   (job("demo-s0-12345678", "running", epoch=1, epochs=2, elapsed_s=40000.0),
-                   job("demo-s1-87654321", "pending", attempt=0, runs=0))),
+                   job("demo-s1-87654321", "pending", attempt=0, runs=0),
+                   job("demo-s2-24681357", "cancelled", epoch=1, epochs=2, elapsed_s=30.0,
+                       signal=15))),
         SweepView("cifar-20261122-193455", "cifar", "local", NOW - 600, "carol", "athena",
                   "running", tuple(running)),
     ]
@@ -145,7 +148,7 @@ def test_status_shows_gpu_lines_leases_and_jobs(monkeypatch):
     assert lines[4].endswith("lease carol:cifar-20261122-193455/resnet9-lr=0.01-s0-1a2b3c4d")
     assert "SUPERVISOR DEAD (launch sweep --resume demo-20261121-080000)" in text
     assert "  ... 2 more pending" in text
-    assert "waiting   -" in text and "GPU 0 used by alice, root" in text
+    assert "waiting    -" in text and "GPU 0 used by alice, root" in text
     assert "91.30%" in text and "5m12s" in text and "4m20s" in text
 
 
@@ -188,8 +191,22 @@ def test_run_status_reads_the_machine(machine, capsys):
     out = capsys.readouterr().out
     gpu2 = [line for line in out.splitlines() if line.startswith("[2]")][0]
     assert gpu2.endswith(f"lease carol:{machine}/a-s0-00000001")
-    assert "a-s0-00000001  running   2" in out
-    assert "b-s1-00000002  waiting   -" in out and "GPU 0 used by alice" in out
+    assert "a-s0-00000001  running    2" in out
+    assert "b-s1-00000002  waiting    -" in out and "GPU 0 used by alice" in out
+
+
+def test_a_failed_jobs_exit_status_is_its_reason(machine, capsys):
+    # The local supervisor records exit_code or signal, no reason: status says which.
+    for job_id, how in (("a-s0-00000001", {"exit_code": 3, "signal": None}),
+                        ("b-s1-00000002", {"exit_code": None, "signal": 9})):
+        rundir.write_job_state(machine, job_id, {"state": "failed", "started": NOW - 60,
+                                                 "ended": NOW, "log_tail": "boom", **how})
+    assert status.run_status(sweep=machine) == 0
+    out = capsys.readouterr().out
+    rows = [s for s in out.splitlines() if s.startswith("  ") and "-0000000" in s]  # job rows
+    assert rows[0].startswith("  a-s0-00000001  failed     -") and rows[0].endswith("  exit 3")
+    assert rows[1].endswith("  signal 9 (SIGKILL)")
+    assert views.load_sweep_view(machine).jobs[0].log_tail == "boom"
 
 
 def test_run_status_json_and_one_sweep(machine, capsys):
