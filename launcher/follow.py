@@ -1,60 +1,174 @@
 """Following a running sweep in the terminal, without owning it.
 
 The follower only reads the run directory: Ctrl-C, a closed laptop or a dropped SSH
-connection end the following and nothing else.
+connection end the following and nothing else. It prints a line per event (a job starts,
+waits and why, ends and how, with the tail of a failed job's output) and, where the output
+is no terminal (a pipe, a log file), a line per finished epoch. On a terminal the sweep's
+table is redrawn below the events instead, so epochs show there without a line each.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sys
 import time
+from collections.abc import Iterable
+from typing import TextIO
 
 from launcher import rundir, views
+from launcher.sweep_table import duration, percent, render_sweeps
 
 REFRESH_S = 1.0
+TAIL_LINES = 5  # of a failed job's output, in the follower's lines; `launch logs` has the rest
+ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+ID_WIDTH_MAX = 44  # job ids are padded to line up the events, up to this many columns
 
 
-def follow_sweep(sweep_id: str, refresh_s: float = REFRESH_S) -> int:
-    """Show the sweep until it ends; return 0 if every job finished, 1 otherwise, 130 on Ctrl-C.
-
-    On a terminal the table is redrawn in place; elsewhere (a pipe, a log file) each job's
-    state changes are printed once, as lines.
-    """
-    from launcher import sweep_table
-
-    tty = sys.stdout.isatty()
-    seen: dict[str, str] = {}
+def follow_sweep(sweep_id: str, refresh_s: float = REFRESH_S, out: TextIO | None = None) -> int:
+    """Show the sweep until it ends; return 0 if every job finished, 1 otherwise, 130 on Ctrl-C."""
+    out = out or sys.stdout
+    tty = out.isatty()
+    view = views.load_sweep_view(sweep_id)
+    out.write(header(view, shown_path(rundir.sweep_dir(sweep_id))) + "\n")
+    out.flush()
+    # Jobs a resumed sweep had finished before are counted in the header, not listed again.
+    seen = {j.job_id: j for j in view.jobs if j.state == "finished"}
+    shown_epochs = {j.job_id: j.epoch or 0 for j in view.jobs if j.state == "finished"}
+    frame_lines = 0
     try:
         while True:
-            view = views.load_sweep_view(sweep_id)
-            if tty:
-                # The compact list (finished and pending jobs as counts), cut to the screen:
-                # a taller frame would scroll instead of refreshing in place.
-                rows = shutil.get_terminal_size().lines - 2
-                lines = sweep_table.render_sweeps([view], None)[:max(rows, 3)]
-                sys.stdout.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n(Ctrl-C stops "
-                                 "following; the sweep keeps running)\n")
-                sys.stdout.flush()
-            else:
-                print_changes(view, seen)
+            events = changes(view, seen, shown_epochs, progress=not tty)
             ended = all(j.state in rundir.ENDED_STATES for j in view.jobs)
-            if ended or view.supervisor == "dead":
+            last = ended or view.supervisor == "dead"
+            if tty:
+                frame_lines = redraw(out, events, view, frame_lines, last)
+            elif events:
+                out.write("".join(line + "\n" for line in events))
+                out.flush()
+            if last:
                 return summarize(view)
             time.sleep(refresh_s)
+            view = views.load_sweep_view(sweep_id)
     except KeyboardInterrupt:
         print(f"\nstopped following; {sweep_id} keeps running. Look again with "
               f"`launch status {sweep_id}` or `launch logs {sweep_id} -f`.", file=sys.stderr)
         return 130
 
 
-def print_changes(view: views.SweepView, seen: dict[str, str]) -> None:
-    """Print one line per job whose state changed since the last call."""
+def shown_path(path: os.PathLike) -> str:
+    """Return path relative to the working directory when it lies below it, else absolute."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return absolute if relative.startswith("..") else relative
+
+
+def header(view: views.SweepView, path: str) -> str:
+    """Return the first line: the sweep id, its size, its run folder and what Ctrl-C does."""
+    done = view.counts().get("finished", 0)
+    size = f"{len(view.jobs)} job{'s' * (len(view.jobs) != 1)}"
+    size += f" ({done} finished before)" if done else ""
+    return f"sweep {view.sweep_id}: {size}, {path}; Ctrl-C stops following, not the sweep"
+
+
+def changes(view: views.SweepView, seen: dict[str, views.JobView],
+            shown_epochs: dict[str, int], progress: bool) -> list[str]:
+    """Return the event lines since the last call, updating seen and shown_epochs.
+
+    With progress, every epoch that finished since is a line (read from metrics.jsonl, so
+    none is skipped however slowly this is called).
+    """
+    width = min(ID_WIDTH_MAX, max([len(j.job_id) for j in view.jobs] + [3]))
+    stamp = time.strftime("%H:%M:%S")
+    lines: list[str] = []
     for job in view.jobs:
-        if seen.get(job.job_id) != job.state:
-            seen[job.job_id] = job.state
-            where = f" on GPU {','.join(map(str, job.gpu_indices))}" if job.gpu_indices else ""
-            print(f"{time.strftime('%H:%M:%S')} {job.job_id} {job.state}{where}", flush=True)
+        prev = seen.get(job.job_id)
+        seen[job.job_id] = job
+        start = f"{stamp} {job.job_id:<{width}}  "
+        epochs = [start + e for e in new_epochs(view.sweep_id, job, shown_epochs)] \
+            if progress else []
+        events = []
+        if (prev.state if prev else "pending") != job.state:  # all start pending: not news
+            events.append(start + state_text(job))
+            if job.state == "failed" or job.log_tail and prev and prev.state == "running":
+                events += failure_lines(view.sweep_id, job)
+        # A job's last epochs come before the line that says it ended, its first after it started.
+        lines += [*epochs, *events] if job.state in rundir.ENDED_STATES else [*events, *epochs]
+    return lines
+
+
+def new_epochs(sweep_id: str, job: views.JobView, shown_epochs: dict[str, int]) -> list[str]:
+    """Return a progress line for each epoch the job finished since the last call."""
+    done = shown_epochs.get(job.job_id, 0)
+    if (job.epoch or 0) <= done:
+        return []
+    shown_epochs[job.job_id] = job.epoch
+    metrics = rundir.read_jsonl(rundir.job_dir(sweep_id, job.job_id) / "metrics.jsonl")
+    return [epoch_text(m) for m in metrics if done < (m.get("epoch") or 0) <= job.epoch]
+
+
+def epoch_text(line: dict) -> str:
+    """Return a metrics line as progress: "epoch 3/22  val_acc 61.20%  eta 14m02s"."""
+    words = [f"epoch {line.get('epoch')}/{line.get('epochs', '?')}"]
+    if line.get("val_accuracy") is not None:
+        words.append(f"val_acc {percent(line['val_accuracy'])}")
+    eta_s = views.epoch_eta_s(line)
+    if eta_s:
+        words.append(f"eta {duration(eta_s)}")
+    return "  ".join(words)
+
+
+def state_text(job: views.JobView) -> str:
+    """Return a job's state as an event: "running on GPU 0", "failed after 12s: exit 3"."""
+    text = job.state
+    if job.state == "running" and job.gpu_indices:
+        text += f" on GPU {','.join(map(str, job.gpu_indices))}"
+    if job.state == "running" and job.attempt > 1:
+        text += f" (attempt {job.attempt})"
+    if job.state in rundir.ENDED_STATES and job.elapsed_s is not None:
+        text += f" after {duration(job.elapsed_s)}"
+    if job.state == "finished" and job.val_accuracy is not None:
+        text += f", val_acc {percent(job.val_accuracy)}"
+    if job.reason and job.state != "running":
+        text += f": {job.reason}"
+    return text
+
+
+def failure_lines(sweep_id: str, job: views.JobView) -> list[str]:
+    """Return the last lines of a failed job's output and the command that shows them all."""
+    lines = (job.log_tail or "").rstrip("\n").split("\n")  # not splitlines: it splits at \r
+    tail = [printable(line) for line in lines[-TAIL_LINES:] if line]
+    shown = [f"    | {line}" for line in tail] or ["    (it printed nothing)"]
+    return [*shown, f"    all its output: launch logs {sweep_id}/{job.job_id}"]
+
+
+def printable(line: str) -> str:
+    """Return a line of a job's output as a terminal would leave it, without control codes."""
+    line = line.rstrip("\r").rsplit("\r", 1)[-1]  # progress bars redraw with carriage returns
+    line = ANSI_CODE.sub("", line)  # colours
+    return "".join(c for c in line if c.isprintable() or c == "\t")
+
+
+def frame(view: views.SweepView, columns: int, rows: int, last: bool = False) -> list[str]:
+    """Return the live table, cut to the screen: a taller or wider frame cannot be redrawn."""
+    lines = render_sweeps([view], None)[:max(rows - 2, 2)]
+    if not last:
+        lines.append("(Ctrl-C stops following; the sweep keeps running)")
+    return [line[:max(columns - 1, 10)] for line in lines]
+
+
+def redraw(out: TextIO, events: Iterable[str], view: views.SweepView, frame_lines: int,
+           last: bool = False) -> int:
+    """Replace the last frame by the new events and a new frame; return the frame's height."""
+    size = shutil.get_terminal_size()
+    lines = frame(view, size.columns, size.lines, last)
+    up = f"\r\x1b[{frame_lines}A" if frame_lines else ""
+    # The events land where the old frame was and scroll up with the terminal; the frame
+    # stays under them and is cleared (cursor up, erase down) before the next.
+    out.write(up + "\x1b[J" + "".join(line + "\n" for line in [*events, *lines]))
+    out.flush()
+    return len(lines)
 
 
 def summarize(view: views.SweepView) -> int:

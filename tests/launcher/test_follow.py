@@ -1,0 +1,214 @@
+"""Following a sweep: the lines it prints for a scripted run directory, and for a real sweep.
+
+The scripted tests play a sweep's life as its supervisor would write it, one step per pause
+of the follower (time.sleep is replaced by the next step), so every line is known.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+
+import pytest
+import yaml
+from test_executor import lab, start  # noqa: F401 (lab: a fixture used by name)
+
+from launcher import follow, rundir
+
+SWEEP = "demo-20261122-221414"
+A, B = "a-s0-00000001", "b-s1-00000002"
+STARTED = 1795376000.0
+WAIT = "CPU budget spent: 2 of 2 CPUs in use, a job needs 2"
+OUTPUT = "\n".join([*(f"step {i}" for i in range(8)), "50%|####  \r100%|########",
+                    "RuntimeError: \x1b[31mbad\x1b[0m"])
+
+
+class Terminal(io.StringIO):
+    """What follow writes to, as a terminal: every write kept apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def epoch_line(k: int) -> str:
+    return json.dumps({"epoch": k, "epochs": 3, "val_accuracy": k / 10, "elapsed_s": 10.0 * k})
+
+
+def add_metrics(k: int) -> None:
+    with open(rundir.job_dir(SWEEP, A) / "metrics.jsonl", "a") as f:
+        f.write(epoch_line(k) + "\n")
+
+
+def running(gpu: int, started: float = STARTED) -> dict:
+    return {"state": "running", "attempt": 1, "runs": 1, "gpu_indices": [gpu], "started": started}
+
+
+def step_1() -> None:
+    rundir.write_job_state(SWEEP, A, running(0))
+    add_metrics(1)
+    rundir.write_job_state(SWEEP, B, {"state": "waiting", "reason": WAIT})
+
+
+def step_2() -> None:
+    add_metrics(2)
+    add_metrics(3)
+    rundir.write_job_state(SWEEP, B, running(1, STARTED + 30))
+
+
+def step_3() -> None:
+    rundir.write_job_state(SWEEP, A, {**running(0), "state": "finished", "ended": STARTED + 30,
+                                      "exit_code": 0, "signal": None})
+    rundir.write_job_state(SWEEP, B, {**running(1, STARTED + 30), "state": "failed",
+                                      "ended": STARTED + 35, "exit_code": 3, "signal": None,
+                                      "log_tail": OUTPUT})
+
+
+@pytest.fixture
+def scripted(tmp_path, monkeypatch):
+    """A sweep of two jobs and no supervisor; each pause of the follower runs the next step."""
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("LINES", "30")
+    monkeypatch.chdir(tmp_path)
+    rundir.create_sweep(SWEEP, "name: demo\n", {"name": "demo", "executor": "local"},
+                        [(A, {"seed": 0}, {"epochs": 3}), (B, {"seed": 1}, {"epochs": 3})])
+    steps = [step_2, step_3]
+    monkeypatch.setattr(follow.time, "sleep", lambda _s: steps.pop(0)())
+    step_1()
+
+
+def without_clock(text: str) -> list[str]:
+    return [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in text.splitlines()]
+
+
+def test_piped_output_says_where_then_each_epoch_wait_and_failure(scripted, capsys):
+    out = io.StringIO()
+    assert follow.follow_sweep(SWEEP, out=out) == 1
+    assert without_clock(out.getvalue()) == [
+        f"sweep {SWEEP}: 2 jobs, runs/{SWEEP}; Ctrl-C stops following, not the sweep",
+        f"{A}  running on GPU 0",
+        f"{A}  epoch 1/3  val_acc 10.00%  eta 20s",
+        f"{B}  waiting: {WAIT}",
+        f"{A}  epoch 2/3  val_acc 20.00%  eta 10s",
+        f"{A}  epoch 3/3  val_acc 30.00%",
+        f"{B}  running on GPU 1",
+        f"{A}  finished after 30s, val_acc 30.00%",
+        f"{B}  failed after 5s: exit 3",
+        "    | step 5",
+        "    | step 6",
+        "    | step 7",
+        "    | 100%|########",
+        "    | RuntimeError: bad",
+        "    all its output: launch logs " f"{SWEEP}/{B}",
+    ]
+    err = capsys.readouterr().err
+    assert "1 failed, 1 finished" in err and f"launch sweep --resume {SWEEP}" in err
+
+
+def test_a_terminal_gets_the_events_and_a_table_redrawn_in_place(scripted):
+    out = Terminal()
+    assert follow.follow_sweep(SWEEP, out=out) == 1
+    header, *frames = out.writes
+    assert header.startswith(f"sweep {SWEEP}: 2 jobs, runs/{SWEEP}; Ctrl-C")
+    assert len(frames) == 3
+    text = out.getvalue()
+    assert "epoch 1/3" not in text, "a terminal shows epochs in the table, not as lines"
+    assert re.search(rf"\n  {A}  running    0        1/3   10.00%", frames[0])
+    assert re.search(rf"\n  {A}  running    0        3/3   30.00%", frames[1])
+    assert f"{B}  failed after 5s: exit 3\n    | step 5\n" in frames[2]
+    assert f"launch logs {SWEEP}/{B}" in frames[2]
+    for before, after in zip(frames, frames[1:], strict=False):
+        # Each redraw goes up exactly as many lines as the last frame had, then clears;
+        # no line of a frame may wrap, or going up would land in the wrong place.
+        drawn = before.split("\n")[:-1]
+        table = drawn[next(i for i, s in enumerate(drawn) if s.startswith(SWEEP)):]
+        assert after.startswith(f"\r\x1b[{len(table)}A\x1b[J")
+        assert table[-1].startswith("(Ctrl-C") and all(len(line) < 100 for line in table)
+    assert frames[2].endswith(f"\n{SWEEP}  local  1 finished, 1 failed\n"), "no Ctrl-C at the end"
+
+
+def test_a_resumed_sweep_counts_what_had_finished_instead_of_listing_it(scripted,
+                                                                        monkeypatch):
+    step_2()
+    step_3()
+    rundir.write_job_state(SWEEP, B, {"state": "pending", "reason": "resumed"})
+    out = io.StringIO()
+    monkeypatch.setattr(follow.time, "sleep", lambda _s: rundir.write_job_state(SWEEP, B, {
+        "state": "failed", "exit_code": None, "signal": 9}))
+    assert follow.follow_sweep(SWEEP, out=out) == 1
+    assert without_clock(out.getvalue()) == [
+        f"sweep {SWEEP}: 2 jobs (1 finished before), runs/{SWEEP}; Ctrl-C stops following, "
+        "not the sweep",
+        f"{B}  failed: signal 9 (SIGKILL)",
+        "    (it printed nothing)",
+        f"    all its output: launch logs {SWEEP}/{B}",
+    ]
+
+
+def test_a_retried_job_shows_why_it_stopped(scripted, monkeypatch):
+    out = io.StringIO()
+    steps = [lambda: rundir.write_job_state(SWEEP, A, {
+        **running(0), "state": "pending", "exit_code": 1, "reason": "retry after exit 1",
+        "log_tail": "Killed"}), step_3]
+    monkeypatch.setattr(follow.time, "sleep", lambda _s: steps.pop(0)())
+    assert follow.follow_sweep(SWEEP, out=out) == 1
+    lines = without_clock(out.getvalue())
+    at = lines.index(f"{A}  pending: retry after exit 1")
+    assert lines[at + 1:at + 3] == ["    | Killed", f"    all its output: launch logs {SWEEP}/{A}"]
+
+
+METRICS_JOB = """\
+import json, os, sys, time
+code, epochs, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+seconds = seconds if code == 0 else 0.3  # the one that fails does so quickly
+path = os.path.join(os.environ["LAUNCH_JOB_DIR"], "metrics.jsonl")
+for k in range(1, epochs + 1):
+    time.sleep(seconds / epochs)
+    line = {"epoch": k, "epochs": epochs, "val_accuracy": k / 10, "elapsed_s": k}
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\\n")
+    print("epoch", k, "done", flush=True)
+sys.exit(code)
+"""
+
+
+@pytest.mark.usefixtures("lab")  # its runs dir, leases and idle 4-GPU box, in tmp_path
+def test_following_a_real_sweep_shows_every_epoch_the_wait_and_the_failure(tmp_path):
+    script = tmp_path / "metrics_job.py"
+    script.write_text(METRICS_JOB)
+    # One CPU for two jobs: the second waits (and says why) while the first runs; the
+    # supervisor writes a wait down after a second of it.
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "follow",
+        "job": {"command": [sys.executable, str(script), "{code}", "{epochs}", "{seconds}"],
+                "code": 0, "epochs": 3, "seconds": 2.5},
+        "grid": {"code": [0, 3]},
+        "resources": {"gpus_per_job": 1, "cpu_budget": 1, "cpus_per_job": 1}}))
+    sweep_id = start(path)
+    out = io.StringIO()
+    assert follow.follow_sweep(sweep_id, refresh_s=0.05, out=out) == 1
+    lines = without_clock(out.getvalue())
+    ok, bad = sorted(rundir.read_sweep_info(sweep_id)["jobs"], key=lambda j: j["params"]["code"])
+    ok, bad = ok["id"], bad["id"]
+    assert lines[0].startswith(f"sweep {sweep_id}: 2 jobs, runs/{sweep_id}; Ctrl-C")
+    for job in (ok, bad):
+        assert [line.split("  ")[1] for line in lines if line.startswith(f"{job}  epoch")] == \
+            ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert any(line.startswith(f"{bad}  waiting: CPU budget spent") for line in lines)
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"{bad}  failed after"))
+    assert lines[at].endswith(": exit 3")
+    assert lines[at + 1:at + 4] == [f"    | epoch {k} done" for k in (1, 2, 3)]
+    assert lines[at + 4] == f"    all its output: launch logs {sweep_id}/{bad}"
+    assert any(line.startswith(f"{ok}  finished after ") and line.endswith("val_acc 30.00%")
+               for line in lines)
