@@ -165,11 +165,12 @@ def write_jobs_list(sweep_dir: Path, job_ids: Sequence[str]) -> Path:
     return path
 
 
-def write_sbatch(sweep, plans, sweep_dir: Path) -> str:
+def write_sbatch(sweep, plans, sweep_dir: Path, script: Path | None = None) -> str:
     """Return the standalone script for a planned sweep, after writing its files into sweep_dir.
 
     Writes slurm/jobs.txt, a copy of the script (slurm/sweep.sbatch) and slurm.json, which
-    tells `launch status` to find the array by its job name (the sweep id).
+    tells `launch status` to find the array by its job name (the sweep id) and, until Slurm
+    knows it, that the script (at `script`, where the user asked for it) waits for `sbatch`.
     """
     sweep_dir = Path(sweep_dir).absolute()
     job_ids = [p.job_id for p in plans]
@@ -178,7 +179,8 @@ def write_sbatch(sweep, plans, sweep_dir: Path) -> str:
     atomic_write_text(sweep_dir / "slurm" / "sweep.sbatch", text)
     atomic_write_json(sweep_dir / "slurm.json", {
         "format": "launch-slurm/1", "mode": "sbatch", "job_name": sweep_dir.name,
-        "jobs_list": str(sweep_dir / "slurm" / JOBS_LIST), "submissions": [], "jobs": {}})
+        "jobs_list": str(sweep_dir / "slurm" / JOBS_LIST), "submissions": [], "jobs": {},
+        "script": str(script or sweep_dir / "slurm" / "sweep.sbatch")})
     note = shared_storage_warning(sweep_dir)
     if note:
         print(f"launch: warning: {note}", file=sys.stderr)

@@ -125,10 +125,28 @@ def submit_sweep(sweep, plans, sweep_dir: Path, hold: bool = False) -> list[str]
 
 # ---------------------------------------------------------------- cancel and resume
 
+def run_scancel(argv: Sequence[str]) -> str | None:
+    """Return why scancel failed, in one line, or None when it did its work."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True,
+                              timeout=QUERY_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"scancel did not answer in {QUERY_TIMEOUT_S:g} s: is slurmctld up?"
+    except OSError as err:
+        return f"cannot run scancel ({err.strerror or err}): is Slurm installed here?"
+    # An array that ended long ago may be purged already: scancel calls its id
+    # invalid, which for cancelling means there is nothing left to do.
+    if done.returncode != 0 and "Invalid job id" not in done.stderr:
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        return f"scancel failed: {lines[0]}"
+    return None
+
+
 def cancel(sweep_dir: Path, job_ids: Sequence[str] | None = None) -> int:
     """Cancel the sweep's Slurm jobs (or only job_ids) with scancel; return 0."""
     sweep_dir = Path(sweep_dir)
     info = read_json(sweep_dir / "sweep.json") or {}
+    name = info.get("sweep_id") or sweep_dir.name
     every = [j["id"] for j in info.get("jobs", [])]
     targets = list(job_ids) if job_ids else every
     # Marked first: a node that sees its child stop records `cancelled`, not `preempted`.
@@ -140,16 +158,8 @@ def cancel(sweep_dir: Path, job_ids: Sequence[str] | None = None) -> int:
         argv += sorted({ids[j] for j in targets if j in ids})
     else:
         argv += sorted({i.split("_")[0] for i in ids.values()})
-        argv += [f"--name={info.get('sweep_id') or sweep_dir.name}"] if len(argv) == 1 else []
-    if len(argv) > 1:
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
-        except (OSError, subprocess.SubprocessError) as err:
-            raise UserError(f"scancel failed: {err}") from None
-        # An array that ended long ago may be purged already: scancel calls its id
-        # invalid, which for cancelling means there is nothing left to do.
-        if done.returncode != 0 and "Invalid job id" not in done.stderr:
-            raise UserError(f"scancel failed: {done.stderr.strip() or done.returncode}")
+        argv += [f"--name={name}"] if len(argv) == 1 else []
+    problem = run_scancel(argv) if len(argv) > 1 else None
     ended = 0
     for job_id in targets:
         path = sweep_dir / "jobs" / job_id / "state.json"
@@ -159,8 +169,14 @@ def cancel(sweep_dir: Path, job_ids: Sequence[str] | None = None) -> int:
         atomic_write_json(path, {**st, "state": "cancelled", "ended": time.time(),
                                  "reason": "cancelled by launch cancel"})
         ended += 1
-    what = f"{len(targets)} jobs ({ended} not started)" if not job_ids else ", ".join(targets)
-    print(f"cancelled {what} of {sweep_dir.name} ({' '.join(argv[1:]) or 'nothing queued'})")
+    if problem:
+        # Not `launch cancel` again: the jobs are marked cancelled now, it would see nothing.
+        marked = f"{ended} job{'s' * (ended != 1)} not started yet marked cancelled here"
+        raise UserError(f"{problem} ({marked}, but Slurm may still start them: run "
+                        f"`{' '.join(argv)}` once it answers)")
+    what = ", ".join(targets) if job_ids else f"{len(targets)} job{'s' * (len(targets) != 1)}"
+    print(f"cancelled {what} of {name} ({ended} not started; "
+          f"{' '.join(argv) if len(argv) > 1 else 'nothing queued'})")
     return 0
 
 

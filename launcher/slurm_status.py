@@ -8,6 +8,7 @@ hangs `launch status`. `launcher.slurm` submits, resumes and cancels.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -160,16 +161,22 @@ def slurm_states(sweep_dir: Path) -> dict[str, SlurmState]:
     return out
 
 
-def merged_state(slurm: SlurmState, file_state: str,
-                 cancel_marked: bool = False) -> tuple[str, str | None]:
-    """Return (launch state, reason) from Slurm's word and the job's own state.json."""
+NOT_KNOWN = "not known to Slurm (squeue; sacct where there is accounting)"
+
+
+def merged_state(slurm: SlurmState, file_state: str, cancel_marked: bool = False,
+                 unknown: str = NOT_KNOWN) -> tuple[str, str | None]:
+    """Return (launch state, reason) from Slurm's word and the job's own state.json.
+
+    unknown is the reason given to a job Slurm does not know that has not ended.
+    """
     word = slurm.state
     if word is None:
         if file_state in ENDED_STATES:
             return file_state, None
         if cancel_marked:  # its node never wrote the end (killed), and Slurm has forgotten it
             return "cancelled", "cancelled by launch cancel"
-        return file_state, "not known to Slurm (squeue; sacct where there is accounting)"
+        return file_state, unknown
     text = f"slurm {word}" + (f" ({slurm.reason})" if slurm.reason else "")
     if slurm.node and word in ("RUNNING", "COMPLETING"):
         text += f" on {slurm.node}"
@@ -187,6 +194,25 @@ def merged_state(slurm: SlurmState, file_state: str,
     return ENDED.get(word, file_state), text
 
 
+def unknown_reason(record: dict, states: dict[str, SlurmState], file_states: Sequence[str],
+                   cwd: str) -> str:
+    """Return why Slurm does not know a job: a `launch sbatch` script never submitted, or not.
+
+    A standalone script is known to be submitted once Slurm names one of its tasks or a
+    node has written a job's state; until then its jobs wait for the user's `sbatch`.
+    """
+    script = record.get("script")
+    if not script and record.get("jobs_list"):  # written before slurm.json named the script
+        script = str(Path(record["jobs_list"]).with_name("sweep.sbatch"))
+    submitted = (record.get("submissions") or record.get("jobs")
+                 or any(s.state is not None or s.slurm_job_id for s in states.values())
+                 or any(state != "pending" for state in file_states))
+    if record.get("mode") != "sbatch" or not script or submitted:
+        return NOT_KNOWN
+    shown = os.path.relpath(script, cwd)
+    return f"script written, not submitted (sbatch {script if shown.startswith('..') else shown})"
+
+
 def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
     """Return the sweep's view with each job's state and reason as Slurm and its files say.
 
@@ -195,6 +221,8 @@ def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
     if all(job.state in ENDED_STATES for job in view.jobs):
         return view
     states = slurm_states(sweep_dir)
+    unknown = unknown_reason(read_json(Path(sweep_dir) / SLURM_JSON) or {}, states,
+                             [job.state for job in view.jobs], os.getcwd())
     jobs = []
     for job in view.jobs:
         slurm = states.get(job.job_id)
@@ -202,7 +230,7 @@ def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
             jobs.append(job)
             continue
         marked = cancel_requested(sweep_dir, job.job_id) is not None
-        state, reason = merged_state(slurm, job.state, marked)
+        state, reason = merged_state(slurm, job.state, marked, unknown)
         jobs.append(job._replace(state=state, reason=reason or job.reason,
                                  slurm_job_id=slurm.slurm_job_id or job.slurm_job_id))
     return view._replace(jobs=tuple(jobs))

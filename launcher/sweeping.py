@@ -160,18 +160,68 @@ def resume_sweep(target: str, detach: bool) -> int:
     return after_start(sweep_id, todo, detach)
 
 
+def plural(n: int, word: str) -> str:
+    """Return "1 job", "2 jobs": n and the word, with an s unless n is 1."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def state_counts(states) -> str:
+    """Return how many of states are in each state, e.g. "3 finished, 1 failed"."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in counts.items())
+
+
+def nothing_to_cancel(sweep_id: str, only: str | None, before: dict[str, str]) -> str:
+    """Return what `launch cancel` says when every job it names has ended already."""
+    if only:
+        return f"nothing to cancel: job {only} of {sweep_id} has ended ({before[only]})"
+    n = len(before)
+    every = "the only job" if n == 1 else f"all {n} jobs"
+    return (f"nothing to cancel: {every} of {sweep_id} "
+            f"{'has' if n == 1 else 'have'} ended ({state_counts(before.values())})")
+
+
+def cancel_summary(sweep_id: str, only: str | None, before: dict[str, str],
+                   after: dict[str, str]) -> str:
+    """Return what `launch cancel` says it did, from the job states before and after it."""
+    live = [j for j, s in before.items() if s not in rundir.ENDED_STATES]
+    running = sum(before[j] == "running" for j in live)
+    if only:
+        return f"cancelled job {only} of {sweep_id} (it was {before[only]})"
+    parts = []
+    if running:
+        parts.append(f"{running} {'was' if running == 1 else 'were'} running")
+    if len(live) > running:
+        queued = len(live) - running
+        parts.append(f"{queued} {'was' if queued == 1 else 'were'} queued")
+    text = f"cancelled {plural(len(live), 'job')} of {sweep_id} ({', '.join(parts)})"
+    ended = [s for j, s in before.items() if j not in live]
+    if ended:
+        text += f"; {len(ended)} had ended already ({state_counts(ended)})"
+    still = [j for j in live if after[j] not in rundir.ENDED_STATES]
+    if still:
+        text += f"; {len(still)} still stopping (`launch status {sweep_id}` shows them)"
+    return text
+
+
 def cancel(target: str, grace_s: float) -> int:
     """Cancel a sweep or one job: SIGTERM to its processes, SIGKILL after grace_s."""
     sweep_id, only = rundir.split_target(target)
     path = rundir.sweep_dir(sweep_id)
     info = rundir.read_sweep_info(sweep_id)
     job_ids = [only] if only else [j["id"] for j in info["jobs"]]
+    before = {j: rundir.read_job_state(sweep_id, j)["state"] for j in job_ids}
+    if all(s in rundir.ENDED_STATES for s in before.values()):
+        # An ended state is final (a retry goes back to pending first): no mark, no signal.
+        print(nothing_to_cancel(sweep_id, only, before))
+        return 0
     if info.get("executor") == "slurm":
         from launcher import slurm
 
         return slurm.cancel(path, job_ids if only else None)
     rundir.request_cancel(path, only, grace_s)
-    running = [j for j in job_ids if rundir.read_job_state(sweep_id, j)["state"] == "running"]
     if rundir.supervisor_alive(path):
         # The supervisor sees the request within a second, signals and records the ends.
         wait_for_ended(sweep_id, job_ids, grace_s + 10)
@@ -183,31 +233,38 @@ def cancel(target: str, grace_s: float) -> int:
             if st["state"] not in rundir.ENDED_STATES:
                 rundir.write_job_state(sweep_id, job_id, {**st, "state": "cancelled",
                                                           "ended": time.time()})
-    states = [rundir.read_job_state(sweep_id, j)["state"] for j in job_ids]
-    what = f"job {only}" if only else f"{sum(s == 'cancelled' for s in states)} jobs"
-    print(f"cancelled {what} of {sweep_id} ({len(running)} were running)")
+    after = {j: rundir.read_job_state(sweep_id, j)["state"] for j in job_ids}
+    print(cancel_summary(sweep_id, only, before, after))
     return 0
 
 
 def wait_for_ended(sweep_id: str, job_ids: list[str], timeout_s: float) -> None:
-    """Wait until every job has ended, at most timeout_s."""
+    """Wait until every job has ended, at most timeout_s (cancel_summary names the rest)."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         states = [rundir.read_job_state(sweep_id, j)["state"] for j in job_ids]
         if all(s in rundir.ENDED_STATES for s in states):
             return
         time.sleep(0.1)
-    print(f"launch: some jobs of {sweep_id} have not ended yet; `launch status {sweep_id}` "
-          "shows them", file=sys.stderr)
 
 
 def write_sbatch_script(file: str, overrides: list[str], output: str) -> int:
     """Write a standalone Slurm array script and the run directory it fills."""
     from launcher import sbatch
 
+    out = Path(output).absolute()
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {output}: folder {out.parent} does not exist")
     sweep, plans = load_plan(file, overrides)
     path = create_run_dir(sweep, plans, "slurm")
-    text = sbatch.write_sbatch(sweep, plans, path)
-    Path(output).write_text(text)
+    try:
+        # slurm.json records the script, so that status can say it waits for `sbatch` to run
+        text = sbatch.write_sbatch(sweep, plans, path, script=out)
+        out.write_text(text)
+    except BaseException:
+        import shutil  # a run dir without its script would show pending forever
+
+        shutil.rmtree(path, ignore_errors=True)
+        raise
     print(f"wrote {output} for sweep {path.name} ({len(plans)} jobs); submit: sbatch {output}")
     return 0

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from launcher import rundir, sbatch, slurm_status, slurm_task
+from launcher import rundir, sbatch, slurm, slurm_status, slurm_task, views
+from launcher.cli import main
 from launcher.cpus import CpuShare
 from launcher.errors import UserError
 from launcher.plan import make_sweep_id
 from launcher.sweepfile import SlurmConfig
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "sbatch"
+DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
 UPDATE = os.environ.get("LAUNCH_UPDATE_GOLDEN") == "1"
 PYTHON = "/opt/venv/bin/python"
 HOSTILE_NAME = "evil 'q' \"dq\" $(touch /tmp/pwned); rm -rf ~\nnext `id`"
@@ -195,3 +197,73 @@ def test_task_environment_from_the_allocation():
 ])
 def test_end_state(code, sig, cancelled, requeued, command, want):
     assert slurm_task.end_state(code, sig, cancelled, requeued, command)[0] == want
+
+
+def fake_tools(tmp_path: Path, monkeypatch, **scripts: str) -> None:
+    """Put shell scripts named like Slurm's tools first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool, body in scripts.items():
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+@pytest.fixture
+def written(tmp_path, monkeypatch, capsys) -> Path:
+    """The run directory `launch sbatch configs/demo.yaml -o x.sbatch` writes; not submitted."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
+    fake_tools(tmp_path, monkeypatch, squeue="exit 0", sacct="exit 0")  # Slurm knows nothing
+    assert main(["sbatch", str(DEMO), "-o", "x.sbatch"]) == 0
+    (path,) = (tmp_path / "runs").iterdir()
+    assert "submit: sbatch x.sbatch" in capsys.readouterr().out
+    return path
+
+
+def test_a_script_not_yet_submitted_says_so(written, tmp_path):
+    assert rundir.read_json(written / "slurm.json")["script"] == str(tmp_path / "x.sbatch")
+    view = slurm_status.with_slurm_states(views.load_sweep_view(written.name), written)
+    assert {(j.state, j.reason) for j in view.jobs} == {
+        ("pending", "script written, not submitted (sbatch x.sbatch)")}
+    # A node has started a job: the script was submitted, and Slurm forgetting a job means
+    # something else now.
+    first = view.jobs[0].job_id
+    rundir.write_job_state(written.name, first, {"state": "running", "slurm_job_id": "7_0"})
+    view = slurm_status.with_slurm_states(views.load_sweep_view(written.name), written)
+    assert {j.reason for j in view.jobs} == {slurm_status.NOT_KNOWN}
+    record = {"mode": "submitit", "script": "x.sbatch"}
+    assert slurm_status.unknown_reason(record, {}, ["pending"], "/") == slurm_status.NOT_KNOWN
+    old = {"mode": "sbatch", "jobs_list": "/r/s-1/slurm/jobs.txt"}  # before "script" was kept
+    assert slurm_status.unknown_reason(old, {}, ["pending"], "/home") == \
+        "script written, not submitted (sbatch /r/s-1/slurm/sweep.sbatch)"
+
+
+def test_sbatch_into_a_missing_folder_leaves_no_run_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
+    assert main(["sbatch", str(DEMO), "-o", str(tmp_path / "no" / "x.sbatch")]) == 2
+    assert "folder" in capsys.readouterr().err
+    assert rundir.list_sweeps(tmp_path / "runs") == []
+
+
+@pytest.mark.parametrize("scancel, says", [
+    ("exec sleep 600", "scancel did not answer in 0.3 s: is slurmctld up?"),
+    ("echo 'scancel: error: Access/permission denied' >&2; echo more >&2; exit 1",
+     "scancel failed: scancel: error: Access/permission denied"),
+    (None, "cannot run scancel (No such file or directory): is Slurm installed here?"),
+])
+def test_a_failed_scancel_is_one_plain_line(written, tmp_path, monkeypatch, capsys,
+                                           scancel, says):
+    monkeypatch.setattr(slurm, "QUERY_TIMEOUT_S", 0.3)
+    if scancel is None:
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # squeue and sacct, no scancel
+    else:
+        fake_tools(tmp_path, monkeypatch, scancel=scancel)
+    assert main(["cancel", written.name]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"launch: error: {says} (6 jobs not started yet marked "
+                          "cancelled here, but Slurm may still start them")
+    assert err.count("\n") == 1 and "Traceback" not in err and "Command '[" not in err
+    assert err.endswith(f"run `scancel --name={written.name}` once it answers)\n")
+    view = views.load_sweep_view(written.name)
+    assert {j.state for j in view.jobs} == {"cancelled"}
