@@ -20,14 +20,69 @@ examples:
   launch sweep configs/cifar.yaml --executor slurm   submit one Slurm job array
   launch sweep --resume cifar                    rerun what failed, was cancelled or never ran
   launch status                                  GPUs, who uses them, and your sweeps
-  launch logs cifar/resnet9 -f                   follow one job's output
+  launch logs cifar/model=resnet9_seed=0 -f      follow one job's output
   launch results cifar --plot curves.png         mean +- std over seeds, learning curves
   launch cancel cifar                            stop a sweep (or SWEEP/JOB for one job)
 
-A SWEEP argument is a sweep id or its prefix (the newest match wins); JOB likewise.
-Runs live under $LAUNCH_RUNS_DIR (default ./runs). GPU leases and the CPU budget are
-shared by every user of the machine through $LAUNCH_LOCK_DIR (default /tmp/launch-leases).
+SWEEP is a sweep id or its prefix (the newest match wins). JOB is a job id, a part of it
+that only one job has, the id as `launch status` shortens it (with ~), or the 8-hex hash
+that ends it. Runs live under $LAUNCH_RUNS_DIR (default ./runs). GPU leases and the CPU
+budget are shared by every user of the machine through $LAUNCH_LOCK_DIR (default
+/tmp/launch-leases).
 """
+
+SWEEP_HELP = "sweep id or its prefix, e.g. cifar (the newest match wins)"
+TARGET_HELP = ("SWEEP, or SWEEP/JOB for one job: JOB is its id, a part only it has, "
+               "or its 8-hex hash")
+KEY_VALUE_HELP = ("override a key with a dotted path (job.epochs=1); "
+                  "a comma list sweeps it (grid.seed=0,1,2)")
+
+EXAMPLES = {
+    "sweep": """\
+  launch sweep configs/demo.yaml                 run here, following progress (Ctrl-C stops
+                                                 following, not the sweep)
+  launch sweep configs/cifar.yaml --detach       start it and return
+  launch sweep configs/cifar.yaml job.epochs=1 seeds=1 --dry-run   the plan, nothing runs
+  launch sweep configs/cifar.yaml --executor slurm   one Slurm job array
+  launch sweep --resume cifar                    rerun what failed, was cancelled or never ran""",
+    "status": """\
+  launch status                                  GPUs, their users, your recent sweeps
+  launch status cifar                            every job of the newest cifar sweep
+  launch status --full                           nvidia-smi style GPU and process tables
+  launch status --watch 5                        redraw every 5 s; Ctrl-C exits 0
+  launch status --json > status.json             everything, machine-readable""",
+    "snapshot": """\
+  launch snapshot > snap.json                    record this machine's GPUs
+  launch snapshot --anonymize > snap.json        the same, safe to share
+  LAUNCH_NVML_SNAPSHOT=snap.json launch status   read the GPUs from the file instead""",
+    "logs": """\
+  launch logs cifar -f                           follow the supervisor's log of a sweep
+  launch logs cifar/model=resnet9_seed=0 -n 20   the last 20 lines of one job's output
+  launch logs cifar/19478088 -f                  a job named by the hash ending its id""",
+    "results": """\
+  launch results cifar                           per job, then mean +- std per configuration
+  launch results cifar --csv > cifar.csv         one row per job, every field
+  launch results cifar --json                    rows and summary, stable keys
+  launch results cifar --plot curves.png         also draw the learning curves""",
+    "cancel": """\
+  launch cancel cifar                            every job of the newest cifar sweep
+  launch cancel cifar/model=resnet9_seed=0       one job; the others go on
+  launch cancel cifar --grace 60                 a minute to write checkpoints before SIGKILL
+  launch sweep --resume cifar                    afterwards: run the cancelled jobs again""",
+    "sbatch": """\
+  launch sbatch configs/cifar.yaml -o cifar.sbatch   write the script and its run directory
+  sbatch cifar.sbatch                                submit it; launch status cifar follows it
+  launch sbatch configs/cifar.yaml job.epochs=1 -o short.sbatch""",
+}
+
+
+def subparser(sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
+    """Return a new subcommand parser whose --help ends with its examples."""
+    p = sub.add_parser(name, help=help_text, description=func.__doc__,
+                       epilog=f"examples:\n{EXAMPLES[name]}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -104,12 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("sweep", help="run a sweep file here, or submit it to Slurm",
-                       description=cmd_sweep.__doc__)
+    p = subparser(sub, "sweep", "run a sweep file here, or submit it to Slurm", cmd_sweep)
     p.add_argument("file", nargs="?", help="sweep file (YAML), e.g. configs/demo.yaml")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="override a key with a dotted path (job.epochs=1); "
-                        "a comma list sweeps it (grid.seed=0,1,2)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=KEY_VALUE_HELP)
     p.add_argument("--executor", choices=("local", "slurm"),
                    help="where the jobs run (default: the file's `executor`, else local)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, start nothing")
@@ -117,52 +169,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="return at once, printing the sweep id, instead of following")
     p.add_argument("--resume", metavar="SWEEP",
                    help="rerun what failed, was cancelled or never ran; finished jobs stay")
-    p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("status", help="GPUs, who uses them, and your sweeps",
-                       description=cmd_status.__doc__)
-    p.add_argument("sweep", nargs="?", help="show only this sweep (id or prefix)")
+    p = subparser(sub, "status", "GPUs, who uses them, and your sweeps", cmd_status)
+    p.add_argument("sweep", nargs="?", metavar="SWEEP",
+                   help="show every job of this sweep (id or prefix)")
     p.add_argument("--full", action="store_true", help="nvidia-smi style GPU and process tables")
     p.add_argument("--json", action="store_true", help="everything as JSON with stable keys")
     p.add_argument("--watch", type=float, metavar="SECONDS",
-                   help="redraw every SECONDS until Ctrl-C")
-    p.set_defaults(func=cmd_status)
+                   help="redraw every SECONDS until Ctrl-C (which exits 0)")
 
-    p = sub.add_parser("snapshot", help="record NVML's view as JSON (replay: LAUNCH_NVML_SNAPSHOT)",
-                       description=cmd_snapshot.__doc__)
+    p = subparser(sub, "snapshot", "record NVML's view as JSON (replay: LAUNCH_NVML_SNAPSHOT)",
+                  cmd_snapshot)
     p.add_argument("--anonymize", action="store_true",
                    help="replace host, user names, UUIDs and command lines with stable fakes")
-    p.set_defaults(func=cmd_snapshot)
 
-    p = sub.add_parser("logs", help="a sweep's supervisor log, or one job's output",
-                       description=cmd_logs.__doc__)
-    p.add_argument("target", metavar="SWEEP[/JOB]")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing as it grows")
+    p = subparser(sub, "logs", "a sweep's supervisor log, or one job's output", cmd_logs)
+    p.add_argument("target", metavar="SWEEP[/JOB]", help=TARGET_HELP)
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing as it grows, until it ends (Ctrl-C exits 0)")
     p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
-    p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("results", help="results table, mean +- std over seeds, plots",
-                       description=cmd_results.__doc__)
-    p.add_argument("sweep", metavar="SWEEP")
+    p = subparser(sub, "results", "results table, mean +- std over seeds, plots", cmd_results)
+    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="one CSV row per job")
     fmt.add_argument("--json", action="store_true", help="rows and summary as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the learning curves (matplotlib)")
-    p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("cancel", help="cancel a sweep, or one job of it",
-                       description=cmd_cancel.__doc__)
-    p.add_argument("target", metavar="SWEEP[/JOB]")
+    p = subparser(sub, "cancel", "cancel a sweep, or one job of it", cmd_cancel)
+    p.add_argument("target", metavar="SWEEP[/JOB]", help=TARGET_HELP)
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="time between SIGTERM and SIGKILL (default 10)")
-    p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("sbatch", help="write a standalone Slurm array script for a sweep file",
-                       description=cmd_sbatch.__doc__)
-    p.add_argument("file", help="sweep file (YAML)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.sbatch")
-    p.set_defaults(func=cmd_sbatch)
+    p = subparser(sub, "sbatch", "write a standalone Slurm array script for a sweep file",
+                  cmd_sbatch)
+    p.add_argument("file", help="sweep file (YAML), e.g. configs/cifar.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=KEY_VALUE_HELP)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.sbatch",
+                   help="where to write the script; its run directory is made at once")
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -236,25 +237,64 @@ def resolve_sweep_id(text: str, root: Path | None = None) -> str:
     matches = [s for s in ids if s.startswith(text)]
     if not matches:
         where = root or runs_dir()
-        known = ", ".join(ids[-5:]) or "none"
-        raise UserError(f"no sweep matches {text!r} in {where} (newest: {known})")
+        known = ", ".join(reversed(ids[-5:])) or "none"
+        raise UserError(f"no sweep matches {text!r} in {where} (newest first: {known})")
     return matches[-1]
 
 
+JOB_CANDIDATES_SHOWN = 8
+_HASH8 = re.compile(r"[0-9a-f]{8}")
+
+
+def match_jobs(text: str, ids: Sequence[str]) -> list[str]:
+    """Return the job ids that text names, by the first rule any id satisfies.
+
+    The rules, most exact first: the whole id; the 8-hex hash that ends every id; a prefix;
+    a substring; the form `launch status` shortens long ids to, where `~` stands for the
+    cut middle. The hash comes before the substring rule so that it names one job even when
+    the same 8 characters occur inside another id.
+    """
+    if text in ids:
+        return [text]
+    rules = [lambda i: i.startswith(text), lambda i: text in i]
+    if _HASH8.fullmatch(text):
+        rules.insert(0, lambda i: i.endswith("-" + text))
+    if "~" in text:  # never in an id: ids are made of [A-Za-z0-9._=-]
+        cut = re.compile(".*".join(re.escape(part) for part in text.split("~")))
+        rules.append(lambda i: cut.search(i) is not None)
+    for rule in rules:
+        found = [i for i in ids if rule(i)]
+        if found:
+            return found
+    return []
+
+
+def pick_job(sweep_id: str, text: str, ids: Sequence[str]) -> str:
+    """Return the one job id of sweep_id that text names; UserError listing candidates if not."""
+    found = match_jobs(text.strip(), ids)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        head = f"{len(found)} jobs of sweep {sweep_id} match {text!r}:"
+        hint = f"name one by more of its id, or by its hash: {sweep_id}/{found[0][-8:]}"
+    else:
+        head = f"no job of sweep {sweep_id} matches {text!r}; it has {len(ids)}:"
+        hint = "name a job by its id, a part of it, or its 8-hex hash"
+    listed = found or list(ids)
+    lines = [head, *(f"  {j}" for j in listed[:JOB_CANDIDATES_SHOWN])]
+    if len(listed) > JOB_CANDIDATES_SHOWN:
+        lines.append(f"  ... and {len(listed) - JOB_CANDIDATES_SHOWN} more")
+    raise UserError("\n".join([*lines, hint]))
+
+
 def split_target(text: str, root: Path | None = None) -> tuple[str, str | None]:
-    """Return (sweep_id, job_id or None) from "SWEEP" or "SWEEP/JOB"."""
+    """Return (sweep_id, job_id or None) from "SWEEP" or "SWEEP/JOB" (see match_jobs)."""
     sweep_text, _, job_text = text.partition("/")
     sweep_id = resolve_sweep_id(sweep_text, root)
     if not job_text:
         return sweep_id, None
     ids = [j["id"] for j in read_sweep_info(sweep_id, root)["jobs"]]
-    if job_text in ids:
-        return sweep_id, job_text
-    matches = [j for j in ids if j.startswith(job_text)]
-    if len(matches) != 1:
-        what = "no job" if not matches else f"{len(matches)} jobs"
-        raise UserError(f"{what} of sweep {sweep_id} match {job_text!r}")
-    return sweep_id, matches[0]
+    return sweep_id, pick_job(sweep_id, job_text, ids)
 
 
 def cancel_marker(sweep_path: Path, job_id: str | None) -> Path:

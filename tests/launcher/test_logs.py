@@ -93,10 +93,10 @@ def test_job_prefix_picks_its_stdout(runs, capsys):
     (runs / SWEEP / "jobs" / JOB_IDS[2] / "stdout.log").write_text("epoch 1 done\n")
     assert main(["logs", f"{SWEEP}/resnet9"]) == 0
     assert capsys.readouterr().out == "epoch 1 done\n"
-    with pytest.raises(UserError, match="2 jobs of sweep .* match 'alexnet'"):
+    with pytest.raises(UserError, match="2 jobs of sweep .* match 'alexnet':\n  alexnet-s0-"):
         logs.run_logs(f"{SWEEP}/alexnet", follow=False, lines=None)
     assert main(["logs", f"{SWEEP}/nosuch"]) == 2
-    assert "no job of sweep" in capsys.readouterr().err
+    assert f"no job of sweep {SWEEP} matches 'nosuch'" in capsys.readouterr().err
 
 
 def test_missing_log_says_why(runs, capsys):
