@@ -1,8 +1,9 @@
 """`launch results`: one row per job and mean +- std over seeds per configuration.
 
-Everything is read from the run directory (result.json, state.json, metrics.jsonl), so results
-work the same for local and Slurm sweeps, while a sweep runs and after it ended. The table is
-built by a pure function over those files; rendering, CSV and JSON are pure over the table.
+Everything is read from the run directory (result.json, state.json, metrics.jsonl, the
+specs), so results work the same for local and Slurm sweeps, while a sweep runs and after it
+ended. The table is built by a pure function over those files; rendering (results_render.py),
+CSV and JSON are pure over the table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from launcher import rundir
 from launcher.errors import UserError
+from launcher.results_render import fmt_value, render_results
 
 RESULTS_FORMAT = "launch-results/1"
 SEED_KEY = "seed"
@@ -30,12 +32,14 @@ class JobRow:
     """One job's outcome: its swept values, state, and numbers from result.json."""
 
     job_id: str
-    params: dict
+    params: dict  # the values this job sets, as sweep.json records them
+    values: dict  # every swept key: its params, else what its spec says (a point's default)
     state: str
     seed: Any
     test_accuracy: float | None
     test_loss: float | None
     epochs_done: int | None
+    epochs: int | None  # planned, from its metrics or spec
     wall_time_s: float | None
     device: str | None
 
@@ -59,6 +63,7 @@ class ConfigRow:
     """One configuration (the swept values without the seed) summarised over its seeds."""
 
     params: dict
+    values: dict  # as JobRow.values, without the seed
     job_ids: tuple[str, ...]
     test_accuracy: Stat
     test_loss: Stat
@@ -103,24 +108,37 @@ def ordered_keys(info: dict) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def read_job_row(sweep_path: Path, job_id: str, params: dict) -> JobRow:
-    """Return one job's row from its state.json, result.json, metrics.jsonl and spec.json."""
+def spec_value(spec: dict, key: str) -> Any:
+    """Return the value at a dotted key of a job's spec, or None where it has none."""
+    node: Any = spec
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def read_job_row(sweep_path: Path, job_id: str, params: dict, spec: dict,
+                 keys: Sequence[str]) -> JobRow:
+    """Return one job's row from its state.json, result.json, metrics.jsonl and spec."""
     d = sweep_path / "jobs" / job_id
     state = (rundir.read_json(d / "state.json") or {}).get("state", "pending")
     result = rundir.read_json(d / "result.json") or {}
     if result.get("status") != "finished":
         # a half-written or crashed run's numbers must not enter the mean
         result = {}
-    seed = result.get("seed", params.get(SEED_KEY))
-    if seed is None:
-        seed = (rundir.read_json(d / "spec.json") or {}).get(SEED_KEY)
+    seed = result.get("seed", params.get(SEED_KEY, spec.get(SEED_KEY)))
+    last = rundir.read_last_jsonl(d / "metrics.jsonl") or {}
     epochs_done = result.get("epochs_done")
     if epochs_done is None:
-        epochs_done = (rundir.read_last_jsonl(d / "metrics.jsonl") or {}).get("epoch")
+        epochs_done = last.get("epoch")
+    epochs = last.get("epochs", spec.get("epochs"))
+    values = {k: params[k] if k in params else spec_value(spec, k) for k in keys}
     return JobRow(
-        job_id=job_id, params=dict(params), state=state, seed=seed,
+        job_id=job_id, params=dict(params), values=values, state=state, seed=seed,
         test_accuracy=result.get("test_accuracy"), test_loss=result.get("test_loss"),
-        epochs_done=epochs_done, wall_time_s=result.get("wall_time_s"), device=result.get("device"),
+        epochs_done=epochs_done, epochs=epochs if isinstance(epochs, int) else None,
+        wall_time_s=result.get("wall_time_s"), device=result.get("device"),
     )
 
 
@@ -140,8 +158,9 @@ def group_configs(jobs: Sequence[JobRow]) -> tuple[ConfigRow, ...]:
         accs = [j.test_accuracy for j in done if j.test_accuracy is not None]
         losses = [j.test_loss for j in done if j.test_loss is not None]
         params = {k: v for k, v in members[0].params.items() if k != SEED_KEY}
+        values = {k: v for k, v in members[0].values.items() if k != SEED_KEY}
         ids = tuple(j.job_id for j in members)
-        out.append(ConfigRow(params, ids, summarise(accs), summarise(losses)))
+        out.append(ConfigRow(params, values, ids, summarise(accs), summarise(losses)))
     return tuple(out)
 
 
@@ -149,91 +168,17 @@ def collect_results(sweep_id: str, root: Path | None = None) -> ResultsTable:
     """Return the results table of a sweep, read from its run directory."""
     info = rundir.read_sweep_info(sweep_id, root)
     path = rundir.sweep_dir(sweep_id, root)
-    jobs = tuple(read_job_row(path, j["id"], j.get("params", {})) for j in info.get("jobs", []))
     keys = ordered_keys(info)
+    specs = rundir.read_specs(path)
+    jobs = []
+    for job in info.get("jobs", []):
+        # a run dir from before specs.jsonl has only each job's spec.json
+        spec = specs.get(job["id"]) or rundir.read_json(path / "jobs" / job["id"] / "spec.json")
+        spec = spec if isinstance(spec, dict) else {}
+        jobs.append(read_job_row(path, job["id"], job.get("params", {}), spec, keys))
     config_keys = tuple(k for k in keys if k != SEED_KEY)
     name = info.get("name", sweep_id)
-    return ResultsTable(sweep_id, name, keys, config_keys, jobs, group_configs(jobs))
-
-
-def fmt_value(value: Any) -> str:
-    """Return a swept value as the user would write it in YAML ("-" when absent)."""
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def fmt_num(value: float | None, digits: int = 4) -> str:
-    """Return a number with fixed decimals, or "-" when absent."""
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def fmt_stat(stat: Stat) -> str:
-    """Return "mean +- std", "mean +- -" for a single seed, or "-" with no result."""
-    if stat.mean is None:
-        return "-"
-    return f"{stat.mean:.4f} +- {fmt_num(stat.std)}"
-
-
-def align(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
-    """Return header and rows as lines of columns padded to a common width."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for row in [header, *rows]:
-        pairs = enumerate(zip(row, widths, strict=True))
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs]
-        lines.append("  ".join(cells).rstrip())
-    return lines
-
-
-def job_block(table: ResultsTable) -> list[str]:
-    """Return the per-job block: id, swept values, state and the job's numbers."""
-    keys = table.config_keys
-    header = ["job", *keys, "state", "seed", "test_acc", "test_loss", "epochs", "wall_s", "device"]
-    rows = []
-    for j in table.jobs:
-        wall = None if j.wall_time_s is None else f"{j.wall_time_s:.1f}"
-        values = [fmt_value(j.params.get(k)) for k in keys]
-        numbers = [fmt_num(j.test_accuracy), fmt_num(j.test_loss), fmt_value(j.epochs_done)]
-        rows.append([j.job_id, *values, j.state, fmt_value(j.seed), *numbers, wall or "-",
-                     j.device or "-"])
-    n = len(keys)
-    return align(header, rows, right={n + 2, n + 3, n + 4, n + 5, n + 6})
-
-
-def config_block(table: ResultsTable) -> list[str]:
-    """Return the per-configuration block: swept values, seeds with results, mean +- std."""
-    keys = table.config_keys
-    header = [*(keys or ("configuration",)), "n", "test_acc mean +- std", "test_loss mean +- std"]
-    rows = []
-    for c in table.configs:
-        values = [fmt_value(c.params.get(k)) for k in keys] or ["all"]
-        stats = [fmt_stat(c.test_accuracy), fmt_stat(c.test_loss)]
-        rows.append([*values, f"{c.n}/{len(c.job_ids)}", *stats])
-    n = max(len(keys), 1)
-    return align(header, rows, right={n, n + 1, n + 2})
-
-
-def state_summary(table: ResultsTable) -> str:
-    """Return how many jobs are in each state, e.g. "2 finished, 1 running"."""
-    counts: dict[str, int] = {}
-    for j in table.jobs:
-        counts[j.state] = counts.get(j.state, 0) + 1
-    return ", ".join(f"{n} {state}" for state, n in counts.items())
-
-
-def render_results(table: ResultsTable) -> str:
-    """Return the results as aligned text: a block per job, then one per configuration."""
-    head = f"sweep {table.sweep_id}: {len(table.jobs)} jobs ({state_summary(table) or 'none'})"
-    lines = [head, "", *job_block(table), ""]
-    if table.finished() == 0:
-        lines.append(f"no finished job yet in sweep {table.sweep_id}: nothing to average")
-    else:
-        lines.append("per configuration, over seeds (n = seeds with a result / jobs):")
-        lines.extend(config_block(table))
-    return "\n".join(lines) + "\n"
+    return ResultsTable(sweep_id, name, keys, config_keys, tuple(jobs), group_configs(jobs))
 
 
 def results_csv(table: ResultsTable) -> str:
@@ -243,7 +188,7 @@ def results_csv(table: ResultsTable) -> str:
     keys = [k for k in table.param_keys if k != SEED_KEY]
     writer.writerow(["job_id", *keys, *JOB_FIELDS])
     for j in table.jobs:
-        values = [fmt_value(j.params.get(k)) if k in j.params else "" for k in keys]
+        values = ["" if j.values.get(k) is None else fmt_value(j.values[k]) for k in keys]
         fields = [getattr(j, f) for f in JOB_FIELDS]
         writer.writerow([j.job_id, *values, *("" if v is None else v for v in fields)])
     return buf.getvalue()
@@ -292,7 +237,9 @@ def plot_learning_curves(sweep_id: str, path: str | Path, root: Path | None = No
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
     except ImportError:
-        raise UserError("matplotlib is not installed: pip install 'launch[plot]'") from None
+        # not `pip install 'launch[plot]'`: from a checkout that fetches an unrelated package
+        raise UserError("matplotlib is not installed: pip install matplotlib "
+                        "(in a checkout: pip install -e '.[plot]')") from None
     out = Path(path)
     if not out.parent.is_dir():
         raise UserError(f"cannot write plot {out}: folder {out.parent} does not exist")

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher import results
+from launcher import results, rundir, sweeping
 from launcher.cli import main
 from launcher.errors import UserError
 
+ROOT = Path(__file__).parents[2]
 SWEEP = "demo-20261122-193455"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -40,14 +41,14 @@ JOBS = [
 GOLDEN = """\
 sweep demo-20261122-193455: 7 jobs (4 finished, 1 failed, 1 running, 1 pending)
 
-job            model    optimizer.lr  state     seed  test_acc  test_loss  epochs  wall_s  device
-a-s0-1a2b3c4d  alexnet  0.01          finished     0    0.5000     1.4000       3    12.0  cpu
-a-s1-2b3c4d5e  alexnet  0.01          finished     1    0.5200     1.3000       3    12.0  cpu
-a-s2-3c4d5e6f  alexnet  0.01          finished     2    0.5400     1.2000       3    12.0  cpu
-b-s0-4d5e6f70  alexnet  0.001         finished     0    0.4100     1.9000       3    12.0  cpu
-b-s1-5e6f7081  alexnet  0.001         failed       1         -          -       -       -  -
-b-s2-6f708192  alexnet  0.001         running      2         -          -       1       -  -
-c-s0-708192a3  resnet9  0.01          pending      0         -          -       -       -  -
+job            model    optimizer.lr  seed  state     test_acc  test_loss  done  wall_s  device
+a-s0-1a2b3c4d  alexnet  0.01             0  finished    0.5000     1.4000   3/3    12.0  cpu
+a-s1-2b3c4d5e  alexnet  0.01             1  finished    0.5200     1.3000   3/3    12.0  cpu
+a-s2-3c4d5e6f  alexnet  0.01             2  finished    0.5400     1.2000   3/3    12.0  cpu
+b-s0-4d5e6f70  alexnet  0.001            0  finished    0.4100     1.9000   3/3    12.0  cpu
+b-s1-5e6f7081  alexnet  0.001            1  failed           -          -     -       -  -
+b-s2-6f708192  alexnet  0.001            2  running          -          -   1/3       -  -
+c-s0-708192a3  resnet9  0.01             0  pending          -          -     -       -  -
 
 per configuration, over seeds (n = seeds with a result / jobs):
 model    optimizer.lr    n  test_acc mean +- std  test_loss mean +- std
@@ -146,6 +147,12 @@ def test_unfinished_result_is_not_averaged(tmp_path):
     text = results.render_results(table)
     assert "no finished job yet in sweep x-20260101-000000" in text
     assert "mean +- std" not in text
+    for job_id in ("a-s0-11111111", "a-s1-22222222"):  # once every job ended, not "yet"
+        write_json(d / "jobs" / job_id / "state.json", {"state": "failed"})
+    text = results.render_results(results.collect_results("x-20260101-000000", tmp_path))
+    assert "no finished job in sweep x-20260101-000000: nothing to average" in text
+    # what no job varies goes to one line; columns of "-" only (no device yet) just go
+    assert "\nevery job: model=m, optimizer.lr=0.1\n" in text and "device" not in text
     assert results.results_json(table)["configs"][0]["test_accuracy"] == {
         "n": 0, "mean": None, "std": None}
 
@@ -213,7 +220,8 @@ def test_missing_matplotlib_says_how_to_install(runs, tmp_path, monkeypatch, cap
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["results", SWEEP, "--plot", str(tmp_path / "c.png")]) == 2
     err = capsys.readouterr().err
-    assert "matplotlib is not installed: pip install 'launch[plot]'" in err
+    assert err == ("launch: error: matplotlib is not installed: pip install matplotlib "
+                   "(in a checkout: pip install -e '.[plot]')\n")
     assert not (tmp_path / "c.png").exists()
 
 
@@ -222,3 +230,43 @@ def test_results_and_logs_import_neither_torch_nor_matplotlib():
             "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch) -> str:
+    """configs/demo.yaml's run directory as a finished run leaves it (numbers made up)."""
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    sweep, plans = sweeping.load_plan(str(ROOT / "configs" / "demo.yaml"), [])
+    path = sweeping.create_run_dir(sweep, plans, "local")
+    for n, p in enumerate(plans):
+        jd = path / "jobs" / p.job_id
+        epochs = p.spec["epochs"]
+        write_json(jd / "state.json", {"state": "finished"})
+        write_json(jd / "result.json", {
+            "status": "finished", "seed": p.spec["seed"], "epochs_done": epochs,
+            "test_accuracy": 0.99 + n / 1000, "test_loss": 0.0045 / (n + 1),
+            "wall_time_s": 3.1 * epochs, "device": "cpu"})
+        (jd / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": k, "epochs": epochs}) + "\n" for k in range(1, epochs + 1)))
+    return path.name
+
+
+def test_demo_table_fits_and_names_every_column_once(demo):
+    text = results.render_results(results.collect_results(demo))
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100, text
+    header = lines[4].split()
+    assert header == ["job", "epochs", "model", "repeat", "seed", "test_acc", "test_loss",
+                      "done", "wall_s"], text
+    assert lines[1] == "every job: device=cpu"  # so no device column; the state count is above
+    assert lines[2].startswith("job: the hash that ends its id")
+    rows = [line.split() for line in lines[5:11]]
+    for row in rows:  # the epochs a job ran, also where its point did not set them
+        job = rundir.split_target(f"demo/{row[0]}")[1]
+        model, epochs = ("resnet9", "2") if "resnet9" in job else ("tutorial_cnn", "3")
+        assert (row[1], row[2], row[-2]) == (epochs, model, f"{epochs}/{epochs}")
+    assert {r[3] for r in rows} == {"-", "layer=fc2,max=3,min=1"}
+    csv_rows = list(csv.DictReader(io.StringIO(results.results_csv(results.collect_results(demo)))))
+    assert {r["epochs"] for r in csv_rows} == {"2", "3"}
+    assert {r["device"] for r in csv_rows} == {"cpu"}  # CSV keeps every field
