@@ -181,6 +181,20 @@ class Task:
         self.requeued = False
         self.recorded = False
 
+    def cancelled_before_start(self) -> bool:
+        """Return whether `launch cancel` marked this job; if so, record it cancelled.
+
+        scancel normally keeps such a task from ever starting, but when it failed (a
+        controller that did not answer) Slurm may still start it: it must not run then.
+        """
+        if not cancel_requested(self.job_dir):
+            return False
+        prev = read_json(self.job_dir / "state.json") or {}
+        atomic_write_json(self.job_dir / "state.json", {
+            **prev, "state": "cancelled", "ended": time.time(),
+            "slurm_job_id": slurm_job_id(self.env), "reason": "cancelled before it started"})
+        return True
+
     def start(self) -> Child:
         """Start the child and write state.json `running`; return the child."""
         share = task_share(allocated_cpus(self.env, self.info), self.spec)
@@ -280,6 +294,8 @@ class SlurmTask:
 
     def __call__(self) -> str:
         task = Task(self.job_dir())
+        if task.cancelled_before_start():
+            return "cancelled"
         _CURRENT[str(task.job_dir)] = task
         forward_to_child(task)
         state = task.record_end(task.start().wait())
@@ -328,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m launcher.slurm_task JOB_DIR", file=sys.stderr)
         return 2
     task = Task(Path(argv[0]))
+    if task.cancelled_before_start():
+        return 0
     usr2: list[int] = []
     forward_to_child(task)
     signal.signal(signal.SIGUSR2, lambda signum, frame: usr2.append(signum))

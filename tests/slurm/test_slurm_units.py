@@ -7,6 +7,8 @@ No cluster needed. Regenerate the golden scripts after an intended change with
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -267,3 +269,32 @@ def test_a_failed_scancel_is_one_plain_line(written, tmp_path, monkeypatch, caps
     assert err.endswith(f"run `scancel --name={written.name}` once it answers)\n")
     view = views.load_sweep_view(written.name)
     assert {j.state for j in view.jobs} == {"cancelled"}
+
+
+def test_a_task_marked_cancelled_does_not_start_its_job(tmp_path, monkeypatch):
+    # scancel failed (controller down), so the mark is all that stops the job when Slurm
+    # starts the task later on.
+    from launcher import sweeping
+
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
+    ran = tmp_path / "ran"
+    (tmp_path / "s.yaml").write_text(
+        "name: marked\njob: {command: [touch, " + str(ran) + "], seed: 0}\n"
+        "resources: {gpus_per_job: 0}\n")
+    sweep, plans = sweeping.load_plan(str(tmp_path / "s.yaml"), [])
+    path = sweeping.create_run_dir(sweep, plans, "slurm")
+    job_dir = path / "jobs" / plans[0].job_id
+    rundir.request_cancel(path, None, grace_s=0)
+    env = {**os.environ, "SLURM_JOB_ID": "77", "SLURM_ARRAY_JOB_ID": "77",
+           "SLURM_ARRAY_TASK_ID": "0", "SLURM_CPUS_PER_TASK": "1"}
+    out = subprocess.run([sys.executable, "-m", "launcher.slurm_task", str(job_dir)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    state = rundir.read_json(job_dir / "state.json")
+    assert state["state"] == "cancelled" and state["reason"] == "cancelled before it started"
+    assert not ran.exists()
+    rundir.clear_cancel_requests(path, [])
+    out = subprocess.run([sys.executable, "-m", "launcher.slurm_task", str(job_dir)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert ran.exists() and rundir.read_json(job_dir / "state.json")["state"] == "finished"
