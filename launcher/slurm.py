@@ -172,8 +172,9 @@ def cancel(sweep_dir: Path, job_ids: Sequence[str] | None = None) -> int:
     if problem:
         # Not `launch cancel` again: the jobs are marked cancelled now, it would see nothing.
         marked = f"{ended} job{'s' * (ended != 1)} not started yet marked cancelled here"
-        raise UserError(f"{problem} ({marked}, but Slurm may still start them: run "
-                        f"`{' '.join(argv)}` once it answers)")
+        raise UserError(f"{problem} ({marked}: a task Slurm starts for one ends at once; "
+                        f"run `{' '.join(argv)}` once it answers, for the running ones and "
+                        f"the queue)")
     what = ", ".join(targets) if job_ids else f"{len(targets)} job{'s' * (len(targets) != 1)}"
     print(f"cancelled {what} of {name} ({ended} not started; "
           f"{' '.join(argv) if len(argv) > 1 else 'nothing queued'})")

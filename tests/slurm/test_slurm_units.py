@@ -264,9 +264,10 @@ def test_a_failed_scancel_is_one_plain_line(written, tmp_path, monkeypatch, caps
     assert main(["cancel", written.name]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"launch: error: {says} (6 jobs not started yet marked "
-                          "cancelled here, but Slurm may still start them")
+                          "cancelled here: a task Slurm starts for one ends at once;")
     assert err.count("\n") == 1 and "Traceback" not in err and "Command '[" not in err
-    assert err.endswith(f"run `scancel --name={written.name}` once it answers)\n")
+    assert err.endswith(f"run `scancel --name={written.name}` once it answers, for the running "
+                        "ones and the queue)\n")
     view = views.load_sweep_view(written.name)
     assert {j.state for j in view.jobs} == {"cancelled"}
 
