@@ -34,8 +34,8 @@ budget are shared by every user of the machine through $LAUNCH_LOCK_DIR (default
 SWEEP_HELP = "sweep id or its prefix, e.g. cifar (the newest match wins)"
 TARGET_HELP = ("SWEEP, or SWEEP/JOB for one job: JOB is its id, a part only it has, "
                "or its 8-hex hash")
-KEY_VALUE_HELP = ("override a key with a dotted path (job.epochs=1); "
-                  "a comma list sweeps it (grid.seed=0,1,2)")
+KEY_VALUE_HELP = ("override a key with a dotted path; job.KEY=V sets KEY for every job, over "
+                  "grid and points (job.epochs=1); a comma list sweeps it (grid.seed=0,1,2)")
 
 EXAMPLES = {
     "sweep": """\

@@ -92,8 +92,18 @@ def start_sweep(
     if note:
         print(f"launch: {note}", file=sys.stderr)
     path = create_run_dir(sweep, plans, "local")
+    warn_about_logout()
     spawn_supervisor(path)
     return after_start(path.name, len(plans), detach)
+
+
+def warn_about_logout() -> None:
+    """Say so where logind would kill the sweep at logout (launcher/logind.py)."""
+    from launcher import logind
+
+    note = logind.logout_warning(rundir.current_user())
+    if note:
+        print(f"launch: warning: {note}", file=sys.stderr)
 
 
 def after_start(sweep_id: str, njobs: int, detach: bool) -> int:
@@ -156,6 +166,7 @@ def resume_sweep(target: str, detach: bool) -> int:
     if not todo:
         print(f"nothing to resume: all {len(info['jobs'])} jobs of {sweep_id} finished")
         return 0
+    warn_about_logout()
     spawn_supervisor(path)
     return after_start(sweep_id, todo, detach)
 

@@ -339,3 +339,18 @@ def test_a_sweep_started_later_gets_a_gpu_before_the_first_sweep_ends(lab):
     starts = {s: sorted(r["start"] for rs in runs_of(s).values() for r in rs) for s in (a, b)}
     assert starts[b][0] < starts[a][-1], starts
     assert not notice.exists()  # withdrawn once B had a GPU
+
+
+def test_sweep_and_resume_warn_where_logout_would_kill_the_sweep(lab, monkeypatch, capsys):
+    from launcher import logind
+
+    seen = []
+    monkeypatch.setattr(logind, "logout_warning", lambda user: seen.append(user) or "it dies")
+    path = sweep_file(lab / "s.yaml", "logout", {"seed": [0]}, {"gpus_per_job": 0})
+    assert main(["sweep", str(path), "--detach"]) == 0
+    printed = capsys.readouterr()
+    sweep_id = printed.out.split()[0]
+    assert "launch: warning: it dies" in printed.err and len(seen) == 1
+    wait_ended(sweep_id)
+    assert main(["cancel", sweep_id]) == 0 and main(["sweep", "--resume", sweep_id]) == 0
+    assert len(seen) == 1  # nothing to resume: no supervisor, so no warning
