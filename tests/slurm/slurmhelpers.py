@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -45,6 +47,13 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def results_states(capsys, sweep_id: str) -> dict[str, str]:
+    """Return job id -> state as `launch results SWEEP --csv` reports it."""
+    code, out, err = cli(capsys, "results", sweep_id, "--csv")
+    assert code == 0, err
+    return {row["job_id"]: row["state"] for row in csv.DictReader(io.StringIO(out))}
 
 
 def states(sweep_dir: Path) -> dict[str, dict]:
