@@ -1,9 +1,12 @@
-"""The text of `launch results`: a block per job and one per configuration, ~100 columns.
+"""The text of `launch results`: a block per job and one per configuration, kept narrow.
 
 Pure functions of a ResultsTable. To fit a terminal, what is the same in every job (the
-device, a key no job varies) moves to one note line, dict values are written as k=v,k=v, and
-long job ids give way to the 8-hex hash that ends each of them (`launch logs SWEEP/HASH`
-takes it). CSV and JSON (results.py) keep every field in full.
+device, a key no job varies) moves to one note line, dict values are written as k=v,k=v and
+cut in the middle past VALUE_WIDTH (unless that would make two values look alike), and job
+ids give way to the 8-hex hash that ends each of them (`launch logs SWEEP/HASH` takes it)
+when the table would pass TABLE_WIDTH. A sweep of demo.yaml's size fits 100 columns; one
+that varies many keys, like cifar.yaml (four), is wider. CSV and JSON (results.py) keep
+every field in full.
 """
 
 from __future__ import annotations
@@ -81,19 +84,32 @@ def align(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int])
     return lines
 
 
-def value_cell(job: JobRow, key: str) -> str:
-    """Return the table cell of one job's swept key (the seed from its result or spec)."""
-    return fmt_value(job.seed) if key == SEED_KEY else fmt_cell(job.values.get(key))
+def value_cells(values: Sequence[Any]) -> list[str]:
+    """Return the cells of one column of swept values: short, unless that merges two."""
+    short = [fmt_cell(v) for v in values]
+    full = [fmt_value(v) for v in values]
+    return short if len(set(short)) == len(set(full)) else full
+
+
+def key_values(job: JobRow, key: str) -> Any:
+    """Return one job's value of a swept key (the seed from its result or spec)."""
+    return job.seed if key == SEED_KEY else job.values.get(key)
 
 
 def constant_columns(table: ResultsTable) -> dict[str, str]:
     """Return column -> text for the swept keys, state and device that no two jobs differ in."""
     if len(table.jobs) < 2:
         return {}
-    columns = {k: [value_cell(j, k) for j in table.jobs] for k in (*table.config_keys, SEED_KEY)}
-    columns["state"] = [j.state for j in table.jobs]
-    columns["device"] = [j.device or "-" for j in table.jobs]
-    return {k: cells[0] for k, cells in columns.items() if len(set(cells)) == 1}
+    out = {}
+    for key in (*table.config_keys, SEED_KEY):
+        values = [key_values(j, key) for j in table.jobs]
+        if len({fmt_value(v) for v in values}) == 1:  # whole values: cut ones may look alike
+            out[key] = fmt_cell(values[0])
+    for key, cells in (("state", [j.state for j in table.jobs]),
+                       ("device", [j.device or "-" for j in table.jobs])):
+        if len(set(cells)) == 1:
+            out[key] = cells[0]
+    return out
 
 
 def job_block(table: ResultsTable, same: dict[str, str], hashes: bool) -> list[str]:
@@ -102,14 +118,15 @@ def job_block(table: ResultsTable, same: dict[str, str], hashes: bool) -> list[s
     tail = [c for c in ("state", "test_acc", "test_loss", "done", "wall_s", "device")
             if c not in same]
     header = ["job", *keys, *tail]
+    columns = {k: value_cells([key_values(j, k) for j in table.jobs]) for k in keys}
     rows = []
-    for j in table.jobs:
+    for n, j in enumerate(table.jobs):
         cells = {"state": j.state, "test_acc": fmt_num(j.test_accuracy),
                  "test_loss": fmt_num(j.test_loss), "done": fmt_done(j.epochs_done, j.epochs),
                  "wall_s": "-" if j.wall_time_s is None else f"{j.wall_time_s:.1f}",
                  "device": j.device or "-"}
         job = short_job(j.job_id) if hashes else j.job_id
-        rows.append([job, *(value_cell(j, k) for k in keys), *(cells[c] for c in tail)])
+        rows.append([job, *(columns[k][n] for k in keys), *(cells[c] for c in tail)])
     numeric = {SEED_KEY, "test_acc", "test_loss", "done", "wall_s"}
     return align(header, rows, right={i for i, c in enumerate(header) if c in numeric})
 
@@ -118,9 +135,10 @@ def config_block(table: ResultsTable, same: dict[str, str]) -> list[str]:
     """Return the per-configuration block: varying swept values, seeds with results, mean +- std."""
     keys = [k for k in table.config_keys if k not in same]
     header = [*(keys or ("configuration",)), "n", "test_acc mean +- std", "test_loss mean +- std"]
+    columns = {k: value_cells([c.values.get(k) for c in table.configs]) for k in keys}
     rows = []
-    for c in table.configs:
-        values = [fmt_cell(c.values.get(k)) for k in keys] or ["all"]
+    for n, c in enumerate(table.configs):
+        values = [columns[k][n] for k in keys] or ["all"]
         stats = [fmt_stat(c.test_accuracy), fmt_stat(c.test_loss)]
         rows.append([*values, f"{c.n}/{len(c.job_ids)}", *stats])
     n = max(len(keys), 1)

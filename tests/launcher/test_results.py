@@ -270,3 +270,20 @@ def test_demo_table_fits_and_names_every_column_once(demo):
     csv_rows = list(csv.DictReader(io.StringIO(results.results_csv(results.collect_results(demo)))))
     assert {r["epochs"] for r in csv_rows} == {"2", "3"}
     assert {r["device"] for r in csv_rows} == {"cpu"}  # CSV keeps every field
+
+
+def test_values_that_differ_only_past_the_cut_are_never_shown_alike():
+    from types import SimpleNamespace
+
+    from launcher import results_render
+
+    opts = [{"name": "sgd", "lr": 0.01, "nesterov": flag, "momentum": 0.9,
+             "weight_decay": 0.0005} for flag in (False, True)]
+    assert len({results_render.fmt_cell(o) for o in opts}) == 1  # cut in the middle alike
+    jobs = [SimpleNamespace(values={"optimizer": o}, seed=0, state="finished", device="cpu")
+            for o in opts]
+    table = SimpleNamespace(jobs=jobs, config_keys=("optimizer",))
+    same = results_render.constant_columns(table)
+    assert "optimizer" not in same and same["seed"] == "0"  # the keys really differ
+    cells = results_render.value_cells(opts)
+    assert len(set(cells)) == 2 and all('"nesterov":' in c for c in cells)
