@@ -116,18 +116,25 @@ def by_name_ids(rows: list[dict], sweep_dir: Path) -> dict[str, str]:
     return {order[index]: task for index, task in next(iter(tasks.values()))}
 
 
-def query(sweep_dir: Path, info: dict, ids: dict[str, str]) -> tuple[dict[str, dict], dict]:
-    """Return (Slurm task id -> row, job id -> task id): squeue first, then sacct."""
+def query(sweep_dir: Path, info: dict,
+          ids: dict[str, str]) -> tuple[dict[str, dict], dict, int | None]:
+    """Return (Slurm task id -> row, job id -> task id, rows found by the sweep's name).
+
+    squeue first, then sacct. The last is None where nothing was asked by name (every job's
+    task is known) or where a query by name got no answer.
+    """
     name = info.get("sweep_id") or sweep_dir.name
     arrays = sorted({i.split("_")[0] for i in ids.values()})
     fmt = "%i|%T|%r|%N"
     rows: list[dict] = []
+    named: int | None = None
     if arrays:
         rows += parse_table(run_query(["squeue", "-h", "-r", "--states=all", "-o", fmt,
                                        "-j", ",".join(arrays)]) or "")
     if len(ids) < len(info.get("jobs", [])):  # the standalone script: find it by its name
-        found = parse_table(run_query(["squeue", "-h", "-r", "--states=all", "-o", fmt,
-                                       f"--name={name}"]) or "")
+        answer = run_query(["squeue", "-h", "-r", "--states=all", "-o", fmt, f"--name={name}"])
+        found = parse_table(answer or "")
+        named = None if answer is None else len(found)
         rows += found
         ids = {**by_name_ids(found, sweep_dir), **ids}
     live = {r["id"]: {**r, "source": "squeue"} for r in rows}
@@ -137,18 +144,26 @@ def query(sweep_dir: Path, info: dict, ids: dict[str, str]) -> tuple[dict[str, d
                               time.localtime(float(info.get("created") or time.time()) - 86400))
         argv = ["sacct", "-X", "-n", "-P", "-S", since, "-o", "JobID,State,Reason,NodeList"]
         argv += ["-j", ",".join(arrays)] if arrays else [f"--name={name}"]
-        old = parse_table(run_query(argv) or "")
+        answer = run_query(argv)
+        old = parse_table(answer or "")
+        if not arrays and named is not None and answer is not None:
+            named += len(old)
         ids = {**by_name_ids(old, sweep_dir), **ids}
         for row in old:
             live.setdefault(row["id"], {**row, "source": "sacct"})
-    return live, ids
+    return live, ids, named
 
 
 def slurm_states(sweep_dir: Path) -> dict[str, SlurmState]:
     """Return job id -> what Slurm says of it (squeue, else sacct, else only the job's files)."""
+    return ask_slurm(sweep_dir)[0]
+
+
+def ask_slurm(sweep_dir: Path) -> tuple[dict[str, SlurmState], int | None]:
+    """Return slurm_states and how many tasks Slurm named by the sweep's name (query())."""
     sweep_dir = Path(sweep_dir)
     info = read_json(sweep_dir / "sweep.json") or {}
-    rows, ids = query(sweep_dir, info, slurm_ids(sweep_dir, info))
+    rows, ids, named = query(sweep_dir, info, slurm_ids(sweep_dir, info))
     out = {}
     for job in info.get("jobs", []):
         task = ids.get(job["id"])
@@ -158,7 +173,7 @@ def slurm_states(sweep_dir: Path) -> dict[str, SlurmState]:
         else:
             out[job["id"]] = SlurmState(job["id"], task, row["state"], row["reason"],
                                         row["node"], row["source"])
-    return out
+    return out, named
 
 
 NOT_KNOWN = "not known to Slurm (squeue; sacct where there is accounting)"
@@ -195,16 +210,17 @@ def merged_state(slurm: SlurmState, file_state: str, cancel_marked: bool = False
 
 
 def unknown_reason(record: dict, states: dict[str, SlurmState], file_states: Sequence[str],
-                   cwd: str) -> str:
+                   cwd: str, named: int | None = None) -> str:
     """Return why Slurm does not know a job: a `launch sbatch` script never submitted, or not.
 
-    A standalone script is known to be submitted once Slurm names one of its tasks or a
-    node has written a job's state; until then its jobs wait for the user's `sbatch`.
+    A standalone script counts as not submitted only when Slurm answered a query by the
+    sweep's name with nothing (`named` == 0), no task of it is known and no node has written
+    a job's state: saying so wrongly would have the user submit it twice.
     """
     script = record.get("script")
     if not script and record.get("jobs_list"):  # written before slurm.json named the script
         script = str(Path(record["jobs_list"]).with_name("sweep.sbatch"))
-    submitted = (record.get("submissions") or record.get("jobs")
+    submitted = (named != 0 or record.get("submissions") or record.get("jobs")
                  or any(s.state is not None or s.slurm_job_id for s in states.values())
                  or any(state != "pending" for state in file_states))
     if record.get("mode") != "sbatch" or not script or submitted:
@@ -220,9 +236,9 @@ def with_slurm_states(view: SweepView, sweep_dir: Path) -> SweepView:
     """
     if all(job.state in ENDED_STATES for job in view.jobs):
         return view
-    states = slurm_states(sweep_dir)
+    states, named = ask_slurm(sweep_dir)
     unknown = unknown_reason(read_json(Path(sweep_dir) / SLURM_JSON) or {}, states,
-                             [job.state for job in view.jobs], os.getcwd())
+                             [job.state for job in view.jobs], os.getcwd(), named)
     jobs = []
     for job in view.jobs:
         slurm = states.get(job.job_id)

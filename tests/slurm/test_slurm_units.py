@@ -237,8 +237,21 @@ def test_a_script_not_yet_submitted_says_so(written, tmp_path):
     record = {"mode": "submitit", "script": "x.sbatch"}
     assert slurm_status.unknown_reason(record, {}, ["pending"], "/") == slurm_status.NOT_KNOWN
     old = {"mode": "sbatch", "jobs_list": "/r/s-1/slurm/jobs.txt"}  # before "script" was kept
-    assert slurm_status.unknown_reason(old, {}, ["pending"], "/home") == \
+    assert slurm_status.unknown_reason(old, {}, ["pending"], "/home", named=0) == \
         "script written, not submitted (sbatch /r/s-1/slurm/sweep.sbatch)"
+
+
+@pytest.mark.parametrize("squeue", [
+    "exit 1",                                # the controller did not answer
+    "echo '905_0|PENDING|None|'; echo '77_1|PENDING|None|'",  # slices: no task mapped by name
+])
+def test_not_submitted_is_said_only_when_slurm_answered_nothing(written, tmp_path,
+                                                                 monkeypatch, squeue):
+    fake_tools(tmp_path, monkeypatch, squeue=squeue)
+    view = slurm_status.with_slurm_states(views.load_sweep_view(written.name), written)
+    # Telling the user to run sbatch now would submit the sweep twice.
+    assert {j.reason for j in view.jobs} != {"script written, not submitted (sbatch x.sbatch)"}
+    assert all("not submitted" not in (j.reason or "") for j in view.jobs)
 
 
 def test_sbatch_into_a_missing_folder_leaves_no_run_dir(tmp_path, monkeypatch, capsys):
