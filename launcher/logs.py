@@ -197,3 +197,13 @@ def run_logs(target: str, follow: bool, lines: int | None) -> int:
         return 1
     print_file(tgt.path, lines, Printer())
     return 0
+
+
+def job_log_tail(job_dir: Path, lines: int = 20) -> str:
+    """Return the last lines of a job's stdout.log ("" before it has one), for state.json."""
+    try:
+        with open(Path(job_dir) / "stdout.log", "rb") as f:
+            f.seek(tail_offset(f, lines))
+            return f.read().decode(errors="replace").rstrip("\n")
+    except FileNotFoundError:
+        return ""

@@ -27,11 +27,11 @@ from pathlib import Path
 
 from launcher import rundir
 from launcher.cpus import CpuShare, cpu_share
+from launcher.logs import job_log_tail
 from launcher.rundir import atomic_write_json, materialize_job, read_json, read_specs
 
 EXIT_REQUEUE = 75  # jobs/__main__.py: checkpoint written after SIGTERM/SIGUSR2
 CHECKPOINT_WAIT_S = 60.0  # well inside submitit's 90 s between SIGUSR2 and the kill
-LOG_TAIL_LINES = 20
 
 
 def slurm_job_id(env: dict) -> str | None:
@@ -120,18 +120,6 @@ def end_state(code: int | None, sig: int | None, cancelled: bool, requeued: bool
     return "failed", how
 
 
-def log_tail(job_dir: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """Return the last lines of a job's stdout.log."""
-    try:
-        with open(job_dir / "stdout.log", "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 @dataclass
 class Child:
     """The job's process, reaped by a thread so that signal handlers never block on a lock."""
@@ -190,9 +178,12 @@ class Task:
         if not cancel_requested(self.job_dir):
             return False
         prev = read_json(self.job_dir / "state.json") or {}
+        runs = int(prev.get("runs") or 0)  # a requeued job ran before: not "before it started"
         atomic_write_json(self.job_dir / "state.json", {
-            **prev, "state": "cancelled", "ended": time.time(),
-            "slurm_job_id": slurm_job_id(self.env), "reason": "cancelled before it started"})
+            "state": "cancelled", "runs": runs, "ended": time.time(),
+            "slurm_job_id": slurm_job_id(self.env),
+            "reason": "cancelled by launch cancel before " + ("its next run" if runs else
+                                                              "it started")})
         return True
 
     def start(self) -> Child:
@@ -242,7 +233,7 @@ class Task:
                                   "command" in self.spec)
         if not self.recorded:
             self.recorded = True
-            extra = {"log_tail": log_tail(self.job_dir)} if state == "failed" else {}
+            extra = {"log_tail": job_log_tail(self.job_dir)} if state == "failed" else {}
             atomic_write_json(self.job_dir / "state.json", {
                 **self.state, "state": state, "ended": time.time(), "exit_code": code,
                 "signal": sig, "reason": reason, **extra})
@@ -317,7 +308,7 @@ class SlurmTask:
         status = task.stop_for_requeue()
         # Killed after CHECKPOINT_WAIT_S, a built-in job still has its last checkpoint on
         # disk and continues from it, as deterministically as from a fresh one.
-        requeue = status is not None and status != 0 and (
+        requeue = status is not None and status != 0 and not cancel_requested(task.job_dir) and (
             status in (EXIT_REQUEUE, -signal.SIGKILL) or "command" in task.spec)
         task.requeued = requeue
         task.record_end(status if status is not None else 1)
@@ -357,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         status = child.code
     assert status is not None
-    if usr2 and status in (EXIT_REQUEUE, -signal.SIGKILL):
+    if usr2 and status in (EXIT_REQUEUE, -signal.SIGKILL) and not cancel_requested(task.job_dir):
         task.requeued = True
         task.record_end(status)
         return 0 if requeue_self(task.env) else EXIT_REQUEUE

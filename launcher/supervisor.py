@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher import placement, procs, rundir, views
+from launcher.logs import job_log_tail
 from launcher.rundir import atomic_write_json, read_json
 
 EXIT_REQUEUE = 75  # the job wrote its checkpoint after SIGTERM/SIGUSR2 (jobs/__main__.py)
 KILL_GRACE_S = 10.0
 POLL_S = 2.0  # how often to look at NVML again while a job waits for a GPU
-LOG_TAIL_LINES = 20
 
 
 @dataclass
@@ -59,18 +59,6 @@ def lock_supervisor(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
-
-
-def log_tail(job_path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """Return the last lines of a job's stdout.log."""
-    from launcher.logs import tail_offset
-
-    try:
-        with open(job_path / "stdout.log", "rb") as f:
-            f.seek(tail_offset(f, lines))
-            return f.read().decode(errors="replace").rstrip("\n")
-    except FileNotFoundError:
-        return ""
 
 
 def job_argv(spec: dict, spec_path: Path | None, out: Path) -> list[str]:
@@ -254,7 +242,7 @@ class Supervisor:
             state = "timeout"
         extra = {"exit_code": code, "signal": sig}
         if state == "failed":
-            extra["log_tail"] = log_tail(job_path)
+            extra["log_tail"] = job_log_tail(job_path)
         # Exit 75 (checkpoint written after a SIGTERM nobody here sent) is retried like any
         # failure, within max_retries: a script that always exits 75 must not loop forever.
         retry = state == "failed" and self.attempts.get(run.job_id, 1) <= self.max_retries

@@ -305,7 +305,8 @@ def test_a_task_marked_cancelled_does_not_start_its_job(tmp_path, monkeypatch):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     state = rundir.read_json(job_dir / "state.json")
-    assert state["state"] == "cancelled" and state["reason"] == "cancelled before it started"
+    assert state["state"] == "cancelled"
+    assert state["reason"] == "cancelled by launch cancel before it started"
     assert not ran.exists()
     rundir.clear_cancel_requests(path, [])
     out = subprocess.run([sys.executable, "-m", "launcher.slurm_task", str(job_dir)], env=env,
