@@ -252,16 +252,21 @@ def match_jobs(text: str, ids: Sequence[str]) -> list[str]:
     The rules, most exact first: the whole id; the 8-hex hash that ends every id; a prefix;
     a substring; the form `launch status` shortens long ids to, where `~` stands for the
     cut middle. The hash comes before the substring rule so that it names one job even when
-    the same 8 characters occur inside another id.
+    the same 8 characters occur inside another id; a prefix or substring that ends where a
+    key=value piece ends wins over one that does not (`model=resnet9_seed=1` is not seed=10).
     """
     if text in ids:
         return [text]
-    rules = [lambda i: i.startswith(text), lambda i: text in i]
+    whole = re.compile(rf"(?:^|[_-]){re.escape(text)}(?=[_-]|$)")
+    rules = [lambda i: i.startswith(text) and whole.match(i) is not None,
+             lambda i: i.startswith(text),
+             lambda i: whole.search(i) is not None,
+             lambda i: text in i]
     if _HASH8.fullmatch(text):
         rules.insert(0, lambda i: i.endswith("-" + text))
     if "~" in text:  # never in an id: ids are made of [A-Za-z0-9._=-]
         cut = re.compile(".*".join(re.escape(part) for part in text.split("~")))
-        rules.append(lambda i: cut.search(i) is not None)
+        rules.append(lambda i: cut.fullmatch(i) is not None)
     for rule in rules:
         found = [i for i in ids if rule(i)]
         if found:

@@ -47,8 +47,17 @@ def test_a_hash_names_its_job_even_inside_another_id():
     ids = ["lr=0.1_tag=deadbeef-12345678", "lr=0.2-deadbeef"]
     assert rundir.match_jobs("deadbeef", ids) == ["lr=0.2-deadbeef"]
     assert rundir.match_jobs("lr=0.", ids) == ids
-    assert rundir.match_jobs("tag~345", ids) == ["lr=0.1_tag=deadbeef-12345678"]
+    assert rundir.match_jobs("lr=0.1_t~345678", ids) == ["lr=0.1_tag=deadbeef-12345678"]
+    assert rundir.match_jobs("tag~345", ids) == []  # a status form spans the whole id
     assert rundir.match_jobs("nosuch", ids) == []
+
+
+def test_a_name_ending_where_a_piece_ends_wins_over_a_longer_value():
+    ids = ["model=resnet9_seed=1-aaaaaaaa", "model=resnet9_seed=10-bbbbbbbb",
+           "model=resnet9_seed=11-cccccccc"]
+    assert rundir.match_jobs("model=resnet9_seed=1", ids) == ids[:1]
+    assert rundir.match_jobs("seed=1", ids) == ids[:1]
+    assert rundir.match_jobs("seed=", ids) == ids  # no piece ends there: every match
 
 
 def test_several_matches_are_listed_with_how_to_pick_one(cifar):
