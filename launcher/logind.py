@@ -22,7 +22,8 @@ def _run(argv: list[str]) -> str | None:
     if not shutil.which(argv[0]):
         return None
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S,
+                             stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -34,7 +35,10 @@ def in_login_session(cgroup_text: str) -> bool:
 
 
 def kills_user_processes(user: str) -> bool | None:
-    """Return logind's KillUserProcesses for `user` (KillExcludeUsers counted); None: unknown."""
+    """Return whether logind kills `user`'s session processes at logout; None: unknown.
+
+    KillUserProcesses, narrowed by KillOnlyUsers (when set) and KillExcludeUsers.
+    """
     manager = ["busctl", "get-property", "org.freedesktop.login1", "/org/freedesktop/login1",
                "org.freedesktop.login1.Manager"]
     kill = _run([*manager, "KillUserProcesses"])  # "b true"
@@ -42,8 +46,9 @@ def kills_user_processes(user: str) -> bool | None:
         return None
     if kill != "b true":
         return False
-    excluded = _run([*manager, "KillExcludeUsers"]) or ""  # 'as 1 "root"'
-    return f'"{user}"' not in excluded.split()[2:]
+    only = (_run([*manager, "KillOnlyUsers"]) or "").split()[2:]  # 'as 0', 'as 1 "bob"'
+    excluded = (_run([*manager, "KillExcludeUsers"]) or "").split()[2:]  # 'as 1 "root"'
+    return f'"{user}"' not in excluded and (not only or f'"{user}"' in only)
 
 
 def lingers(user: str) -> bool:

@@ -11,9 +11,11 @@ IN_USER_SCOPE = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/run-
 @pytest.fixture
 def logind_says(tmp_path, monkeypatch):
     """Put a fake busctl and loginctl first on PATH; return a function that sets answers."""
-    def set_answers(kill: str | None, exclude: str = 'as 1 "root"', linger: str = "no"):
+    def set_answers(kill: str | None, exclude: str = 'as 1 "root"', linger: str = "no",
+                    only: str = "as 0"):
         script = (f'#!/bin/sh\ncase "$*" in\n  *KillUserProcesses*) echo "{kill}";;\n'
-                  f"  *KillExcludeUsers*) echo '{exclude}';;\n  *) exit 1;;\nesac\n")
+                  f"  *KillExcludeUsers*) echo '{exclude}';;\n"
+                  f"  *KillOnlyUsers*) echo '{only}';;\n  *) exit 1;;\nesac\n")
         if kill is None:  # as on a machine without a system bus
             script = "#!/bin/sh\necho 'Failed to connect to bus' >&2\nexit 1\n"
         (tmp_path / "busctl").write_text(script)
@@ -40,6 +42,13 @@ def test_a_session_scope_is_told_apart_from_a_user_scope():
 def test_who_is_warned(logind_says, kill, exclude, cgroup, warned):
     logind_says(kill, exclude)
     assert (logind.logout_warning("alice", cgroup) is not None) == warned
+
+
+def test_kill_only_users_that_leaves_us_out_means_no_warning(logind_says):
+    logind_says("b true", only='as 1 "bob"')
+    assert logind.logout_warning("alice", IN_SESSION) is None
+    logind_says("b true", only='as 2 "bob" "alice"')
+    assert logind.logout_warning("alice", IN_SESSION) is not None
 
 
 def test_the_warning_says_what_to_do_with_and_without_lingering(logind_says):
