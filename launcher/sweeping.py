@@ -196,22 +196,36 @@ def nothing_to_cancel(sweep_id: str, only: str | None, before: dict[str, str]) -
 
 def cancel_summary(sweep_id: str, only: str | None, before: dict[str, str],
                    after: dict[str, str]) -> str:
-    """Return what `launch cancel` says it did, from the job states before and after it."""
+    """Return what `launch cancel` says it did, from the job states before and after it.
+
+    A job that ended some other way meanwhile (it finished during the grace) is said so.
+    """
     live = [j for j, s in before.items() if s not in rundir.ENDED_STATES]
-    running = sum(before[j] == "running" for j in live)
+    stopped = [j for j in live if after[j] == "cancelled"]
+    still = [j for j in live if after[j] not in rundir.ENDED_STATES]
+    other = [after[j] for j in live if j not in stopped and j not in still]
     if only:
+        if still:
+            return (f"cancelling job {only} of {sweep_id} (it was {before[only]}); it is still "
+                    f"stopping (`launch status {sweep_id}` shows it)")
+        if other:
+            return f"job {only} of {sweep_id} ended {other[0]} before it could be cancelled"
         return f"cancelled job {only} of {sweep_id} (it was {before[only]})"
+    running = sum(before[j] == "running" for j in stopped)
     parts = []
     if running:
         parts.append(f"{running} {'was' if running == 1 else 'were'} running")
-    if len(live) > running:
-        queued = len(live) - running
+    if len(stopped) > running:
+        queued = len(stopped) - running
         parts.append(f"{queued} {'was' if queued == 1 else 'were'} queued")
-    text = f"cancelled {plural(len(live), 'job')} of {sweep_id} ({', '.join(parts)})"
+    text = f"cancelled {plural(len(stopped), 'job')} of {sweep_id}"
+    text += f" ({', '.join(parts)})" if parts else ""
     ended = [s for j, s in before.items() if j not in live]
     if ended:
         text += f"; {len(ended)} had ended already ({state_counts(ended)})"
-    still = [j for j in live if after[j] not in rundir.ENDED_STATES]
+    if other:
+        own = "its" if len(other) == 1 else "their"
+        text += f"; {len(other)} ended on {own} own meanwhile ({state_counts(other)})"
     if still:
         text += f"; {len(still)} still stopping (`launch status {sweep_id}` shows them)"
     return text

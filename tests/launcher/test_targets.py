@@ -143,9 +143,20 @@ def test_cancel_says_what_it_stopped(tmp_path, monkeypatch, capsys):
     before = {"a": "running", "b": "pending", "c": "timeout"}
     after = {"a": "running", "b": "cancelled", "c": "timeout"}
     assert sweeping.cancel_summary("s-1", None, before, after) == (
-        "cancelled 2 jobs of s-1 (1 was running, 1 was queued); 1 had ended already "
+        "cancelled 1 job of s-1 (1 was queued); 1 had ended already "
         "(1 timeout); 1 still stopping (`launch status s-1` shows them)")
-    assert sweeping.cancel_summary("s-1", "a", before, after) == \
+    assert sweeping.cancel_summary("s-1", "a", before, after) == (
+        "cancelling job a of s-1 (it was running); it is still stopping "
+        "(`launch status s-1` shows it)")
+    done = {**after, "a": "cancelled"}
+    assert sweeping.cancel_summary("s-1", "a", before, done) == \
         "cancelled job a of s-1 (it was running)"
+    # a finished during the grace: it was not cancelled, and is not counted so
+    raced = {**after, "a": "finished"}
+    assert sweeping.cancel_summary("s-1", None, before, raced) == (
+        "cancelled 1 job of s-1 (1 was queued); 1 had ended already (1 timeout); "
+        "1 ended on its own meanwhile (1 finished)")
+    assert sweeping.cancel_summary("s-1", "a", before, raced) == \
+        "job a of s-1 ended finished before it could be cancelled"
     assert sweeping.nothing_to_cancel("s-1", None, {"a": "finished"}) == \
         "nothing to cancel: the only job of s-1 has ended (1 finished)"
