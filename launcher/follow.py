@@ -86,7 +86,10 @@ def changes(view: views.SweepView, seen: dict[str, views.JobView],
         prev = seen.get(job.job_id)
         seen[job.job_id] = job
         start = f"{stamp} {job.job_id:<{width}}  "
-        epochs = [start + e for e in new_epochs(view.sweep_id, job, shown_epochs)] \
+        # An epoch line carries the time the epoch ended, not when we happened to look.
+        epochs = [f"{time.strftime('%H:%M:%S', time.localtime(t)) if t else stamp} "
+                  f"{job.job_id:<{width}}  {text}"
+                  for t, text in new_epochs(view.sweep_id, job, shown_epochs)] \
             if progress else []
         events = []
         if (prev.state if prev else "pending") != job.state:  # all start pending: not news
@@ -98,14 +101,24 @@ def changes(view: views.SweepView, seen: dict[str, views.JobView],
     return lines
 
 
-def new_epochs(sweep_id: str, job: views.JobView, shown_epochs: dict[str, int]) -> list[str]:
-    """Return a progress line for each epoch the job finished since the last call."""
+def new_epochs(sweep_id: str, job: views.JobView,
+               shown_epochs: dict[str, int]) -> list[tuple[float | None, str]]:
+    """Return (time, progress text) of each epoch the job finished since the last call.
+
+    A rerun that went back to an earlier checkpoint (its metrics cut back too) shows the
+    epochs it does again.
+    """
     done = shown_epochs.get(job.job_id, 0)
-    if (job.epoch or 0) <= done:
+    epoch = job.epoch or 0
+    if epoch < done:
+        shown_epochs[job.job_id] = epoch
         return []
-    shown_epochs[job.job_id] = job.epoch
+    if epoch == done:
+        return []
+    shown_epochs[job.job_id] = epoch
     metrics = rundir.read_jsonl(rundir.job_dir(sweep_id, job.job_id) / "metrics.jsonl")
-    return [epoch_text(m) for m in metrics if done < (m.get("epoch") or 0) <= job.epoch]
+    return [(m.get("time"), epoch_text(m)) for m in metrics
+            if done < (m.get("epoch") or 0) <= epoch]
 
 
 def epoch_text(line: dict) -> str:

@@ -212,3 +212,24 @@ def test_following_a_real_sweep_shows_every_epoch_the_wait_and_the_failure(tmp_p
     assert lines[at + 4] == f"    all its output: launch logs {sweep_id}/{bad}"
     assert any(line.startswith(f"{ok}  finished after ") and line.endswith("val_acc 30.00%")
                for line in lines)
+
+
+def test_epochs_come_with_their_own_time_and_a_rerun_from_an_older_checkpoint_shows_again(
+        tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path))
+    metrics = tmp_path / "s-1" / "jobs" / "j" / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+
+    def epochs_done(n: int) -> SimpleNamespace:
+        metrics.write_text("".join(json.dumps({"epoch": k, "epochs": 4, "time": 1000.0 + k})
+                                   + "\n" for k in range(1, n + 1)))
+        return SimpleNamespace(job_id="j", epoch=n)
+
+    shown: dict = {}
+    assert [t for t, _ in follow.new_epochs("s-1", epochs_done(3), shown)] == [1001, 1002, 1003]
+    assert follow.new_epochs("s-1", epochs_done(3), shown) == []
+    assert follow.new_epochs("s-1", epochs_done(1), shown) == []  # rerun from epoch 1's checkpoint
+    again = follow.new_epochs("s-1", epochs_done(3), shown)
+    assert [text.split()[1] for _, text in again] == ["2/4", "3/4"]
