@@ -47,6 +47,11 @@ def apply_overrides(raw: dict, lines: dict, overrides: Sequence[str],
     `job.KEY=a,b` and `grid.KEY=a,b` sweep it; `seeds=N` and a seed axis replace each other.
     An override whose first part is not one of `top_keys` is an error.
     """
+    seeds_by = [t for t in overrides
+                if t.partition("=")[0].strip() in ("seeds", "grid.seed", "job.seed")]
+    if len(seeds_by) > 1:  # each replaces the other: which one won would depend on order
+        raise SweepFileError(CMDLINE, None, "seeds", f"set twice ({', '.join(seeds_by)}); "
+                             "give seeds=N or grid.seed=a,b,..., not both")
     for text in overrides:
         key, value = parse_override(text)
         top, _, rest = key.partition(".")

@@ -150,6 +150,14 @@ def test_override_errors_name_the_command_line(tmp_path, override, key, words):
     assert str(info.value).startswith(f"{CMDLINE}: key '{key}': ") and words in str(info.value)
 
 
+def test_seeds_given_twice_on_the_command_line_is_an_error_not_an_order(tmp_path):
+    path = write(tmp_path, BASE)
+    for pair in (("grid.seed=5,6", "seeds=1"), ("seeds=1", "grid.seed=5,6")):
+        with pytest.raises(SweepFileError, match="set twice"):
+            load_sweep(path, pair)
+    assert load_sweep(path, ("grid.seed=5,6",)).grid["seed"] == [5, 6]  # over the file's seeds
+
+
 def test_a_file_error_caused_by_a_pinned_override_names_the_override(tmp_path):
     path = write(tmp_path, BASE.replace("  model: [alexnet, resnet9]\n", "  augment: [true]\n")
                  + "points: [{model: tutorial_cnn},\n"
