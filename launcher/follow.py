@@ -92,9 +92,20 @@ def changes(view: views.SweepView, seen: dict[str, views.JobView],
                   for t, text in new_epochs(view.sweep_id, job, shown_epochs)] \
             if progress else []
         events = []
-        if (prev.state if prev else "pending") != job.state:  # all start pending: not news
+        was = (prev.state, prev.attempt) if prev else ("pending", job.attempt)
+        # A quick retry can go running -> pending -> running between two looks: the attempt
+        # number tells it apart. All jobs start pending: that is not news.
+        if was != (job.state, job.attempt):
+            # First seen past attempt 1 and not queued (a resumed sweep's jobs wait with the
+            # attempt of their last run): the retries happened before we looked.
+            first = ("running", 1) if job.state != "pending" else ("pending", job.attempt)
+            last_seen = (prev.state, prev.attempt) if prev else first
+            if last_seen[0] == "running" and job.attempt > last_seen[1]:
+                events.append(start + f"attempt {job.attempt - 1} failed; retrying")
+                events += failure_lines(view.sweep_id, job) if job.log_tail else []
             events.append(start + state_text(job))
-            if job.state == "failed" or job.log_tail and prev and prev.state == "running":
+            retry_seen = job.state == "pending" and prev and prev.state == "running"
+            if job.state == "failed" or (retry_seen and job.log_tail):
                 events += failure_lines(view.sweep_id, job)
         # A job's last epochs come before the line that says it ended, its first after it started.
         lines += [*epochs, *events] if job.state in rundir.ENDED_STATES else [*events, *epochs]
@@ -196,5 +207,8 @@ def summarize(view: views.SweepView) -> int:
     if counts.get("finished", 0) == len(view.jobs):
         print(f"results: launch results {view.sweep_id}", file=sys.stderr)
         return 0
-    print(f"rerun the others: launch sweep --resume {view.sweep_id}", file=sys.stderr)
+    unfinished = len(view.jobs) - counts.get("finished", 0)
+    what = "the job that did not finish" if unfinished == 1 else \
+        f"the {unfinished} jobs that did not finish"
+    print(f"rerun {what}: launch sweep --resume {view.sweep_id}", file=sys.stderr)
     return 1

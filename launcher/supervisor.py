@@ -190,7 +190,12 @@ class Supervisor:
             "LAUNCH_JOB_DIR": str(job_path),
         }
         argv = job_argv(spec, spec_path, job_path)
+        runs = prev.get("runs", 0)
         with open(job_path / "stdout.log", "ab") as out:
+            if runs:  # where one run's output ends and the next one's begins
+                out.write(f"[launch] {time.strftime('%Y-%m-%d %H:%M:%S')} run {runs + 1} "
+                          f"starts, {grant.describe()}\n".encode())
+                out.flush()
             try:
                 proc = subprocess.Popen(
                     (self.prefix or []) + argv, cwd=self.cwd, env=env,
@@ -204,11 +209,16 @@ class Supervisor:
                 self.end(job_id, prev, "failed", reason=f"could not start {argv[0]!r}: {err}")
                 return
         self.waiting = None
+        # A retry keeps the failed attempt's last lines, so a follower that never saw the
+        # short `pending` between the attempts can still show why it was retried.
+        failed = {"log_tail": prev["log_tail"]} \
+            if self.attempts.get(job_id) and prev.get("log_tail") else {}
         self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
         st = {
             "state": "running",
             "attempt": self.attempts[job_id],
-            "runs": prev.get("runs", 0) + 1,
+            "runs": runs + 1,
+            **failed,
             "pid": proc.pid,
             "pgid": proc.pid,
             "pid_create_time": procs.create_time(proc.pid),
@@ -255,7 +265,9 @@ class Supervisor:
                                     "reason": f"retry after {how}", **extra})
             self.queue.append(run.job_id)
         else:
-            self.end(run.job_id, run.state, state, **extra)
+            # A retried job carried its failed attempt's tail; an end that is no failure drops it.
+            last = {k: v for k, v in run.state.items() if k != "log_tail" or state == "failed"}
+            self.end(run.job_id, last, state, **extra)
 
     def exit_status(self, run: Running) -> tuple[int | None, int | None]:
         code = run.proc.wait()

@@ -233,3 +233,28 @@ def test_epochs_come_with_their_own_time_and_a_rerun_from_an_older_checkpoint_sh
     assert follow.new_epochs("s-1", epochs_done(1), shown) == []  # rerun from epoch 1's checkpoint
     again = follow.new_epochs("s-1", epochs_done(3), shown)
     assert [text.split()[1] for _, text in again] == ["2/4", "3/4"]
+
+
+@pytest.mark.usefixtures("lab")
+def test_a_quick_retry_is_shown_with_why_and_its_log_marks_the_new_run(tmp_path):
+    script = tmp_path / "once.py"  # fails on its first run only
+    script.write_text("import os, sys\nmark = os.path.join(os.environ['LAUNCH_JOB_DIR'], 'x')\n"
+                      "print('boom', flush=True)\nif not os.path.exists(mark):\n"
+                      "    open(mark, 'w').close()\n    sys.exit(3)\n")
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "retry", "max_retries": 1,
+        "job": {"command": [sys.executable, str(script)], "seed": 0},
+        "resources": {"gpus_per_job": 1, "cpu_budget": 1, "cpus_per_job": 1}}))
+    sweep_id = start(path)
+    out = io.StringIO()
+    assert follow.follow_sweep(sweep_id, refresh_s=0.05, out=out) == 0
+    lines = without_clock(out.getvalue())
+    (job,) = [j["id"] for j in rundir.read_sweep_info(sweep_id)["jobs"]]
+    # However quick the retry (it may all happen between two looks), the follower says so.
+    said = [line for line in lines if line.startswith(job)]
+    assert any("retry" in line for line in said), lines
+    assert said[-1].startswith(f"{job}  finished"), lines
+    assert rundir.read_job_state(sweep_id, job).get("log_tail") is None  # not the failed run's
+    log = (rundir.job_dir(sweep_id, job) / "stdout.log").read_text().splitlines()
+    assert log[0] == "boom" and log[1].startswith("[launch] ") and " run 2 starts" in log[1]
