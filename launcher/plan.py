@@ -288,7 +288,13 @@ def _plain(value: Any) -> Any:
 
 
 def _cell(value: Any, width: int = 40) -> str:
-    text = printable(_arg_text(value))
+    """Return a value for the plan table, written as `launch results` writes it."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):  # k=v,k=v, as in `launch results`
+        text = ",".join(f"{k}={_cell(v, width)}" for k, v in sorted(value.items()))
+    else:
+        text = printable(_arg_text(value))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -301,7 +307,9 @@ def render_plan(sweep: Sweep, plans: Sequence[JobPlan]) -> str:
     header = ["JOB ID", *(k.upper() for k in keys), "SEED", "GPUS", "CPUS"]
     rows = []
     for p in plans:
-        row = [p.job_id, *(_cell(p.params[k]) if k in p.params else "-" for k in keys),
+        # A key a job's point does not set still has a value: the base job's.
+        row = [p.job_id, *(_cell(p.params[k] if k in p.params else _lookup(p.spec, k))
+                           for k in keys),
                _cell(p.spec.get("seed", "-")), gpu_text, str(res.cpus_per_job)]
         if p.command is not None:
             row.append(_cell(shlex.join(p.command), 80))
@@ -315,16 +323,22 @@ def render_plan(sweep: Sweep, plans: Sequence[JobPlan]) -> str:
 
 
 def _summary(sweep: Sweep, count: int, gpu_text: str) -> str:
+    """Return the lines under the plan: where the jobs come from, then where they run."""
     res = sweep.resources
-    axes = " x ".join(f"{k} ({len(v)})" for k, v in sweep.grid.items())
+    axes = " x ".join(f"{len(v)} seed{'s' * (len(v) != 1)}" if k == "seed" else
+                      f"{len(v)} values of {k}" for k, v in sweep.grid.items())
     if sweep.points:
         axes = f"{axes} x {len(sweep.points)} points" if axes else f"{len(sweep.points)} points"
     device = {"auto": "on GPUs, or on the CPU where the machine has none",
               "cpu": "on the CPU", "gpu": "on GPUs only"}[res.device]
     if gpus_needed(res) == 0:
         device = "on the CPU"
-    return (f"{count} job{'s' if count != 1 else ''} from {axes or 'the job alone'}; "
-            f"executor {sweep.executor}; GPUs per job: {gpu_text}, {device}; "
-            f"CPUs per job: {res.cpus_per_job} of a budget of {res.cpu_budget} "
-            f"(at most {res.cpu_budget // res.cpus_per_job} at once); dry run: nothing "
-            "written, nothing started")
+    pinned = _pinned_text(sweep)
+    lines = [f"{count} job{'s' if count != 1 else ''} from {axes or 'the job alone'}"
+             + (f"; the command line sets {pinned} for every job" if pinned else "")
+             + f"; executor {sweep.executor}",
+             f"GPUs per job: {gpu_text}, {device}; CPUs per job: {res.cpus_per_job} of a "
+             f"budget of {res.cpu_budget} (at most {res.cpu_budget // res.cpus_per_job} at "
+             "once)",
+             "dry run: nothing written, nothing started"]
+    return "\n".join(lines)

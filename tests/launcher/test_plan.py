@@ -137,10 +137,13 @@ def test_render_plan(tmp_path):
                         "cpus_per_job: 3}\n")
     lines = render_plan(sweep, plans).splitlines()
     assert lines[0].split() == ["JOB", "ID", "MODEL", "SEED", "GPUS", "CPUS"]
-    assert len(lines) == 6
+    assert len(lines) == 8
     assert lines[1].split() == [plans[0].job_id, "alexnet", "0", "1/2", "3"]
-    assert lines[-1].startswith("4 jobs from model (2) x seed (2); executor local;")
-    assert "at most 2 at once" in lines[-1] and "nothing started" in lines[-1]
+    assert lines[-3] == "4 jobs from 2 values of model x 2 seeds; executor local"
+    assert "at most 2 at once" in lines[-2] and "nothing started" in lines[-1]
+    pinned = render_plan(*plan(tmp_path, JOB + "seeds: 2\n", ("job.epochs=1",))).splitlines()
+    assert pinned[-3] == ("2 jobs from 2 seeds; the command line sets job.epochs=1 for every "
+                          "job; executor local")
 
 
 def test_demo_config_runs_on_the_cpu(tmp_path, monkeypatch):
