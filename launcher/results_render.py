@@ -155,7 +155,8 @@ def state_summary(table: ResultsTable) -> str:
 
 def render_results(table: ResultsTable) -> str:
     """Return the results as aligned text: a block per job, then one per configuration."""
-    lines = [f"sweep {table.sweep_id}: {len(table.jobs)} jobs ({state_summary(table) or 'none'})"]
+    count = f"{len(table.jobs)} job{'s' * (len(table.jobs) != 1)}"
+    lines = [f"sweep {table.sweep_id}: {count} ({state_summary(table) or 'none'})"]
     same = constant_columns(table)
     # the line above counts the states; a column of "-" only says nothing, so it just goes
     notes = [f"{k}={v}" for k, v in same.items() if k != "state" and v != "-"]

@@ -200,5 +200,6 @@ def resume_sweep(sweep_dir: Path, hold: bool = False) -> int:
         print(f"nothing to resume: every job of {sweep_dir.name} finished or is in Slurm's queue")
         return 0
     arrays = submit_jobs(sweep_dir, sbatch.slurm_config(info), todo, hold=hold)
-    print(f"resubmitted {len(todo)} jobs of {sweep_dir.name} as Slurm job {', '.join(arrays)}")
+    jobs = f"{len(todo)} job{'s' * (len(todo) != 1)}"
+    print(f"resubmitted {jobs} of {sweep_dir.name} as Slurm job {', '.join(arrays)}")
     return 0

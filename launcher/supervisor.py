@@ -293,7 +293,7 @@ class Supervisor:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
         self.load_queue()
-        log(f"sweep {self.sweep_id}: {len(self.queue)} jobs to run")
+        log(f"sweep {self.sweep_id}: {len(self.queue)} job{'s' * (len(self.queue) != 1)} to run")
         while self.queue or self.running:
             self.dispatch()
             # A job's end wakes us at once (pidfd); the timeout only paces NVML re-checks,

@@ -85,7 +85,7 @@ def start_sweep(
             shutil.rmtree(path, ignore_errors=True)
             raise
         print(path.name)
-        print(f"submitted {len(plans)} jobs as Slurm job {', '.join(job_ids)}; "
+        print(f"submitted {plural(len(plans), 'job')} as Slurm job {', '.join(job_ids)}; "
               f"`launch status {path.name}` shows them", file=sys.stderr)
         return 0
     note = placement.check_devices(sweep.resources)
@@ -110,7 +110,7 @@ def after_start(sweep_id: str, njobs: int, detach: bool) -> int:
     """Print the sweep id and return, or follow the sweep until it ends."""
     if detach:
         print(sweep_id)
-        print(f"started {njobs} jobs; `launch status {sweep_id}` shows them, "
+        print(f"started {plural(njobs, 'job')}; `launch status {sweep_id}` shows them, "
               f"`launch logs {sweep_id} -f` follows", file=sys.stderr)
         return 0
     from launcher import follow
