@@ -78,7 +78,8 @@ def _check_job(src: SourceMap, job: Any) -> dict:
         try:
             template_pieces(arg)
         except ValueError as exc:
-            raise src.error(path + (i,), str(exc)) from None
+            hint = "" if "{{" in str(exc) else " (write {{ and }} for literal braces)"
+            raise src.error(path + (i,), f"{exc}{hint}") from None
         argv.append(arg)
     return {**job, "command": argv}
 

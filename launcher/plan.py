@@ -132,7 +132,8 @@ def _render(sweep: Sweep, pieces: list, index: int, job: dict) -> str:
         if value is None:
             raise sweep.locations.error(
                 ("job", "command", index), f"placeholder {{{key}}} has no value: give "
-                f"job.{key} a value (grid and points may then sweep it)", key_paths(job))
+                f"job.{key} a value (grid and points may then sweep it), or write {{{{ and }}}} "
+                "for a literal brace", key_paths(job))
         try:
             out.append(format(value, spec) if spec else _arg_text(value))
         except (TypeError, ValueError) as exc:

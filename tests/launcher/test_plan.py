@@ -178,3 +178,11 @@ def test_cifar_config_holds_the_tutorials_experiments(tmp_path, monkeypatch):
     assert {p.spec["model"] for p in plans if p.spec["grad_noise"]} >= {"alexnet", "resnet9"}
     assert {p.spec["model"] for p in plans if p.spec["stochastic_depth"]} == {"resnet9"}
     assert os.listdir(tmp_path) == []
+
+
+def test_a_literal_brace_in_a_command_is_explained(tmp_path):
+    with pytest.raises(SweepFileError) as info:
+        plan(tmp_path, 'job: {command: [python, -c, "print({1: 2})"], seed: 0}\n')
+    assert "write {{ and }} for a literal brace" in str(info.value)
+    _, plans = plan(tmp_path, 'job: {command: [python, -c, "print({{1: 2}})"], seed: 0}\n')
+    assert plans[0].command == ["python", "-c", "print({1: 2})"]
