@@ -127,6 +127,11 @@ def job_block(table: ResultsTable, same: dict[str, str], hashes: bool) -> list[s
                  "device": j.device or "-"}
         job = short_job(j.job_id) if hashes else j.job_id
         rows.append([job, *(columns[k][n] for k in keys), *(cells[c] for c in tail)])
+    # A number no job has (a command job writes no result.json) is a column of "-": drop it.
+    empty = {i for i, c in enumerate(header) if c in ("test_acc", "test_loss", "wall_s")
+             and all(row[i] == "-" for row in rows)}
+    header = [c for i, c in enumerate(header) if i not in empty]
+    rows = [[cell for i, cell in enumerate(row) if i not in empty] for row in rows]
     numeric = {SEED_KEY, "test_acc", "test_loss", "done", "wall_s"}
     return align(header, rows, right={i for i, c in enumerate(header) if c in numeric})
 

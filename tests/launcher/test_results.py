@@ -287,3 +287,20 @@ def test_values_that_differ_only_past_the_cut_are_never_shown_alike():
     assert "optimizer" not in same and same["seed"] == "0"  # the keys really differ
     cells = results_render.value_cells(opts)
     assert len(set(cells)) == 2 and all('"nesterov":' in c for c in cells)
+
+
+def test_numbers_no_job_has_are_not_columns_of_dashes():
+    from types import SimpleNamespace
+
+    from launcher import results_render
+
+    def job(n, acc=None):
+        return SimpleNamespace(job_id=f"lr={n}-0000000{n}", values={"lr": n}, seed=0,
+                               state="finished", test_accuracy=acc, test_loss=None,
+                               epochs_done=None, epochs=None, wall_time_s=None, device=None)
+
+    commands = SimpleNamespace(jobs=[job(1), job(2)], config_keys=("lr",))
+    header = results_render.job_block(commands, {}, hashes=False)[0].split()
+    assert header == ["job", "lr", "seed", "state", "done", "device"]
+    trained = SimpleNamespace(jobs=[job(1, 0.5), job(2)], config_keys=("lr",))
+    assert "test_acc" in results_render.job_block(trained, {}, hashes=False)[0]
