@@ -150,6 +150,8 @@ def state_text(job: views.JobView) -> str:
         text += f" on GPU {','.join(map(str, job.gpu_indices))}"
     if job.state == "running" and job.attempt > 1:
         text += f" (attempt {job.attempt})"
+    elif job.state == "running" and job.runs > 1:  # resumed: it continues from a checkpoint
+        text += f" (run {job.runs}, from its checkpoint if it wrote one)"
     if job.state in rundir.ENDED_STATES and job.elapsed_s is not None:
         text += f" after {duration(job.elapsed_s)}"
     if job.state == "finished" and job.val_accuracy is not None:

@@ -258,3 +258,16 @@ def test_a_quick_retry_is_shown_with_why_and_its_log_marks_the_new_run(tmp_path)
     assert rundir.read_job_state(sweep_id, job).get("log_tail") is None  # not the failed run's
     log = (rundir.job_dir(sweep_id, job) / "stdout.log").read_text().splitlines()
     assert log[0] == "boom" and log[1].startswith("[launch] ") and " run 2 starts" in log[1]
+
+
+def test_a_resumed_run_and_a_retry_say_which_run_they_are():
+    from types import SimpleNamespace
+
+    def running(attempt, runs):
+        return SimpleNamespace(state="running", gpu_indices=(0,), attempt=attempt, runs=runs,
+                               elapsed_s=None, val_accuracy=None, reason=None)
+
+    assert follow.state_text(running(1, 1)) == "running on GPU 0"
+    assert follow.state_text(running(2, 2)) == "running on GPU 0 (attempt 2)"
+    assert follow.state_text(running(1, 3)) == \
+        "running on GPU 0 (run 3, from its checkpoint if it wrote one)"
