@@ -198,7 +198,8 @@ def render_full(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                 host: str = "?", one_sweep: bool = False, cpu_use: CpuUse | None = None) -> str:
     """Return the nvidia-smi style tables (GPUs, MIG devices, processes), then the sweeps."""
     if snapshot is None:
-        lines = [_header(None, host, now), f"launch: {nvml_error}"]
+        lines = [_header(None, host, now), f"launch: {nvml_error}",
+                 "(no GPU or process tables: they come from the NVIDIA driver)"]
     else:
         lines = gpu_tables(snapshot, leases, now)
     if cpu_use is not None:
