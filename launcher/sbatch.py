@@ -20,10 +20,10 @@ from pathlib import Path
 
 from launcher.errors import UserError
 from launcher.rundir import atomic_write_json, atomic_write_text
+from launcher.slurm_status import JOBS_LIST
 from launcher.sweepfile import SlurmConfig
 
 SIGNAL_DELAY_S = 90  # SIGUSR2 this long before the time limit: time to write a checkpoint
-JOBS_LIST = "jobs.txt"  # in <sweep>/slurm/: line i+1 is the job id of array index i
 # `#SBATCH` lines are not parsed by a shell: a path with spaces or quotes would break them.
 SAFE_PATH = re.compile(r"[A-Za-z0-9._/+=@,-]+")
 SHARED_HINT = ("nodes must all see the run directory: on a real cluster set LAUNCH_RUNS_DIR "

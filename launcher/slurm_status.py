@@ -13,12 +13,14 @@ import re
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from launcher import sbatch
 from launcher.rundir import ENDED_STATES, cancel_requested, read_json
 from launcher.views import SweepView
+
+# `launch sbatch` writes <sweep>/slurm/jobs.txt: line i+1 is the job id of array index i.
+JOBS_LIST = "jobs.txt"
 
 QUERY_TIMEOUT_S = 10.0
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
@@ -30,8 +32,7 @@ ENDED = {"COMPLETED": "finished", "CANCELLED": "cancelled", "TIMEOUT": "timeout"
          "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed", "DEADLINE": "timeout"}
 
 
-@dataclass(frozen=True)
-class SlurmState:
+class SlurmState(NamedTuple):
     """What Slurm says of one job of a sweep; state None when Slurm does not know it (any more)."""
 
     job_id: str
@@ -100,7 +101,7 @@ def slurm_ids(sweep_dir: Path, info: dict) -> dict[str, str]:
 def by_name_ids(rows: list[dict], sweep_dir: Path) -> dict[str, str]:
     """Return job id -> Slurm task id for array tasks found by job name (`launch sbatch`)."""
     try:
-        order = (sweep_dir / "slurm" / sbatch.JOBS_LIST).read_text().split()
+        order = (sweep_dir / "slurm" / JOBS_LIST).read_text().split()
     except FileNotFoundError:
         return {}
     tasks = {}

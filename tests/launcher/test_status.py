@@ -243,7 +243,9 @@ def test_watch_redraws_until_ctrl_c_then_exits_0(machine):
 def test_status_never_imports_torch(machine):
     # dataclasses pulls in inspect, ast and dis: a third of status's time budget (issue 3).
     heavy = ('torch', 'submitit', 'numpy', 'yaml', 'dataclasses')
-    code = ("import sys; from launcher.cli import main; rc = main(['status']); "
+    # launcher.slurm_status too: status imports it when a Slurm sweep is shown.
+    code = ("import sys; from launcher.cli import main; import launcher.slurm_status; "
+            "rc = main(['status']); "
             f"bad = [m for m in {heavy!r} if m in sys.modules]; "
             "sys.exit(f'imported {bad}' if bad else rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
