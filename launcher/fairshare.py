@@ -6,10 +6,12 @@ on a machine would keep every GPU until its last job. Instead, a sweep whose nex
 waited NOTICE_AFTER_S for GPUs (most waits end sooner, with the next job's end) holds an
 flock on `wait.<sweep id>` in the lease directory, with how many GPUs it holds in the file.
 When one of a sweep's jobs frees a GPU, the sweep looks for such notices before it takes a
-GPU again: while one comes from a sweep that holds no more GPUs than it still does, it
-leaves GPUs free for up to YIELD_S, long enough for the waiting sweep to see the GPU idle in
-NVML and lease it (class Turns). Repeated at each job end, the GPUs end up split evenly
-between the sweeps that want them, and two sweeps on one GPU take turns job by job.
+GPU again: while one comes from a sweep that holds fewer GPUs than it still does (or, like
+it, none), it leaves GPUs free for up to YIELD_S, long enough for the waiting sweep to see
+the GPU idle in NVML and lease it (class Turns). Repeated at each job end, the GPUs end up
+split as evenly as they divide between the sweeps that want them, and two sweeps on one GPU
+take turns job by job. Equal holdings otherwise keep what they have: giving way leaves a GPU
+idle for a while, and trading places would only repeat that.
 
 A notice is only an announcement: the GPU itself still goes to whoever wins its lease. The
 flock makes a notice die with its sweep; the file is removed when the wait ends.
@@ -71,8 +73,9 @@ def waiters(lock_dir: Path, but: str = "") -> list[Waiter]:
 
 class Turns:
     """When our sweep gives way: for YIELD_S after one of its jobs frees a GPU, to a waiting
-    sweep that holds no more GPUs than we still do, and never again to a wait that let such a
-    window pass (it cannot use our GPUs: other GPUs in its include list, more GPUs per job)."""
+    sweep that holds fewer GPUs than we still do (or none, like us), and never again to a wait
+    that let such a window pass (it cannot use our GPUs: other GPUs in its include list, more
+    GPUs per job)."""
 
     def __init__(self) -> None:
         self.freed_at: float | None = None  # monotonic
@@ -95,14 +98,14 @@ class Turns:
         """Return the waiting sweep to leave our freed GPU to, or None to take it ourselves.
 
         `holding` is how many GPUs our running jobs hold, the freed one no longer counted; a
-        waiter holding no more than that is let in, the poorest first, then the one waiting
-        longest.
+        waiter holding fewer is let in (or one holding none when we hold none: two sweeps on
+        one GPU alternate), the poorest first, then the one waiting longest.
         """
         if not self.window_open(now):
             return None
-        # Ties go to the waiter: with one GPU and two sweeps, they take turns job by job.
         poorer = sorted((w for w in waiting
-                         if w.holding <= holding and w.key not in self.passed_up),
+                         if (w.holding < holding or w.holding == holding == 0)
+                         and w.key not in self.passed_up),
                         key=lambda w: (w.holding, w.since))
         if not poorer:
             return None

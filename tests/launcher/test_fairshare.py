@@ -25,7 +25,7 @@ def lock_dir(tmp_path):
 @pytest.mark.parametrize("waiting, holding, want", [
     ([], 3, None),                                         # nobody waits
     ([Waiter("b", "bob", 10.0, 2)], 1, None),               # richer than we are
-    ([Waiter("b", "bob", 10.0, 1)], 1, "b"),                # as rich: ties go to the waiter
+    ([Waiter("b", "bob", 10.0, 1)], 1, None),               # as rich: trading places idles
     ([Waiter("b", "bob", 10.0, 0)], 1, "b"),                # poorer: give way
     ([Waiter("b", "bob", 10.0, 0)], 0, "b"),                # one GPU, two sweeps: turns
     ([Waiter("b", "bob", 10.0, 1), Waiter("c", "cy", 20.0, 0)], 3, "c"),  # poorest first
