@@ -220,10 +220,19 @@ def list_sweeps(root: Path | None = None) -> list[str]:
     """Return the sweep ids under the runs root, oldest first."""
     root = root or runs_dir()
     try:
-        entries = [p for p in root.iterdir() if (p / "sweep.json").is_file()]
+        names = os.listdir(root)
     except FileNotFoundError:
         return []
-    return [p.name for p in sorted(entries, key=lambda p: (p.stat().st_mtime, p.name))]
+    found = []
+    for name in names:
+        if name.startswith("."):  # a sweep being written (create_sweep renames it when done)
+            continue
+        try:
+            if os.path.isfile(root / name / "sweep.json"):
+                found.append((os.stat(root / name).st_mtime, name))
+        except FileNotFoundError:  # renamed or removed meanwhile
+            continue
+    return [name for _, name in sorted(found)]
 
 
 def resolve_sweep_id(text: str, root: Path | None = None) -> str:

@@ -160,3 +160,12 @@ def test_cancel_says_what_it_stopped(tmp_path, monkeypatch, capsys):
         "job a of s-1 ended finished before it could be cancelled"
     assert sweeping.nothing_to_cancel("s-1", None, {"a": "finished"}) == \
         "nothing to cancel: the only job of s-1 has ended (1 finished)"
+
+
+def test_a_sweep_still_being_written_is_not_listed(tmp_path):
+    # create_sweep writes into a hidden folder and renames it when every file is there.
+    for name in ("done-20261122-000000", ".done-20261122-000001.tmp1234"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "sweep.json").write_text("{}")
+    (tmp_path / "stray.txt").write_text("")
+    assert rundir.list_sweeps(tmp_path) == ["done-20261122-000000"]
