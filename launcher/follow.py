@@ -92,24 +92,28 @@ def changes(view: views.SweepView, seen: dict[str, views.JobView],
                   for t, text in new_epochs(view.sweep_id, job, shown_epochs)] \
             if progress else []
         events = []
-        was = (prev.state, prev.attempt) if prev else ("pending", job.attempt)
-        # A quick retry can go running -> pending -> running between two looks: the attempt
-        # number tells it apart. All jobs start pending: that is not news.
+        # All jobs start pending: that is not news, unless it is a retry's wait.
+        was = (prev.state, prev.attempt) if prev else \
+            ("pending", -1 if is_retry(job) else job.attempt)
         if was != (job.state, job.attempt):
-            # First seen past attempt 1 and not queued (a resumed sweep's jobs wait with the
-            # attempt of their last run): the retries happened before we looked.
-            first = ("running", 1) if job.state != "pending" else ("pending", job.attempt)
-            last_seen = (prev.state, prev.attempt) if prev else first
-            if last_seen[0] == "running" and job.attempt > last_seen[1]:
+            # A quick retry can go running -> pending -> running between two looks, or all
+            # before the first: the attempt number tells, unless its wait was shown already.
+            shown = prev is not None and is_retry(prev) and prev.attempt == job.attempt - 1
+            if job.state != "pending" and job.attempt > max(1, prev.attempt if prev else 1) \
+                    and not shown:
                 events.append(start + f"attempt {job.attempt - 1} failed; retrying")
                 events += failure_lines(view.sweep_id, job) if job.log_tail else []
             events.append(start + state_text(job))
-            retry_seen = job.state == "pending" and prev and prev.state == "running"
-            if job.state == "failed" or (retry_seen and job.log_tail):
+            if job.state == "failed" or (is_retry(job) and job.log_tail):
                 events += failure_lines(view.sweep_id, job)
         # A job's last epochs come before the line that says it ended, its first after it started.
         lines += [*epochs, *events] if job.state in rundir.ENDED_STATES else [*events, *epochs]
     return lines
+
+
+def is_retry(job: views.JobView) -> bool:
+    """Return whether a job waits to run again after a failed attempt (max_retries)."""
+    return job.state == "pending" and (job.reason or "").startswith("retry after")
 
 
 def new_epochs(sweep_id: str, job: views.JobView,

@@ -271,3 +271,27 @@ def test_a_resumed_run_and_a_retry_say_which_run_they_are():
     assert follow.state_text(running(2, 2)) == "running on GPU 0 (attempt 2)"
     assert follow.state_text(running(1, 3)) == \
         "running on GPU 0 (run 3, from its checkpoint if it wrote one)"
+
+
+@pytest.mark.parametrize("looks, retry_lines", [
+    ([("running", 1, None), ("pending", 1, "retry after exit 3"), ("running", 2, None)], 1),
+    ([("pending", 1, "retry after exit 3"), ("running", 2, None)], 1),  # first look: the wait
+    ([("running", 1, None), ("finished", 2, None)], 1),                 # all between two looks
+    ([("pending", 0, None), ("running", 2, None)], 1),
+    ([("finished", 2, None)], 1),                                       # all before the first
+    ([("pending", 3, None), ("running", 1, None)], 0),                  # a resumed sweep
+    ([("running", 1, None), ("finished", 1, None)], 0),
+])
+def test_a_retry_is_said_once_whatever_the_follower_saw(looks, retry_lines):
+    from types import SimpleNamespace
+
+    seen: dict = {}
+    said = []
+    for state, attempt, reason in looks:
+        job = SimpleNamespace(job_id="j", state=state, attempt=attempt, reason=reason,
+                              log_tail="boom" if attempt else None, gpu_indices=(0,), runs=1,
+                              elapsed_s=None, val_accuracy=None, epoch=None)
+        said += follow.changes(SimpleNamespace(sweep_id="s-1", jobs=[job]), seen, {}, False)
+    retries = [line for line in said if "retry" in line]
+    assert len(retries) == retry_lines, said
+    assert ("    | boom" in said) == bool(retry_lines), said
