@@ -29,6 +29,7 @@ from launcher import rundir
 from launcher.cpus import CpuShare, cpu_share
 from launcher.logs import job_log_tail
 from launcher.rundir import atomic_write_json, materialize_job, read_json, read_specs
+from launcher.views import end_reason
 
 EXIT_REQUEUE = 75  # jobs/__main__.py: checkpoint written after SIGTERM/SIGUSR2
 CHECKPOINT_WAIT_S = 60.0  # well inside submitit's 90 s between SIGUSR2 and the kill
@@ -110,7 +111,7 @@ def end_state(code: int | None, sig: int | None, cancelled: bool, requeued: bool
     """Return (state, reason) of a task whose child exited with code (or died of sig)."""
     if code == 0:
         return "finished", None
-    how = f"exit {code}" if sig is None else f"signal {sig}"
+    how = end_reason(code, sig) or "no exit status"
     if cancelled:
         return "cancelled", f"cancelled ({how})"
     if requeued:

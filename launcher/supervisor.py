@@ -256,7 +256,7 @@ class Supervisor:
         # Exit 75 (checkpoint written after a SIGTERM nobody here sent) is retried like any
         # failure, within max_retries: a script that always exits 75 must not loop forever.
         retry = state == "failed" and self.attempts.get(run.job_id, 1) <= self.max_retries
-        how = f"exit {code}" if sig is None else f"signal {sig}"
+        how = views.end_reason(code, sig) or "no exit status"
         if code == EXIT_REQUEUE:
             how += ", checkpoint written"
         log(f"{state} {run.job_id} ({how})" + (", will retry" if retry else ""))
