@@ -113,7 +113,7 @@ def changes(view: views.SweepView, seen: dict[str, views.JobView],
 
 def is_retry(job: views.JobView) -> bool:
     """Return whether a job waits to run again after a failed attempt (max_retries)."""
-    return job.state == "pending" and (job.reason or "").startswith("retry after")
+    return job.state == "pending" and (job.reason or "").startswith(views.RETRY_REASON)
 
 
 def new_epochs(sweep_id: str, job: views.JobView,

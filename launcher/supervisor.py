@@ -262,7 +262,7 @@ class Supervisor:
         log(f"{state} {run.job_id} ({how})" + (", will retry" if retry else ""))
         if retry:
             self.write(run.job_id, {**run.state, "state": "pending", "ended": time.time(),
-                                    "reason": f"retry after {how}", **extra})
+                                    "reason": f"{views.RETRY_REASON} {how}", **extra})
             self.queue.append(run.job_id)
         else:
             # A retried job carried its failed attempt's tail; an end that is no failure drops it.

@@ -64,6 +64,9 @@ class SweepView(NamedTuple):
         return out
 
 
+RETRY_REASON = "retry after"  # a pending job's reason while it waits to run again
+
+
 def end_reason(exit_code: int | None, sig: int | None) -> str | None:
     """Return how a run ended as a reason: "exit 3", "signal 9 (SIGKILL)"; None if unknown."""
     if sig is not None:
