@@ -24,7 +24,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from launcher import slurm, slurm_status, sweeping  # noqa: E402
+from launcher.commands import sweep as sweeping  # noqa: E402
+from launcher.slurm import submit as slurm  # noqa: E402
+from launcher.slurm.query import run_query  # noqa: E402
 
 
 def time_sbatch_loop(jobs: int, work: Path) -> tuple[float, list[str]]:
@@ -71,7 +73,7 @@ def main() -> int:
     parser.add_argument("--dir", default=".", help="where the run directory goes, as ./runs "
                         "would (default: here; /tmp is node-local and, on some machines, slow)")
     args = parser.parse_args()
-    if slurm_status.run_query(["sinfo", "-h"]) is None:
+    if run_query(["sinfo", "-h"]) is None:
         print("no Slurm answers: start the test cluster with slurm/start-cluster.sh")
         return 2
     work = Path(tempfile.mkdtemp(prefix=".bench-slurm-", dir=args.dir)).absolute()

@@ -38,7 +38,8 @@ def wall_s(argv: list[str], env: dict[str, str]) -> float:
 
 HOLD = """
 import sys, time
-from launcher import leases, nvml
+from launcher.machine import leases
+from launcher.machine import nvml
 uuids = [gpu.uuid for gpu in nvml.query().gpus][:int(sys.argv[1])]
 held = leases.acquire_gpus(uuids, len(uuids), 1, {"user": "bench", "sweep": "bench-1"})
 print(len(held or ()), flush=True)

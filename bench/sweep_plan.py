@@ -13,6 +13,7 @@ Writing 10,000 job folders is file-system bound: give --dir on the disk the runs
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -22,10 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launcher import rundir
-from launcher.plan import make_sweep_id, plan_jobs, resolved_yaml  # noqa: E402
-from launcher.sweepfile import load_sweep  # noqa: E402
-from launcher.sweeping import job_files  # noqa: E402
+from launcher.commands.sweep import create_run_dir  # noqa: E402
+from launcher.config.plan import plan_jobs  # noqa: E402
+from launcher.config.sweepfile import load_sweep  # noqa: E402
 
 SWEEP = """\
 name: bench-{jobs}
@@ -46,13 +46,9 @@ def one_run(jobs: int, work: Path) -> tuple[float, float]:
     plans = plan_jobs(sweep)
     planned = time.perf_counter()
     assert len(plans) == jobs, len(plans)
-    sweep_id = make_sweep_id(sweep.name, time.time()) + f"-{time.perf_counter_ns()}"
-    meta = {"name": sweep.name, "executor": sweep.executor,
-            "grid_keys": sorted({k for p in plans for k in p.params})}
-    rundir.create_sweep(sweep_id, resolved_yaml(sweep), meta, job_files(plans),
-                        root=work / "runs")
+    paths = create_run_dir(sweep, plans, "local")  # into $LAUNCH_RUNS_DIR, set by main()
     written = time.perf_counter()
-    shutil.rmtree(work / "runs" / sweep_id)
+    shutil.rmtree(paths.root)
     return planned - start, written - planned
 
 
@@ -63,6 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sweep-plan-bench-", dir=args.dir) as tmp:
         work = Path(tmp)
+        os.environ["LAUNCH_RUNS_DIR"] = str(work / "runs")
         results = {}
         for jobs in (1_000, 10_000):
             runs = [one_run(jobs, work) for _ in range(args.repeat)]

@@ -1,4 +1,4 @@
-"""The job's training loop against a bare PyTorch loop (seed 000's `fit`), on the CPU.
+"""The job's training loop against a bare PyTorch loop (the PRNG lecture's `fit`), on the CPU.
 
 Same model (ResNet9 by default, drawn from the same generator), same synthetic
 images, same batch size, same optimizer, in one process.  Epochs alternate
@@ -13,7 +13,7 @@ checkpoint, test) is printed beside it.
 
 (One thread keeps a shared box's load from swamping the comparison.)
 
-Goal (issue 2): job images/s >= 0.95 x bare images/s.
+Goal: job images/s >= 0.95 x bare images/s.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from jobs.train import train
 
 
 def fit(data, model, optimizer, criterion, epoch_num, batch_size, device, dl_rng):
-    """Seed 000's `fit`, verbatim but for the print."""
+    """The PRNG lecture's `fit`, verbatim but for the print."""
     model = model.to(device)
     _is_cuda = device.type == "cuda"
     _train_loader = DataLoader(dataset=data, batch_size=batch_size, drop_last=True, shuffle=True,
@@ -61,7 +61,7 @@ def fit(data, model, optimizer, criterion, epoch_num, batch_size, device, dl_rng
 
 
 def bare_epoch(spec: dict, data: TensorDataset) -> float:
-    """Returns images/s of one seed 000 `fit` epoch, setup excluded."""
+    """Returns images/s of one `fit` epoch of the PRNG lecture, setup excluded."""
     torch.use_deterministic_algorithms(False)  # the job turns it on globally; bare runs without
     model = build_model(spec, torch.Generator().manual_seed(0))
     opt = spec["optimizer"]

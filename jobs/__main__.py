@@ -1,4 +1,4 @@
-"""`python -m jobs SPEC.json --out DIR`: run one training job; exit 0, 2, 75 or 1."""
+"""`python -m jobs SPEC.json --out DIR`: run one training job (exit codes: launcher/contract.py)."""
 
 from __future__ import annotations
 
@@ -10,27 +10,38 @@ import sys
 from pathlib import Path
 
 from jobs.spec import SpecError, schema_lines, validate_spec
+from launcher.contract import (
+    CHECKPOINT_FILE,
+    ENV_DATA,
+    ENV_NUM_WORKERS,
+    ENV_THREADS,
+    ENV_VISIBLE_DEVICES,
+    EXIT_CRASH,
+    EXIT_OK,
+    EXIT_REQUEUE,
+    EXIT_USER,
+    METRICS_FILE,
+    RESULT_FILE,
+)
 
-EXIT_OK, EXIT_CRASH, EXIT_USER, EXIT_REQUEUE = 0, 1, 2, 75
-
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Train one seeded model from a job spec (a JSON mapping; every key is optional)
-and write checkpoint.pt, metrics.jsonl and result.json into DIR, nowhere else.
+and write {CHECKPOINT_FILE}, {METRICS_FILE} and {RESULT_FILE} into DIR, nowhere else.
 Run it again on the same DIR and it resumes from DIR's checkpoint.
 
-  echo '{"model": "tutorial_cnn", "dataset": "synthetic", "epochs": 2}' > demo.json
+  echo '{{"model": "tutorial_cnn", "dataset": "synthetic", "epochs": 2}}' > demo.json
   python -m jobs demo.json --check          # print the spec with defaults filled in
   python -m jobs demo.json --out runs/demo  # train
 """
 
-EPILOG = """\
-exit codes: 0 finished; 2 bad spec, missing data or foreign checkpoint (one line says
-which key and what is allowed); 75 stopped by SIGTERM/SIGUSR2 after writing a checkpoint
-(requeue it: the next run resumes); 1 crash (traceback).
+EPILOG = f"""\
+exit codes: {EXIT_OK} finished; {EXIT_USER} bad spec, missing data or foreign checkpoint (one
+line says which key and what is allowed); {EXIT_REQUEUE} stopped by SIGTERM/SIGUSR2 after
+writing a checkpoint (requeue it: the next run resumes); {EXIT_CRASH} crash (traceback).
 
-environment: LAUNCH_DATA (data root when data_root is null), LAUNCH_NUM_WORKERS
-(DataLoader workers when num_workers is null), OMP_NUM_THREADS (torch threads),
-CUDA_VISIBLE_DEVICES.
+environment: {ENV_DATA} (data root when data_root is null), {ENV_NUM_WORKERS}
+(DataLoader workers when num_workers is null), {ENV_THREADS[0]} (torch threads),
+{ENV_VISIBLE_DEVICES}.
 
 spec keys (dotted = nested mapping):
 """

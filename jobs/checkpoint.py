@@ -4,38 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-CHECKPOINT = "checkpoint.pt"
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Calls write(file) on a temp file beside `path`, fsyncs, then renames it over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+from launcher.contract import CHECKPOINT_FILE as CHECKPOINT
+from launcher.contract import atomic_write
 
 
 def atomic_write_json(path: Path, obj) -> None:
-    """Writes `obj` as indented JSON to `path`, atomically."""
-    data = (json.dumps(obj, indent=2) + "\n").encode()
-    atomic_write_bytes(path, lambda f: f.write(data))
+    """Writes `obj` as indented JSON to `path`, atomically and durably."""
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode(), durable=True)
 
 
 def save_checkpoint(out_dir: Path, state: dict) -> None:
-    """Writes `state` to out_dir/checkpoint.pt atomically: a kill leaves the old or the new one."""
-    atomic_write_bytes(out_dir / CHECKPOINT, lambda f: torch.save(state, f))
+    """Writes `state` to the checkpoint in out_dir atomically: a kill leaves the old or the new."""
+    atomic_write(out_dir / CHECKPOINT, lambda f: torch.save(state, f), durable=True)
 
 
 def load_checkpoint(out_dir: Path) -> dict | None:

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# Seed 000's normalisation, computed beforehand on the CIFAR-10 training set.
+from launcher.contract import ENV_DATA
+
+# The PRNG lecture's normalisation, computed beforehand on the CIFAR-10 training set.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 CLASSES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -56,8 +58,8 @@ def data_root(configured: str | None) -> Path:
     """Returns the data root: the spec's data_root, else $LAUNCH_DATA, else ~/.cache/launch/data."""
     if configured:
         return Path(configured).expanduser()
-    if os.environ.get("LAUNCH_DATA"):
-        return Path(os.environ["LAUNCH_DATA"]).expanduser()
+    if os.environ.get(ENV_DATA):
+        return Path(os.environ[ENV_DATA]).expanduser()
     return Path.home() / ".cache" / "launch" / "data"
 
 
@@ -176,7 +178,7 @@ def _draw(patterns: np.ndarray, n: int, noise: float, rng: np.random.Generator) 
 
 
 def split_train_val(n: int, val_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (train indices, val indices): seed 000's random_split with a seeded generator."""
+    """Returns (train indices, val indices): the PRNG lecture's seeded random_split."""
     if val_size == 0:
         return np.arange(n), np.arange(0)
     gen = torch.Generator()

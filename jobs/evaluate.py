@@ -1,4 +1,4 @@
-"""Evaluation over a loader: loss, accuracy, per-class accuracy; and durations for log lines."""
+"""Evaluation over a loader: loss, accuracy, per-class accuracy."""
 
 from __future__ import annotations
 
@@ -35,13 +35,3 @@ def evaluate(job, loader) -> dict:
         "per_class_accuracy": [h / c if c else None
                                for h, c in zip(hits_list, counts_list, strict=True)],
     }
-
-
-def format_duration(seconds: float) -> str:
-    """Returns seconds as a short human duration: 42s, 3m07s, 2h05m."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"

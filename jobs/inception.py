@@ -1,4 +1,5 @@
-"""The small Inception of Zhang et al. 2017 (Appendix A, Figure 3), as sketched in seed 003.
+"""The small Inception of Zhang et al. 2017 (Appendix A, Figure 3), as the group-GPU PyTorch
+tutorial sketches it.
 
 Channels exactly as in the paper; its Table 1 counts 1,649,402 parameters: the
 convolutions with their biases and the classifier, not BatchNorm's affine pairs.
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 
 class ConvModule(nn.Module):
-    """Conv (with bias) -> BatchNorm (eps 1e-3) -> ReLU; seed 003's stub, unchanged."""
+    """Conv (with bias) -> BatchNorm (eps 1e-3) -> ReLU; the tutorial's stub, unchanged."""
 
     def __init__(self, in_ch: int, out_ch: int, k: int, stride: int, padding=(0, 0)):
         super().__init__()

@@ -49,7 +49,7 @@ def augment(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
 
 
 class Normalizer:
-    """Turns uint8 batches into seed 000's normalised floats on the device."""
+    """Turns uint8 batches into the PRNG lecture's normalised floats on the device."""
 
     def __init__(self, device: torch.device, channels_last: bool):
         self.mean = torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1) * 255

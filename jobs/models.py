@@ -1,10 +1,11 @@
-"""The networks of seeds 000 and 003, every weight drawn from the job's own generator.
+"""The networks of the PRNG lecture and the group-GPU PyTorch tutorial, every weight drawn from
+the job's own generator.
 
-torch's built-in initialisers draw from the global RNG; seed 000 re-implements
+torch's built-in initialisers draw from the global RNG; the PRNG lecture re-implements
 `kaiming_uniform_` with a `generator` argument, and we extend that to every
 layer type used here, keeping each source's scheme: torch's default
-(kaiming_uniform_ a=sqrt(5), bias uniform +-1/sqrt(fan_in)) for the seed 003
-networks and the small Inception, seed 000's relu/linear gains for ResNet9.
+(kaiming_uniform_ a=sqrt(5), bias uniform +-1/sqrt(fan_in)) for the
+tutorial's networks and the small Inception, the lecture's relu/linear gains for ResNet9.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def init_torch_default(model: nn.Module, rng: torch.Generator) -> None:
 
 
 class TutorialCNN(nn.Module):
-    """Seed 003's first network: C-ReLU-MP, C-ReLU-MP, FC-FC-FC; fc2 is square so it can repeat."""
+    """The PyTorch tutorial CNN as the group-GPU tutorial gives it: C-ReLU-MP, C-ReLU-MP,
+    FC-FC-FC; its fc2 is square so it can repeat."""
 
     def __init__(self, num_class: int = 10):
         super().__init__()
@@ -64,7 +66,7 @@ class TutorialCNN(nn.Module):
 
 
 class AlexBlock(nn.Module):
-    """Seed 003's AlexBlock(in, out, k): conv k x k, ReLU, 2x2 max-pool."""
+    """The group-GPU tutorial's AlexBlock(in, out, k): conv k x k, ReLU, 2x2 max-pool."""
 
     def __init__(self, in_ch: int, out_ch: int, k: int):
         super().__init__()
@@ -77,7 +79,8 @@ class AlexBlock(nn.Module):
 
 
 class AlexNet(nn.Module):
-    """Seed 003's bigger AlexNet: two AlexBlocks and fc 6400-384-192-10 (its 383 typo fixed)."""
+    """The group-GPU tutorial's bigger AlexNet: two AlexBlocks, fc 6400-384-192-10 (its 383
+    typo fixed)."""
 
     def __init__(self, num_class: int = 10):
         super().__init__()
@@ -96,7 +99,7 @@ class AlexNet(nn.Module):
 
 
 def conv_bn(channels_in: int, channels_out: int, kernel_size: int = 3) -> nn.Sequential:
-    """Returns seed 000's conv (no bias, 'same' padding), BatchNorm, ReLU."""
+    """Returns the lecture's conv (no bias, 'same' padding), BatchNorm, ReLU."""
     return nn.Sequential(
         nn.Conv2d(channels_in, channels_out, kernel_size, padding="same", bias=False),
         nn.BatchNorm2d(channels_out),
@@ -105,7 +108,7 @@ def conv_bn(channels_in: int, channels_out: int, kernel_size: int = 3) -> nn.Seq
 
 
 class Residual(nn.Module):
-    """Seed 000's residual connection: x + module(x)."""
+    """The PRNG lecture's residual connection: x + module(x)."""
 
     def __init__(self, module: nn.Module):
         super().__init__()
@@ -139,7 +142,8 @@ def _res(width: int) -> Residual:
 
 
 class ResNet9(nn.Module):
-    """Seed 000's ResNet9 (widths 64-128-256-256), or Myrtle's DAWNBench layout (64-128-256-512).
+    """The PRNG lecture's ResNet9 (widths 64-128-256-256), or Page's (Myrtle's DAWNBench) layout
+    (64-128-256-512).
 
     Residual blocks are `res1` and `res2` (stochastic depth and repetition name them).
     """
@@ -165,7 +169,8 @@ class ResNet9(nn.Module):
                                       nn.Linear(512, num_class, bias=False), Scale(0.125))
 
     def reset_parameters(self, rng: torch.Generator) -> None:
-        """Seed 000's scheme: kaiming uniform (relu gain) convs, linear gain for the classifier."""
+        """The PRNG lecture's scheme: kaiming uniform convs (relu gain), linear gain for the
+        classifier."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 kaiming_uniform_(m.weight, nonlinearity="relu", generator=rng)
@@ -180,7 +185,7 @@ class ResNet9(nn.Module):
 
 
 class Ensemble(nn.Module):
-    """Seed 003's ensemble: every member sees the input, their logits are summed."""
+    """The group-GPU tutorial's ensemble: every member sees the input, their logits are summed."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()

@@ -7,7 +7,7 @@ from torch import optim
 
 
 def make_optimizer(cfg: dict, params) -> optim.Optimizer:
-    """Returns SGD (seed 000: momentum, Nesterov, weight decay) or Adam, from spec.optimizer."""
+    """Returns SGD (the PRNG lecture's: momentum, Nesterov, weight decay) or Adam, per the spec."""
     if cfg["name"] == "adam":
         return optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]),
                           weight_decay=cfg["weight_decay"])

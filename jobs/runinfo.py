@@ -8,6 +8,7 @@ import socket
 import torch
 
 from jobs.spec import SpecError
+from launcher.contract import ENV_NUM_WORKERS, ENV_THREADS, ENV_VISIBLE_DEVICES
 
 
 def pick_device(requested: str) -> torch.device:
@@ -18,14 +19,14 @@ def pick_device(requested: str) -> torch.device:
         return torch.device("cuda")
     if requested == "cuda":
         raise SpecError("device", "cuda requested but torch sees no CUDA device "
-                        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                        f"({ENV_VISIBLE_DEVICES}={os.environ.get(ENV_VISIBLE_DEVICES)!r}); "
                         "allowed: auto|cpu|cuda")
     return torch.device("cpu")
 
 
 def configure_threads() -> int:
     """Returns torch's intra-op thread count, set from OMP_NUM_THREADS when that is set."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
+    value = os.environ.get(ENV_THREADS[0], "")
     if value.isdigit() and int(value) > 0:
         torch.set_num_threads(int(value))
     return torch.get_num_threads()
@@ -37,11 +38,11 @@ def resolve_num_workers(spec: dict) -> int:
         return 0
     if spec["num_workers"] is not None:
         return spec["num_workers"]
-    value = os.environ.get("LAUNCH_NUM_WORKERS", "")
+    value = os.environ.get(ENV_NUM_WORKERS, "")
     if not value:
         return 0
     if not value.isdigit():
-        raise SpecError("num_workers", f"$LAUNCH_NUM_WORKERS must be an integer >= 0, "
+        raise SpecError("num_workers", f"${ENV_NUM_WORKERS} must be an integer >= 0, "
                         f"got {value!r}")
     return int(value)
 
@@ -58,13 +59,13 @@ def device_record(device: torch.device) -> tuple[str, str | None]:
 
 
 def env_record(num_threads: int, num_workers: int) -> dict:
-    """Returns the software and placement facts result.json records under "env"."""
+    """Returns the software and placement facts the result records under "env"."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
-        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        ENV_VISIBLE_DEVICES: os.environ.get(ENV_VISIBLE_DEVICES),
         "num_threads": num_threads,
         "num_workers": num_workers,
         "hostname": socket.gethostname(),

@@ -1,8 +1,8 @@
 """Seeding: the global RNGs, the job's derived generators, and their saved states.
 
-Recipes from seeds 000 and 004: seed Python, NumPy and torch (CPU and every GPU)
-from one number, and give each kind of random draw its own generator so that
-changing one (say, turning augmentation on) does not shift the others.  The
+Recipes from the PRNG lecture and the UvA tutorial notes: seed Python, NumPy and torch
+(CPU and every GPU) from one number, and give each kind of random draw its own generator
+so that changing one (say, turning augmentation on) does not shift the others.  The
 derived seeds come from NumPy's SeedSequence, keyed by a fixed index per name,
 so adding a name later never changes an existing one.
 """

@@ -79,7 +79,7 @@ MODEL_NAMES = ("tutorial_cnn", "alexnet", "inception", "ensemble", "resnet9")
 MEMBER_NAMES = ("tutorial_cnn", "alexnet", "inception", "resnet9")
 
 # Layers that map a width to itself, so applying them k times is well-formed.
-# alexnet has none: its fc2 is 384->192 (the seed 003 network), so it cannot repeat.
+# alexnet has none: its fc2 is 384->192 (the group-GPU tutorial's network), so it cannot repeat.
 REPEATABLE_LAYERS: dict[str, tuple[str, ...]] = {
     "tutorial_cnn": ("fc2",),
     "alexnet": (),
@@ -150,7 +150,7 @@ SPEC_SCHEMA: dict[str, Field] = {
     "model": Field("choice", "resnet9", "network to train", choices=MODEL_NAMES),
     "members": Field("choice_list", ("alexnet", "inception"),
                      "ensemble members (logits summed)", choices=MEMBER_NAMES),
-    "resnet9_widths": Field("choice", "standard", "standard = 64-128-256-256 (seed 000); "
+    "resnet9_widths": Field("choice", "standard", "standard = 64-128-256-256 (the PRNG lecture's); "
                             "myrtle = 64-128-256-512", choices=("standard", "myrtle")),
     "dataset": Field("choice", "cifar10", "data set", choices=("cifar10", "synthetic")),
     "data_root": Field("str", None, "CIFAR-10 root (holds cifar-10-batches-py); "
@@ -180,7 +180,8 @@ SPEC_SCHEMA: dict[str, Field] = {
     "reproducible": Field("bool", True, "deterministic cuDNN/cuBLAS and algorithms"),
     "optimizer": Field("section", None, "optimizer", fields=_OPTIMIZER),
     "lr_schedule": Field("section", None, "learning-rate schedule", fields=_LR_SCHEDULE),
-    "repeat": Field("section", None, "random layer repetition (seed 003)", nullable=True,
+    "repeat": Field("section", None, "random layer repetition (the group-GPU tutorial)",
+                    nullable=True,
                     fields=_REPEAT),
     "stochastic_depth": Field("section", None, "ResNet9 stochastic depth (Huang et al. 2016)",
                               nullable=True, fields=_STOCHASTIC_DEPTH),

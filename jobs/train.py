@@ -2,9 +2,9 @@
 
 One pass reads top to bottom: seed, load data, build, resume if DIR holds a
 checkpoint, train epoch by epoch (metrics line, log line, checkpoint each), test,
-write result.json.  SIGTERM/SIGUSR2 only set a flag; at the end of the current
+write the result.  SIGTERM/SIGUSR2 only set a flag; at the end of the current
 batch the job writes a checkpoint of exactly that point and raises Preempted
-(exit 75).  Every random draw is keyed so that a resumed run, mid-epoch or not,
+(EXIT_REQUEUE).  Every random draw is keyed so that a resumed run, mid-epoch or not,
 ends with the same weights as an uninterrupted one.
 """
 
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from jobs import checkpoint as ckpt
 from jobs.data import load_splits
-from jobs.evaluate import evaluate, format_duration
+from jobs.evaluate import evaluate
 from jobs.loaders import Normalizer, augment_params, epoch_order, make_loader
 from jobs.models import build_model, count_parameters
 from jobs.optimizers import make_optimizer, make_scheduler
@@ -43,15 +43,20 @@ from jobs.seeding import (
 )
 from jobs.spec import SpecError, validate_spec
 from jobs.variants import add_grad_noise, apply_repeat, apply_stochastic_depth
+from launcher.contract import (
+    METRICS_FILE,
+    RESULT_FILE,
+    RESULT_FINISHED,
+    atomic_write,
+    format_duration,
+)
 
-METRICS = "metrics.jsonl"
-RESULT = "result.json"
 # Keys that may differ between a checkpoint and the run resuming it: they do not change results.
 RESUME_FREE_KEYS = ("num_workers", "data_root", "download")
 
 
 class Preempted(Exception):
-    """A signal asked the job to stop; the checkpoint is written. Exit 75 so it is requeued."""
+    """A signal asked the job to stop; the checkpoint is written. EXIT_REQUEUE: requeue it."""
 
 
 class ResumeError(Exception):
@@ -93,7 +98,7 @@ class Progress:
 
 
 def train(spec: dict, out_dir: str | Path, log=print, stop: dict | None = None) -> dict:
-    """Returns result.json's content after training `spec` in `out_dir` (resuming if possible).
+    """Returns the result (RESULT_FILE's content) after training `spec` in `out_dir`, resuming.
 
     Raises SpecError/DataError/ResumeError for user errors, Preempted after a signal.
     `stop` lets a caller that caught a signal before calling us pass it on (see __main__).
@@ -135,7 +140,7 @@ def _run(spec: dict, out_dir: Path, stop: dict, log) -> dict:
     state = ckpt.load_checkpoint(out_dir)
     if state is not None:
         _restore(job, progress, state, out_dir)
-    _truncate_metrics(out_dir / METRICS, progress.epoch)
+    _truncate_metrics(out_dir / METRICS_FILE, progress.epoch)
     log(f"start: {spec['model']} on {device_record(device)[0]}, {len(data['train'])} train / "
         f"{len(data['val'])} val / {len(data['test'])} test images, {spec['epochs']} epochs of "
         f"{job.batches_per_epoch} batches, seed {spec['seed']}, {num_threads} threads, "
@@ -209,7 +214,7 @@ def _train_epoch(job: Job, p: Progress, stop: dict, out_dir: Path, log) -> None:
             "lr": job.optimizer.param_groups[0]["lr"],
             "images_per_s": (p.seen - start_seen) / max(train_s, 1e-9),
             "elapsed_s": p.elapsed_s(), "time": time.time()}
-    with open(out_dir / METRICS, "a") as f:
+    with open(out_dir / METRICS_FILE, "a") as f:
         f.write(json.dumps(line) + "\n")
     p.epoch, p.batch, p.loss_sum, p.correct, p.seen = epoch + 1, 0, 0.0, 0, 0
     _save(job, p, out_dir)
@@ -287,7 +292,7 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
     if not path.exists():
         return
     lines = [ln for ln in path.read_text().splitlines() if _epoch_of(ln) <= epochs_done]
-    ckpt.atomic_write_bytes(path, lambda f: f.write("".join(ln + "\n" for ln in lines).encode()))
+    atomic_write(path, "".join(ln + "\n" for ln in lines).encode(), durable=True)
 
 
 def _epoch_of(line: str) -> float:
@@ -301,7 +306,7 @@ def _finish(job: Job, p: Progress, out_dir: Path, env: dict, log) -> dict:
     test = evaluate(job, job.loaders["test"])
     device, gpu_uuid = device_record(job.device)
     result = {
-        "status": "finished", "seed": job.spec["seed"], "derived_seeds": job.seeds,
+        "status": RESULT_FINISHED, "seed": job.spec["seed"], "derived_seeds": job.seeds,
         "test_accuracy": test["accuracy"], "test_loss": test["loss"],
         "per_class_accuracy": test["per_class_accuracy"],
         "epochs_done": p.epoch, "wall_time_s": p.elapsed_s(),
@@ -310,7 +315,7 @@ def _finish(job: Job, p: Progress, out_dir: Path, env: dict, log) -> dict:
         "weights_sha256": ckpt.weights_sha256(job.model.state_dict()),
         "env": env, "spec": job.spec,
     }
-    ckpt.atomic_write_json(out_dir / RESULT, result)
+    ckpt.atomic_write_json(out_dir / RESULT_FILE, result)
     log_acc = "n/a" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
     log(f"done: test_accuracy {log_acc} test_loss {test['loss']:.4f} "
         f"weights_sha256 {result['weights_sha256']}")

@@ -17,8 +17,8 @@ from jobs.models import Ensemble, Residual
 
 
 class Repeated(nn.Module):
-    """Applies `layer` k times (seed 003): k uniform on [k_min, k_max] per training forward
-    pass, a fixed `k_eval` in eval mode."""
+    """Applies `layer` k times (the group-GPU tutorial): k uniform on [k_min, k_max] per training
+    forward pass, a fixed `k_eval` in eval mode."""
 
     def __init__(self, layer: nn.Module, k_min: int, k_max: int, k_eval: int,
                  rng: torch.Generator):

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from launcher.errors import UserError
+from launcher.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 
 EPILOG = """\
 examples:
@@ -87,15 +87,15 @@ def subparser(sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Plan a sweep, then run it here or submit it to Slurm."""
-    from launcher import sweeping
+    from launcher.commands import sweep
 
     if args.resume:
         if args.file or args.overrides:
             raise UserError("--resume SWEEP takes no sweep file or overrides")
-        return sweeping.resume_sweep(args.resume, detach=args.detach)
+        return sweep.resume_sweep(args.resume, detach=args.detach)
     if not args.file:
         raise UserError("give a sweep file (launch sweep configs/demo.yaml) or --resume SWEEP")
-    return sweeping.start_sweep(
+    return sweep.start_sweep(
         args.file,
         args.overrides,
         executor=args.executor,
@@ -106,7 +106,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the GPUs, who uses them, and where the sweeps stand."""
-    from launcher import status
+    from launcher.commands import status
 
     return status.run_status(
         full=args.full, as_json=args.json, watch_s=args.watch, sweep=args.sweep
@@ -115,21 +115,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Print what NVML and psutil say now, as a replayable JSON snapshot."""
-    from launcher import snapshot
+    from launcher.commands import snapshot
 
     return snapshot.run_snapshot(anonymize=args.anonymize)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """Print (or follow) a sweep's supervisor log or one job's output."""
-    from launcher import logs
+    from launcher.commands import logs
 
     return logs.run_logs(args.target, follow=args.follow, lines=args.lines)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     """Print a sweep's results: one row per job, mean +- std over seeds per configuration."""
-    from launcher import results
+    from launcher.commands import results
 
     fmt = "csv" if args.csv else "json" if args.json else "table"
     return results.run_results(args.sweep, fmt=fmt, plot_path=args.plot)
@@ -137,16 +137,16 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel a sweep's jobs, or one job."""
-    from launcher import sweeping
+    from launcher.commands import cancel
 
-    return sweeping.cancel(args.target, grace_s=args.grace)
+    return cancel.cancel(args.target, grace_s=args.grace)
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
     """Write a standalone Slurm array script for a sweep file."""
-    from launcher import sweeping
+    from launcher.commands import sbatch
 
-    return sweeping.write_sbatch_script(args.file, args.overrides, args.output)
+    return sbatch.write_sbatch_script(args.file, args.overrides, args.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USER_ERROR
     try:
         return args.func(args)
     except UserError as err:
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print("", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         sys.stderr.close()
         return 0

@@ -1,4 +1,4 @@
-"""Over real SSH: a sweep started with --detach outlives its connection (issue 4, item 6).
+"""Over real SSH: a sweep started with --detach outlives its connection.
 
 A real sshd listens on a free loopback port with keys generated for the test. One connection
 runs `launch sweep configs/demo.yaml --detach` and closes; later connections watch

@@ -1,4 +1,4 @@
-"""Issue 2, item 5: the CIFAR-10 reader on files in the real on-disk format, and its errors."""
+"""The CIFAR-10 reader on files in the real on-disk format, and its errors."""
 
 import json
 import pickle

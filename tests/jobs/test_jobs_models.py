@@ -1,4 +1,4 @@
-"""Issue 2, items 4 and 6: every model and variant learns; the small Inception has the paper's size.
+"""Every model and variant learns; the small Inception has the paper's size.
 
 Threshold: 10 balanced classes make chance 0.10.  On 200 test images a model that
 learned nothing scores 0.10 +- 0.021 (binomial std), so 0.30 is chance plus ~9
@@ -34,7 +34,7 @@ CASES = {
     "repeat": {"repeat": {}, "epochs": 3},
     "stochastic_depth": {"model": "resnet9", "stochastic_depth": {}, **SMALL},
     # Annealed noise has std 0.55 at step 0: Adam would normalise the noise into full-size
-    # steps, so this one uses the seed 000 optimiser (SGD, Nesterov) at lr 0.01.
+    # steps, so this one uses the PRNG lecture's optimiser (SGD, Nesterov) at lr 0.01.
     "grad_noise_annealed": {"grad_noise": {"mode": "annealed"},
                             "optimizer": {"name": "sgd", "lr": 0.01}},
     "grad_noise_relative": {"grad_noise": {"mode": "relative"}},

@@ -1,4 +1,4 @@
-"""Issue 2, items 1 and 2: same spec and seed -> same weights and metrics, whatever the workers."""
+"""Same spec and seed -> same weights and metrics, whatever the workers."""
 
 import pytest
 from jobhelpers import finish, metrics, result, start_job, tiny_spec

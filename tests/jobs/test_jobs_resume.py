@@ -1,4 +1,4 @@
-"""Issue 2, item 3: a killed or signalled job, restarted on its DIR, ends with the same weights."""
+"""A killed or signalled job, restarted on its DIR, ends with the same weights."""
 
 import signal
 import time

@@ -6,6 +6,7 @@ given and when it ran, so the tests can check placement and the CPU budget after
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -16,23 +17,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import NVML_FIXTURES as FIXTURES
+from rundirs import job_dir, job_ids, state_of, view_of
 
-from launcher import rundir, views
 from launcher.cli import main
+from launcher.commands import sweep as sweeping
+from launcher.rundir.layout import SweepPaths
+from launcher.rundir.state import ENDED_STATES
+from launcher.rundir.store import read_json, read_jsonl
+from launcher.rundir.sweepdir import list_sweeps, read_supervisor
+from launcher.show import views
 
 HERE = Path(__file__).parent
 FAKE_JOB = HERE / "fake_job.py"
-FIXTURES = HERE.parent / "fixtures" / "nvml"
-
-
-@pytest.fixture
-def lab(tmp_path, monkeypatch):
-    """A private runs dir and lease dir, and the idle 4-GPU box as the machine's GPUs."""
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("LAUNCH_LOCK_DIR", str(tmp_path / "leases"))
-    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(FIXTURES / "idle4.json"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def sweep_file(path: Path, name: str, grid: dict, resources: dict, **extra) -> Path:
@@ -57,11 +54,11 @@ def wait_ended(sweep_id: str, timeout_s: float = 60) -> views.SweepView:
     """Wait for every job of the sweep to end; fail with the supervisor log if it does not."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        view = views.load_sweep_view(sweep_id)
-        if all(j.state in rundir.ENDED_STATES for j in view.jobs) and view.supervisor != "running":
+        view = view_of(sweep_id)
+        if all(j.state in ENDED_STATES for j in view.jobs) and view.supervisor != "running":
             return view
         time.sleep(0.1)
-    log = (rundir.sweep_dir(sweep_id) / "supervisor.log").read_text()
+    log = (SweepPaths.of(sweep_id).root / "supervisor.log").read_text()
     pytest.fail(f"sweep {sweep_id} did not end in {timeout_s} s:\n{log}")
 
 
@@ -78,14 +75,12 @@ def wait_for(what: str, check, timeout_s: float = 30):
 
 def running(sweep_id: str) -> list[views.JobView]:
     """Return the jobs of a sweep that run now."""
-    return [j for j in views.load_sweep_view(sweep_id).jobs if j.state == "running"]
+    return [j for j in view_of(sweep_id).jobs if j.state == "running"]
 
 
 def runs_of(sweep_id: str) -> dict[str, list[dict]]:
     """Return every recorded run of every job of a sweep."""
-    info = rundir.read_sweep_info(sweep_id)
-    return {j["id"]: rundir.read_jsonl(rundir.job_dir(sweep_id, j["id"]) / "runs.jsonl")
-            for j in info["jobs"]}
+    return {j: read_jsonl(job_dir(sweep_id, j) / "runs.jsonl") for j in job_ids(sweep_id)}
 
 
 def overlapping(runs: list[dict]) -> list[tuple[dict, dict]]:
@@ -152,7 +147,8 @@ def test_sighup_to_the_terminal_session_does_not_stop_the_sweep(lab):
     follower = subprocess.Popen([sys.executable, "-m", "launcher.cli", "sweep", str(path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-    (sweep_id,) = wait_for("the sweep's run directory", rundir.list_sweeps)
+    (sweep,) = wait_for("the sweep's run directory", list_sweeps)
+    sweep_id = sweep.sweep_id
     wait_for("a job to start", lambda: running(sweep_id))
     os.killpg(follower.pid, signal.SIGHUP)
     assert follower.wait(10) == -signal.SIGHUP
@@ -164,15 +160,15 @@ def test_kill_9_supervisor_then_resume_runs_every_job_to_the_end_once(lab):
     path = sweep_file(lab / "s.yaml", "crash", {"seed": list(range(6)), "seconds": [0.2, 2.5]},
                       {"gpus_per_job": 1, "cpu_budget": 4, "cpus_per_job": 1})
     sweep_id = start(path)
-    sup = rundir.read_json(rundir.sweep_dir(sweep_id) / "supervisor.json")
+    sup = read_supervisor(SweepPaths.of(sweep_id))
     def half_way() -> bool:  # a job has finished and a long one has made progress
-        jobs = views.load_sweep_view(sweep_id).jobs
-        steps = [rundir.read_json(rundir.job_dir(sweep_id, j.job_id) / "checkpoint") or 0
+        jobs = view_of(sweep_id).jobs
+        steps = [read_json(job_dir(sweep_id, j.job_id) / "checkpoint") or 0
                  for j in jobs if j.state == "running" and j.params["seconds"] == 2.5]
         return any(j.state == "finished" for j in jobs) and max(steps, default=0) > 5
 
     wait_for("a finished job and a long one half-way", half_way)
-    os.kill(sup["pid"], signal.SIGKILL)
+    os.kill(sup.pid, signal.SIGKILL)
     view = wait_ended_or_dead(sweep_id)
     assert view.supervisor == "dead"
     done_before = {j.job_id for j in view.jobs if j.state == "finished"}
@@ -194,12 +190,12 @@ def wait_ended_or_dead(sweep_id: str, timeout_s: float = 20) -> views.SweepView:
     """Wait until no job of a sweep whose supervisor died is still alive."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        view = views.load_sweep_view(sweep_id)
-        infos = [rundir.read_job_state(sweep_id, j.job_id) for j in view.jobs]
-        from launcher import procs
+        view = view_of(sweep_id)
+        infos = [state_of(sweep_id, j.job_id) for j in view.jobs]
+        from launcher.machine import procs
 
-        if not any(procs.same_process(i.get("pid", 0), i.get("pid_create_time"))
-                   for i in infos if i["state"] == "running"):
+        if not any(procs.same_process(i.pid or 0, i.pid_create_time)
+                   for i in infos if i.state == "running"):
             return view
         time.sleep(0.1)
     pytest.fail("jobs outlived their supervisor")
@@ -216,8 +212,8 @@ def test_failures_are_recorded_and_resume_reruns_only_them(lab):
     assert (by["exit3"].state, by["exit3"].exit_code) == ("failed", 3)
     assert by["raise"].state == "failed" and by["raise"].exit_code == 1
     assert (by["selfkill"].state, by["selfkill"].signal) == ("failed", signal.SIGKILL)
-    raised = rundir.read_job_state(sweep_id, by["raise"].job_id)
-    assert "this job fails on purpose" in raised["log_tail"]
+    raised = state_of(sweep_id, by["raise"].job_id)
+    assert "this job fails on purpose" in raised.log_tail
     assert main(["sweep", "--resume", sweep_id, "--detach"]) == 0
     wait_ended(sweep_id)
     runs = runs_of(sweep_id)
@@ -247,15 +243,15 @@ def test_cancel_one_job_then_the_sweep_then_resume(lab):
                       {"gpus_per_job": 1, "cpu_budget": 1, "cpus_per_job": 1})
     sweep_id = start(path)
     (first,) = wait_for("a job to start", lambda: running(sweep_id))
-    queued = [j.job_id for j in views.load_sweep_view(sweep_id).jobs if j.state != "running"]
+    queued = [j.job_id for j in view_of(sweep_id).jobs if j.state != "running"]
     # A queued job, not at the head of the queue: cancelled while it waits.
     assert main(["cancel", f"{sweep_id}/{queued[-1]}"]) == 0
-    assert rundir.read_job_state(sweep_id, queued[-1])["state"] == "cancelled"
+    assert state_of(sweep_id, queued[-1]).state == "cancelled"
     assert running(sweep_id)[0].job_id == first.job_id  # the others go on
     assert main(["cancel", sweep_id, "--grace", "5"]) == 0
     view = wait_ended(sweep_id, timeout_s=15)
     assert {j.state for j in view.jobs} == {"cancelled"}
-    assert rundir.read_json(rundir.job_dir(sweep_id, first.job_id) / "checkpoint") > 0
+    assert read_json(job_dir(sweep_id, first.job_id) / "checkpoint") > 0
     # Resume runs them all again; the one that had started continues from its checkpoint.
     assert main(["sweep", "--resume", sweep_id, "--detach"]) == 0
     wait_for("the resumed sweep to run", lambda: running(sweep_id))
@@ -298,7 +294,7 @@ def test_hostile_names_and_values_reach_the_job_as_data(lab):
     sweep_id = start(path)
     view = wait_ended(sweep_id)
     assert [j.state for j in view.jobs] == ["finished"]
-    assert (rundir.job_dir(sweep_id, view.jobs[0].job_id) / "argv").read_text() == nasty
+    assert (job_dir(sweep_id, view.jobs[0].job_id) / "argv").read_text() == nasty
     assert not pwned.exists()
     assert "/" not in sweep_id and " " not in sweep_id
 
@@ -311,7 +307,7 @@ def test_a_waiting_job_says_why_in_status(lab, monkeypatch, capsys):
     sweep_id = start(path)
 
     def waiting():
-        jobs = views.load_sweep_view(sweep_id).jobs
+        jobs = view_of(sweep_id).jobs
         return [j for j in jobs if j.state == "waiting"]
 
     (job,) = wait_for("a job to wait", waiting, timeout_s=15)
@@ -342,7 +338,7 @@ def test_a_sweep_started_later_gets_a_gpu_before_the_first_sweep_ends(lab):
 
 
 def test_sweep_and_resume_warn_where_logout_would_kill_the_sweep(lab, monkeypatch, capsys):
-    from launcher import logind
+    from launcher.local import logind
 
     seen = []
     monkeypatch.setattr(logind, "logout_warning", lambda user: seen.append(user) or "it dies")
@@ -354,3 +350,46 @@ def test_sweep_and_resume_warn_where_logout_would_kill_the_sweep(lab, monkeypatc
     wait_ended(sweep_id)
     assert main(["cancel", sweep_id]) == 0 and main(["sweep", "--resume", sweep_id]) == 0
     assert len(seen) == 1  # nothing to resume: no supervisor, so no warning
+
+
+def test_resume_on_a_machine_that_lost_its_driver_fails_as_a_start_would(lab, monkeypatch,
+                                                                         capsys):
+    path = sweep_file(lab / "g.yaml", "needgpu", {"behaviour": ["exit3"]},
+                      {"gpus_per_job": 1, "device": "gpu", "cpu_budget": 1, "cpus_per_job": 1},
+                      job={"seconds": 0.05})
+    sweep_id = start(path)
+    assert [j.state for j in wait_ended(sweep_id).jobs] == ["failed"]
+    before = read_supervisor(SweepPaths.of(sweep_id))
+    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(FIXTURES / "nodriver.json"))  # a reboot later
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--detach"]) == 2
+    as_a_start = capsys.readouterr().err
+    assert main(["sweep", "--resume", sweep_id, "--detach"]) == 2
+    err = capsys.readouterr().err
+    assert err == as_a_start and err.count("\n") == 1 and "resources.device: gpu" in err
+    assert read_supervisor(SweepPaths.of(sweep_id)) == before  # no supervisor was started
+    assert [j.state for j in view_of(sweep_id).jobs] == ["failed"]  # nothing was reset
+
+
+def test_a_supervisor_that_meets_a_user_error_records_it_for_status_and_follow(
+        lab, monkeypatch, capsys):
+    from launcher.show import follow
+
+    path = sweep_file(lab / "g.yaml", "stops", {"seed": [0]},
+                      {"gpus_per_job": 1, "device": "gpu", "cpu_budget": 1, "cpus_per_job": 1})
+    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(FIXTURES / "nodriver.json"))
+    paths = sweeping.create_run_dir(*sweeping.load_plan(str(path), []), "local")
+    # A supervisor that finds the machine changed under it (the driver gone since the start).
+    done = subprocess.run([sys.executable, "-m", "launcher.supervisor", str(paths.root)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    view = view_of(paths.sweep_id)
+    assert view.supervisor == "dead" and "no NVIDIA driver found" in view.error
+    assert main(["status", paths.sweep_id]) == 3  # no driver: exit 3, the sweep shown all the same
+    out = capsys.readouterr().out
+    assert out.count("no NVIDIA driver found") == 2  # the machine's line, and the sweep's once
+    assert f"SUPERVISOR STOPPED: {view.error}" in out and "--resume" not in out
+    assert follow.follow_sweep(paths, out=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert err == f"launch: error: {view.error}\n"

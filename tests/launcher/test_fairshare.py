@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher import fairshare
-from launcher.fairshare import Waiter
-from launcher.placement import Grant, Placer
+from launcher.config.sweepfile import Resources
+from launcher.machine import fairshare
+from launcher.machine.fairshare import Waiter
+from launcher.machine.placement import Grant, Placer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 
@@ -59,7 +60,7 @@ def test_placers_of_two_sweeps_take_turns(lock_dir, monkeypatch):
     monkeypatch.setenv("LAUNCH_LOCK_DIR", str(lock_dir))
     monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(FIXTURES / "idle4.json"))
     monkeypatch.setattr(fairshare, "NOTICE_AFTER_S", 0.0)
-    res = {"gpus_per_job": 1, "include_gpus": [0], "cpu_budget": 4, "cpus_per_job": 1}
+    res = Resources(gpus_per_job=1, include_gpus=(0,), cpu_budget=4, cpus_per_job=1)
     first, later = Placer("first-1", res), Placer("later-1", res)
     a1 = first.grant("a1", {})
     assert isinstance(a1, Grant)
@@ -100,7 +101,7 @@ def test_a_posted_notice_is_read_by_others_and_gone_once_withdrawn(lock_dir):
 
 
 def test_the_notice_of_a_killed_sweep_is_not_a_wait(lock_dir):
-    code = ("import sys, time; from launcher import fairshare; "
+    code = ("import sys, time; from launcher.machine import fairshare; "
             f"fairshare.Notice({str(lock_dir)!r}, 'gone-1', 'eve').post(0); "
             "print('posted', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -1,7 +1,7 @@
 """Following a sweep: the lines it prints for a scripted run directory, and for a real sweep.
 
 The scripted tests play a sweep's life as its supervisor would write it, one step per pause
-of the follower (time.sleep is replaced by the next step), so every line is known.
+of the follower (its sleep is the next step), so every line is known.
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ import sys
 
 import pytest
 import yaml
-from test_executor import lab, start  # noqa: F401 (lab: a fixture used by name)
+from rundirs import make_sweep, set_state
+from test_executor import start
 
-from launcher import follow, rundir
+from launcher.rundir.layout import SweepPaths
+from launcher.rundir.state import read_state
+from launcher.rundir.sweepdir import read_info
+from launcher.show import follow
 
 SWEEP = "demo-20261122-221414"
 A, B = "a-s0-00000001", "b-s1-00000002"
@@ -44,46 +48,49 @@ def epoch_line(k: int) -> str:
     return json.dumps({"epoch": k, "epochs": 3, "val_accuracy": k / 10, "elapsed_s": 10.0 * k})
 
 
+def paths() -> SweepPaths:
+    return SweepPaths.of(SWEEP)
+
+
 def add_metrics(k: int) -> None:
-    with open(rundir.job_dir(SWEEP, A) / "metrics.jsonl", "a") as f:
+    with open(paths().job(A).metrics_jsonl, "a") as f:
         f.write(epoch_line(k) + "\n")
 
 
 def running(gpu: int, started: float = STARTED) -> dict:
-    return {"state": "running", "attempt": 1, "runs": 1, "gpu_indices": [gpu], "started": started}
+    return {"attempt": 1, "runs": 1, "gpu_indices": [gpu], "started": started}
 
 
 def step_1() -> None:
-    rundir.write_job_state(SWEEP, A, running(0))
+    set_state(paths(), A, "running", **running(0))
     add_metrics(1)
-    rundir.write_job_state(SWEEP, B, {"state": "waiting", "reason": WAIT})
+    set_state(paths(), B, "waiting", reason=WAIT)
 
 
 def step_2() -> None:
     add_metrics(2)
     add_metrics(3)
-    rundir.write_job_state(SWEEP, B, running(1, STARTED + 30))
+    set_state(paths(), B, "running", **running(1, STARTED + 30))
 
 
 def step_3() -> None:
-    rundir.write_job_state(SWEEP, A, {**running(0), "state": "finished", "ended": STARTED + 30,
-                                      "exit_code": 0, "signal": None})
-    rundir.write_job_state(SWEEP, B, {**running(1, STARTED + 30), "state": "failed",
-                                      "ended": STARTED + 35, "exit_code": 3, "signal": None,
-                                      "log_tail": OUTPUT})
+    set_state(paths(), A, "finished", **running(0), ended=STARTED + 30, exit_code=0)
+    set_state(paths(), B, "failed", **running(1, STARTED + 30), ended=STARTED + 35, exit_code=3,
+              log_tail=OUTPUT)
+
+
+def steps(*todo):
+    """Return a sleep for the follower that runs the next step of todo at each pause."""
+    left = list(todo)
+    return lambda _s: left.pop(0)()
 
 
 @pytest.fixture
-def scripted(tmp_path, monkeypatch):
-    """A sweep of two jobs and no supervisor; each pause of the follower runs the next step."""
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
+def scripted(runs, monkeypatch):
+    """A sweep of two jobs and no supervisor, at its first step; step_2, step_3 come next."""
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("LINES", "30")
-    monkeypatch.chdir(tmp_path)
-    rundir.create_sweep(SWEEP, "name: demo\n", {"name": "demo", "executor": "local"},
-                        [(A, {"seed": 0}, {"epochs": 3}), (B, {"seed": 1}, {"epochs": 3})])
-    steps = [step_2, step_3]
-    monkeypatch.setattr(follow.time, "sleep", lambda _s: steps.pop(0)())
+    make_sweep(SWEEP, [(A, {"seed": 0}, {"epochs": 3}), (B, {"seed": 1}, {"epochs": 3})])
     step_1()
 
 
@@ -93,7 +100,7 @@ def without_clock(text: str) -> list[str]:
 
 def test_piped_output_says_where_then_each_epoch_wait_and_failure(scripted, capsys):
     out = io.StringIO()
-    assert follow.follow_sweep(SWEEP, out=out) == 1
+    assert follow.follow_sweep(paths(), out=out, sleep=steps(step_2, step_3)) == 1
     assert without_clock(out.getvalue()) == [
         f"sweep {SWEEP}: 2 jobs, runs/{SWEEP}; Ctrl-C stops following, not the sweep",
         f"{A}  running on GPU 0",
@@ -117,7 +124,7 @@ def test_piped_output_says_where_then_each_epoch_wait_and_failure(scripted, caps
 
 def test_a_terminal_gets_the_events_and_a_table_redrawn_in_place(scripted):
     out = Terminal()
-    assert follow.follow_sweep(SWEEP, out=out) == 1
+    assert follow.follow_sweep(paths(), out=out, sleep=steps(step_2, step_3)) == 1
     header, *frames = out.writes
     assert header.startswith(f"sweep {SWEEP}: 2 jobs, runs/{SWEEP}; Ctrl-C")
     assert len(frames) == 3
@@ -137,15 +144,13 @@ def test_a_terminal_gets_the_events_and_a_table_redrawn_in_place(scripted):
     assert frames[2].endswith(f"\n{SWEEP}  local  1 finished, 1 failed\n"), "no Ctrl-C at the end"
 
 
-def test_a_resumed_sweep_counts_what_had_finished_instead_of_listing_it(scripted,
-                                                                        monkeypatch):
+def test_a_resumed_sweep_counts_what_had_finished_instead_of_listing_it(scripted):
     step_2()
     step_3()
-    rundir.write_job_state(SWEEP, B, {"state": "pending", "reason": "resumed"})
+    set_state(paths(), B, "pending", reason="resumed")
     out = io.StringIO()
-    monkeypatch.setattr(follow.time, "sleep", lambda _s: rundir.write_job_state(SWEEP, B, {
-        "state": "failed", "exit_code": None, "signal": 9}))
-    assert follow.follow_sweep(SWEEP, out=out) == 1
+    killed = steps(lambda: set_state(paths(), B, "failed", signal=9))
+    assert follow.follow_sweep(paths(), out=out, sleep=killed) == 1
     assert without_clock(out.getvalue()) == [
         f"sweep {SWEEP}: 2 jobs (1 finished before), runs/{SWEEP}; Ctrl-C stops following, "
         "not the sweep",
@@ -155,13 +160,11 @@ def test_a_resumed_sweep_counts_what_had_finished_instead_of_listing_it(scripted
     ]
 
 
-def test_a_retried_job_shows_why_it_stopped(scripted, monkeypatch):
+def test_a_retried_job_shows_why_it_stopped(scripted):
     out = io.StringIO()
-    steps = [lambda: rundir.write_job_state(SWEEP, A, {
-        **running(0), "state": "pending", "exit_code": 1, "reason": "retry after exit 1",
-        "log_tail": "Killed"}), step_3]
-    monkeypatch.setattr(follow.time, "sleep", lambda _s: steps.pop(0)())
-    assert follow.follow_sweep(SWEEP, out=out) == 1
+    retried = steps(lambda: set_state(paths(), A, "pending", **running(0), exit_code=1,
+                                      reason="retry after exit 1", log_tail="Killed"), step_3)
+    assert follow.follow_sweep(paths(), out=out, sleep=retried) == 1
     lines = without_clock(out.getvalue())
     at = lines.index(f"{A}  pending: retry after exit 1")
     assert lines[at + 1:at + 3] == ["    | Killed", f"    all its output: launch logs {SWEEP}/{A}"]
@@ -197,10 +200,10 @@ def test_following_a_real_sweep_shows_every_epoch_the_wait_and_the_failure(tmp_p
         "resources": {"gpus_per_job": 1, "cpu_budget": 1, "cpus_per_job": 1}}))
     sweep_id = start(path)
     out = io.StringIO()
-    assert follow.follow_sweep(sweep_id, refresh_s=0.05, out=out) == 1
+    assert follow.follow_sweep(SweepPaths.of(sweep_id), refresh_s=0.05, out=out) == 1
     lines = without_clock(out.getvalue())
-    ok, bad = sorted(rundir.read_sweep_info(sweep_id)["jobs"], key=lambda j: j["params"]["code"])
-    ok, bad = ok["id"], bad["id"]
+    ok, bad = (j.id for j in sorted(read_info(SweepPaths.of(sweep_id)).jobs,
+                                    key=lambda j: j.params["code"]))
     assert lines[0].startswith(f"sweep {sweep_id}: 2 jobs, runs/{sweep_id}; Ctrl-C")
     for job in (ok, bad):
         assert [line.split("  ")[1] for line in lines if line.startswith(f"{job}  epoch")] == \
@@ -215,11 +218,11 @@ def test_following_a_real_sweep_shows_every_epoch_the_wait_and_the_failure(tmp_p
 
 
 def test_epochs_come_with_their_own_time_and_a_rerun_from_an_older_checkpoint_shows_again(
-        tmp_path, monkeypatch):
+        tmp_path):
     from types import SimpleNamespace
 
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path))
-    metrics = tmp_path / "s-1" / "jobs" / "j" / "metrics.jsonl"
+    job = SweepPaths(tmp_path / "s-1").job("j")
+    metrics = job.metrics_jsonl
     metrics.parent.mkdir(parents=True)
 
     def epochs_done(n: int) -> SimpleNamespace:
@@ -228,10 +231,10 @@ def test_epochs_come_with_their_own_time_and_a_rerun_from_an_older_checkpoint_sh
         return SimpleNamespace(job_id="j", epoch=n)
 
     shown: dict = {}
-    assert [t for t, _ in follow.new_epochs("s-1", epochs_done(3), shown)] == [1001, 1002, 1003]
-    assert follow.new_epochs("s-1", epochs_done(3), shown) == []
-    assert follow.new_epochs("s-1", epochs_done(1), shown) == []  # rerun from epoch 1's checkpoint
-    again = follow.new_epochs("s-1", epochs_done(3), shown)
+    assert [t for t, _ in follow.new_epochs(job, epochs_done(3), shown)] == [1001, 1002, 1003]
+    assert follow.new_epochs(job, epochs_done(3), shown) == []
+    assert follow.new_epochs(job, epochs_done(1), shown) == []  # rerun from epoch 1's checkpoint
+    again = follow.new_epochs(job, epochs_done(3), shown)
     assert [text.split()[1] for _, text in again] == ["2/4", "3/4"]
 
 
@@ -246,17 +249,17 @@ def test_a_quick_retry_is_shown_with_why_and_its_log_marks_the_new_run(tmp_path)
         "name": "retry", "max_retries": 1,
         "job": {"command": [sys.executable, str(script)], "seed": 0},
         "resources": {"gpus_per_job": 1, "cpu_budget": 1, "cpus_per_job": 1}}))
-    sweep_id = start(path)
+    sweep = SweepPaths.of(start(path))
     out = io.StringIO()
-    assert follow.follow_sweep(sweep_id, refresh_s=0.05, out=out) == 0
+    assert follow.follow_sweep(sweep, refresh_s=0.05, out=out) == 0
     lines = without_clock(out.getvalue())
-    (job,) = [j["id"] for j in rundir.read_sweep_info(sweep_id)["jobs"]]
+    (job,) = read_info(sweep).job_ids
     # However quick the retry (it may all happen between two looks), the follower says so.
     said = [line for line in lines if line.startswith(job)]
     assert any("retry" in line for line in said), lines
     assert said[-1].startswith(f"{job}  finished"), lines
-    assert rundir.read_job_state(sweep_id, job).get("log_tail") is None  # not the failed run's
-    log = (rundir.job_dir(sweep_id, job) / "stdout.log").read_text().splitlines()
+    assert read_state(sweep.job(job)).log_tail is None  # not the failed run's
+    log = sweep.job(job).stdout_log.read_text().splitlines()
     assert log[0] == "boom" and log[1].startswith("[launch] ") and " run 2 starts" in log[1]
 
 
@@ -291,7 +294,8 @@ def test_a_retry_is_said_once_whatever_the_follower_saw(looks, retry_lines):
         job = SimpleNamespace(job_id="j", state=state, attempt=attempt, reason=reason,
                               log_tail="boom" if attempt else None, gpu_indices=(0,), runs=1,
                               elapsed_s=None, val_accuracy=None, epoch=None)
-        said += follow.changes(SimpleNamespace(sweep_id="s-1", jobs=[job]), seen, {}, False)
+        said += follow.changes(SimpleNamespace(sweep_id="s-1", jobs=[job]), SweepPaths.of("s-1"),
+                               seen, {}, False)
     retries = [line for line in said if "retry" in line]
     assert len(retries) == retry_lines, said
     assert ("    | boom" in said) == bool(retry_lines), said

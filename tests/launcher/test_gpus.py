@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher import nvml
-from launcher.gpus import GpuPolicy, job_env, pick_gpus, units
-from launcher.leases import GpuLease
+from launcher import contract
+from launcher.machine import nvml
+from launcher.machine.gpus import GpuPolicy, pick_gpus, units
+from launcher.machine.leases import GpuLease
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 MIB = 1024 * 1024
@@ -119,6 +120,12 @@ def test_reason_says_what_a_waiting_job_waits_for():
     assert choice.reason() == (
         "need 1 GPU, 0 free: GPU 0 used by alice, root; "
         "GPU 1 used by bob, pid 60012 (owner unknown); GPU 2 excluded; GPU 3 has 20.5 GiB in use")
+
+
+def job_env(uuids: list[str]) -> dict[str, str]:
+    env = contract.job_env({}, sweep_id="s", job_id="j", job_dir=Path("/j"), num_workers=0,
+                           num_threads=1, gpus=uuids)
+    return {k: env[k] for k in ("CUDA_DEVICE_ORDER", "CUDA_VISIBLE_DEVICES")}
 
 
 def test_job_env_names_devices_by_uuid_in_pci_order():

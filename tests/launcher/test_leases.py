@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import cpus, gpus, holders, leases, nvml
+from launcher.machine import cpus, gpus, holders, leases, nvml
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 META = {"user": "alice", "host": "athena", "pid": 1, "sweep": "s-1", "job": "j-1", "start": 1.5}
@@ -110,7 +110,7 @@ def test_symlinked_lock_dir_is_refused(tmp_path, monkeypatch):
 
 HOLDER = """
 import sys, time
-from launcher import leases
+from launcher.machine import leases
 lease = leases.try_lock_slot(sys.argv[1], {"user": "bob", "job": "held"})
 print("held" if lease else "busy", flush=True)
 time.sleep(60)
@@ -135,7 +135,7 @@ def test_sigkilled_holder_frees_the_slot_at_once(lock_dir):
 
 SUPERVISOR = """
 import subprocess, sys
-from launcher import leases
+from launcher.machine import leases
 lease = leases.try_lock_slot(sys.argv[1], {"user": "bob"})
 job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                        pass_fds=(lease.fd,), start_new_session=True,

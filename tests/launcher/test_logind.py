@@ -2,7 +2,7 @@
 
 import pytest
 
-from launcher import logind
+from launcher.local import logind
 
 IN_SESSION = "0::/user.slice/user-1000.slice/session-42.scope\n"
 IN_USER_SCOPE = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/run-r7.scope\n"

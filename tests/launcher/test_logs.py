@@ -9,26 +9,30 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from launcher import logs
 from launcher.cli import main
+from launcher.commands import logs
 from launcher.errors import UserError
+from launcher.rundir import store
 
 SWEEP = "demo-20261122-193455"
 JOB_IDS = ["alexnet-s0-1a2b3c4d", "alexnet-s1-2b3c4d5e", "resnet9-s0-3c4d5e6f"]
 FOLLOW_LIMIT_S = 60  # a follow that never stops fails the test instead of hanging it
 
 # Appends numbered lines to a log, then records the end the way the supervisor does:
-# state.json replaced atomically after the output is complete.
+# state.json replaced atomically after the output is complete. With a go-file named, it
+# starts only once that file exists (the follower made it: it waits for the log already).
 WRITER = textwrap.dedent("""
     import json, os, sys, time
-    log, n, linger_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[-1])
-    state_paths = sys.argv[3:-1]
-    time.sleep(0.4)  # the follower starts first and must wait for the file
+    log, n, go, linger_s = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[-1])
+    state_paths = sys.argv[4:-1]
+    while go and not os.path.exists(go):
+        time.sleep(0.01)
     with open(log, "a") as f:
         for i in range(n):
             f.write(f"line {i} of {n}\\n")
@@ -62,20 +66,30 @@ def runs(tmp_path, monkeypatch) -> Path:
     return root
 
 
-def start_writer(log: Path, n: int, state_paths: list[Path], linger_s: float = 0.0):
-    argv = [sys.executable, "-c", WRITER, str(log), str(n), *map(str, state_paths), str(linger_s)]
+def start_writer(log: Path, n: int, state_paths: list[Path], linger_s: float = 0.0,
+                 go: Path | None = None):
+    argv = [sys.executable, "-c", WRITER, str(log), str(n), str(go or ""),
+            *map(str, state_paths), str(linger_s)]
     return subprocess.Popen(argv)
 
 
-def follow_in_thread(target: str, lines: int | None = None) -> int:
-    """Return run_logs' exit code, failing (not hanging) if following never stops."""
-    out: list[int] = []
-    t = threading.Thread(target=lambda: out.append(logs.run_logs(target, True, lines)),
-                         daemon=True)
+def follow_in_thread(target: str, lines: int | None = None, pace: logs.Pace | None = None) -> str:
+    """Return why following target stopped, failing (not hanging) if it never stops."""
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(
+        logs.follow_log(logs.resolve_target(target), lines, pace)), daemon=True)
     t.start()
     t.join(FOLLOW_LIMIT_S)
     assert not t.is_alive(), f"launch logs -f {target} did not stop"
     return out[0]
+
+
+def starting(go: Path) -> logs.Pace:
+    """Return a follower's pace whose first pause makes go: the writer starts only then."""
+    def sleep(seconds: float) -> None:
+        go.touch()
+        time.sleep(seconds)
+    return logs.Pace(sleep=sleep)
 
 
 def test_print_whole_file_and_last_lines(runs, capsys):
@@ -111,21 +125,22 @@ def test_tail_offset_counts_lines_from_the_end(size):
     for text in ("\n".join(lines) + "\n", "\n".join(lines)):  # with and without a final newline
         data = text.encode()
         for n in (1, 3, 10000):
-            start = logs.tail_offset(io.BytesIO(data), n)
+            start = store.tail_offset(io.BytesIO(data), n)
             assert data[start:].decode().splitlines() == text.splitlines()[-n:]
 
 
-def test_follow_job_waits_for_the_file_and_stops_when_finished(runs, capsys):
+def test_follow_job_waits_for_the_file_and_stops_when_finished(runs, tmp_path, capsys):
     job = runs / SWEEP / "jobs" / JOB_IDS[0]
-    writer = start_writer(job / "stdout.log", 40, [job / "state.json"])
+    go = tmp_path / "go"
+    writer = start_writer(job / "stdout.log", 40, [job / "state.json"], go=go)
     try:
-        assert follow_in_thread(f"{SWEEP}/{JOB_IDS[0]}") == 0
+        assert follow_in_thread(f"{SWEEP}/{JOB_IDS[0]}", pace=starting(go)) == "job finished"
     finally:
         writer.wait(30)
     captured = capsys.readouterr()
     expected = [f"line {i} of 40" for i in range(40)] + ["after the state changed"]
     assert captured.out.splitlines() == expected
-    assert "waiting for" in captured.err and "job finished" in captured.err
+    assert "waiting for" in captured.err
 
 
 def test_follow_sweep_runs_until_supervisor_is_gone(runs, capsys):
@@ -140,14 +155,13 @@ def test_follow_sweep_runs_until_supervisor_is_gone(runs, capsys):
         write_json(sweep / "supervisor.json", {
             "pid": writer.pid, "host": socket.gethostname(),
             "create_time": psutil.Process(writer.pid).create_time()})
-        assert follow_in_thread(SWEEP, lines=None) == 0
+        assert follow_in_thread(SWEEP, lines=None) == "sweep ended"
         assert not reaper.is_alive(), "following stopped while the supervisor still ran"
     finally:
         reaper.join(30)
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == "after the state changed"
     assert len(captured.out.splitlines()) == 11
-    assert "sweep ended" in captured.err
 
 
 def test_follow_stops_on_a_dead_supervisor(runs, capsys):
@@ -156,13 +170,12 @@ def test_follow_stops_on_a_dead_supervisor(runs, capsys):
     write_json(runs / SWEEP / "supervisor.json", {
         "pid": int(gone.stdout), "host": socket.gethostname(), "create_time": 1.0})
     (runs / SWEEP / "supervisor.log").write_text("start a\n")
-    assert follow_in_thread(SWEEP) == 0
-    captured = capsys.readouterr()
-    assert captured.out == "start a\n"
-    assert "supervisor is dead" in captured.err and "--resume" in captured.err
+    reason = follow_in_thread(SWEEP)
+    assert "supervisor is dead" in reason and "--resume" in reason
+    assert capsys.readouterr().out == "start a\n"
 
 
-def test_follow_sleeps_between_reads_and_ctrl_c_exits_0(runs, monkeypatch, capsys):
+def test_follow_sleeps_between_reads_and_ctrl_c_exits_0(runs, capsys):
     (runs / SWEEP / "jobs" / JOB_IDS[1] / "stdout.log").write_text("one\n")
     pauses: list[float] = []
 
@@ -171,8 +184,8 @@ def test_follow_sleeps_between_reads_and_ctrl_c_exits_0(runs, monkeypatch, capsy
         if len(pauses) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(logs.time, "sleep", sleep)
-    assert logs.run_logs(f"{SWEEP}/{JOB_IDS[1]}", follow=True, lines=None) == 0
+    pace = logs.Pace(sleep=sleep)
+    assert logs.run_logs(f"{SWEEP}/{JOB_IDS[1]}", follow=True, lines=None, pace=pace) == 0
     assert capsys.readouterr().out == "one\n"
     assert pauses == [logs.POLL_S] * 3  # an idle follow pauses before every new read
 
@@ -202,7 +215,7 @@ def test_negative_lines_is_a_user_error(runs):
 
 
 def test_multibyte_characters_survive_small_reads(runs, capsys, monkeypatch):
-    monkeypatch.setattr(logs, "TAIL_BLOCK_BYTES", 3)
+    monkeypatch.setattr(store, "TAIL_BLOCK_BYTES", 3)
     (runs / SWEEP / "supervisor.log").write_bytes("αβγ\nδεζ\n".encode())
     assert logs.run_logs(SWEEP, follow=False, lines=1) == 0
     assert capsys.readouterr().out == "δεζ\n"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from launcher import nvml
 from launcher.errors import UserError
-from launcher.snapshot import FakeNvml
+from launcher.machine import nvml
+from launcher.machine.replay import FakeNvml
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 MIB = 1024 * 1024
@@ -108,7 +108,7 @@ def test_other_init_errors_say_what_is_wrong():
 
 
 def test_fake_raises_pynvmls_own_error_classes():
-    fake = FakeNvml(json.loads((FIXTURES / "busy4.json").read_text()))
+    fake = FakeNvml(json.loads((FIXTURES / "busy4.json").read_text()), nvml.error_class)
     dev = fake.nvmlDeviceGetHandleByIndex(0)
     with pytest.raises(pynvml.NVMLError_NotSupported):
         fake.nvmlDeviceGetFanSpeed(dev)

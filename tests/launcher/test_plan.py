@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.plan import job_id_for, make_sweep_id, plan_jobs, render_plan
-from launcher.sweepfile import gpus_needed, load_sweep
-from launcher.yamlsource import SweepFileError
+from launcher.config.plan import job_id_for, make_sweep_id, plan_jobs, render_plan
+from launcher.config.sweepfile import load_sweep
+from launcher.config.yamlsource import SweepFileError
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 ID = re.compile(r"[A-Za-z0-9._=-]{1,48}-[0-9a-f]{8}")
@@ -150,7 +150,7 @@ def test_demo_config_runs_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sweep = load_sweep(CONFIGS / "demo.yaml")
     plans = plan_jobs(sweep)
-    assert gpus_needed(sweep.resources) == 0 and sweep.resources.cpus_per_job == 1
+    assert sweep.resources.gpus_needed == 0 and sweep.resources.cpus_per_job == 1
     assert len(plans) == 6 and {p.spec["dataset"] for p in plans} == {"synthetic"}
     assert {p.spec["model"] for p in plans} == {"tutorial_cnn", "resnet9"}
     assert all(p.spec["epochs"] <= 3 and p.spec["synthetic"]["train_size"] <= 2000

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from launcher import results, rundir, sweeping
 from launcher.cli import main
+from launcher.commands import sweep as sweeping
 from launcher.errors import UserError
+from launcher.rundir.layout import SweepPaths
+from launcher.rundir.names import split_target
+from launcher.show import plot, results
+from launcher.show.results_render import render_results
 
 ROOT = Path(__file__).parents[2]
 SWEEP = "demo-20261122-193455"
@@ -108,7 +112,7 @@ def runs(tmp_path, monkeypatch) -> Path:
 
 
 def test_rows_and_per_configuration_mean_std(runs):
-    table = results.collect_results(SWEEP, runs)
+    table = results.collect_results(SweepPaths(runs / SWEEP))
     assert [j.job_id for j in table.jobs] == [j[0] for j in JOBS]  # plan order
     assert [j.state for j in table.jobs] == [
         "finished", "finished", "finished", "finished", "failed", "running", "pending"]
@@ -131,7 +135,7 @@ def test_rows_and_per_configuration_mean_std(runs):
 
 
 def test_text_table_matches_golden(runs):
-    assert results.render_results(results.collect_results(SWEEP, runs)) == GOLDEN
+    assert render_results(results.collect_results(SweepPaths(runs / SWEEP))) == GOLDEN
 
 
 def test_unfinished_result_is_not_averaged(tmp_path):
@@ -142,14 +146,14 @@ def test_unfinished_result_is_not_averaged(tmp_path):
     failed = {"status": "failed", "test_accuracy": 1.0}
     write_json(d / "jobs" / "a-s0-11111111" / "result.json", failed)
     (d / "jobs" / "a-s1-22222222" / "result.json").write_text('{"status": "finished", "test_acc')
-    table = results.collect_results("x-20260101-000000", tmp_path)
+    table = results.collect_results(SweepPaths(tmp_path / "x-20260101-000000"))
     assert table.finished() == 0
-    text = results.render_results(table)
+    text = render_results(table)
     assert "no finished job yet in sweep x-20260101-000000" in text
     assert "mean +- std" not in text
     for job_id in ("a-s0-11111111", "a-s1-22222222"):  # once every job ended, not "yet"
         write_json(d / "jobs" / job_id / "state.json", {"state": "failed"})
-    text = results.render_results(results.collect_results("x-20260101-000000", tmp_path))
+    text = render_results(results.collect_results(SweepPaths(tmp_path / "x-20260101-000000")))
     assert "no finished job in sweep x-20260101-000000: nothing to average" in text
     # what no job varies goes to one line; columns of "-" only (no device yet) just go
     assert "\nevery job: model=m, optimizer.lr=0.1\n" in text and "device" not in text
@@ -158,7 +162,7 @@ def test_unfinished_result_is_not_averaged(tmp_path):
 
 
 def test_csv_has_one_row_per_job(runs):
-    text = results.results_csv(results.collect_results(SWEEP, runs))
+    text = results.results_csv(results.collect_results(SweepPaths(runs / SWEEP)))
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == ["job_id", "model", "optimizer.lr", "state", "seed", "test_accuracy",
                              "test_loss", "epochs_done", "wall_time_s", "device"]
@@ -170,7 +174,7 @@ def test_csv_has_one_row_per_job(runs):
 
 
 def test_json_has_stable_keys(runs):
-    out = results.results_json(results.collect_results(SWEEP, runs))
+    out = results.results_json(results.collect_results(SweepPaths(runs / SWEEP)))
     assert list(out) == ["format", "sweep_id", "name", "param_keys", "config_keys", "finished",
                          "jobs", "configs"]
     assert out["format"] == "launch-results/1" and out["finished"] == 4
@@ -202,14 +206,14 @@ def test_plot_writes_png(runs, tmp_path, capsys):
     data = png.read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 5000
     with pytest.raises(UserError, match="folder .* does not exist"):
-        results.plot_learning_curves(SWEEP, tmp_path / "missing" / "x.png", runs)
+        plot.plot_learning_curves(SweepPaths(runs / SWEEP), tmp_path / "missing" / "x.png")
 
 
 def test_plot_without_metrics_is_a_clear_error(tmp_path):
     jobs = [("a-s0-11111111", {"model": "m", "optimizer.lr": 0.1, "seed": 0}, None, None, 0)]
     make_sweep(tmp_path, "x-20260101-000000", jobs)
     with pytest.raises(UserError, match="no metrics yet"):
-        results.plot_learning_curves("x-20260101-000000", tmp_path / "p.png", tmp_path)
+        plot.plot_learning_curves(SweepPaths(tmp_path / "x-20260101-000000"), tmp_path / "p.png")
     assert not (tmp_path / "p.png").exists()
 
 
@@ -226,7 +230,7 @@ def test_missing_matplotlib_says_how_to_install(runs, tmp_path, monkeypatch, cap
 
 
 def test_results_and_logs_import_neither_torch_nor_matplotlib():
-    code = ("import sys, launcher.results, launcher.logs; "
+    code = ("import sys, launcher.commands.results, launcher.commands.logs; "
             "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -238,9 +242,9 @@ def demo(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.chdir(tmp_path)
     sweep, plans = sweeping.load_plan(str(ROOT / "configs" / "demo.yaml"), [])
-    path = sweeping.create_run_dir(sweep, plans, "local")
+    paths = sweeping.create_run_dir(sweep, plans, "local")
     for n, p in enumerate(plans):
-        jd = path / "jobs" / p.job_id
+        jd = paths.job(p.job_id).dir
         epochs = p.spec["epochs"]
         write_json(jd / "state.json", {"state": "finished"})
         write_json(jd / "result.json", {
@@ -249,11 +253,11 @@ def demo(tmp_path, monkeypatch) -> str:
             "wall_time_s": 3.1 * epochs, "device": "cpu"})
         (jd / "metrics.jsonl").write_text("".join(
             json.dumps({"epoch": k, "epochs": epochs}) + "\n" for k in range(1, epochs + 1)))
-    return path.name
+    return paths.sweep_id
 
 
 def test_demo_table_fits_and_names_every_column_once(demo):
-    text = results.render_results(results.collect_results(demo))
+    text = render_results(results.collect_results(SweepPaths.of(demo)))
     lines = text.splitlines()
     assert max(map(len, lines)) <= 100, text
     header = lines[4].split()
@@ -263,11 +267,12 @@ def test_demo_table_fits_and_names_every_column_once(demo):
     assert lines[2].startswith("job: the hash that ends its id")
     rows = [line.split() for line in lines[5:11]]
     for row in rows:  # the epochs a job ran, also where its point did not set them
-        job = rundir.split_target(f"demo/{row[0]}")[1]
+        job = split_target(f"demo/{row[0]}")[1]
         model, epochs = ("resnet9", "2") if "resnet9" in job else ("tutorial_cnn", "3")
         assert (row[1], row[2], row[-2]) == (epochs, model, f"{epochs}/{epochs}")
     assert {r[3] for r in rows} == {"-", "layer=fc2,max=3,min=1"}
-    csv_rows = list(csv.DictReader(io.StringIO(results.results_csv(results.collect_results(demo)))))
+    table = results.collect_results(SweepPaths.of(demo))
+    csv_rows = list(csv.DictReader(io.StringIO(results.results_csv(table))))
     assert {r["epochs"] for r in csv_rows} == {"2", "3"}
     assert {r["device"] for r in csv_rows} == {"cpu"}  # CSV keeps every field
 
@@ -275,7 +280,7 @@ def test_demo_table_fits_and_names_every_column_once(demo):
 def test_values_that_differ_only_past_the_cut_are_never_shown_alike():
     from types import SimpleNamespace
 
-    from launcher import results_render
+    from launcher.show import results_render
 
     opts = [{"name": "sgd", "lr": 0.01, "nesterov": flag, "momentum": 0.9,
              "weight_decay": 0.0005} for flag in (False, True)]
@@ -292,7 +297,7 @@ def test_values_that_differ_only_past_the_cut_are_never_shown_alike():
 def test_numbers_no_job_has_are_not_columns_of_dashes():
     from types import SimpleNamespace
 
-    from launcher import results_render
+    from launcher.show import results_render
 
     def job(n, acc=None):
         return SimpleNamespace(job_id=f"lr={n}-0000000{n}", values={"lr": n}, seed=0,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import gpus, holders, leases, nvml, snapshot
+from launcher.commands import snapshot
 from launcher.errors import UserError
+from launcher.machine import gpus, holders, leases, nvml
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 ALL = sorted(p.stem for p in FIXTURES.glob("*.json"))

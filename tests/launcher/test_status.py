@@ -14,13 +14,18 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import NVML_FIXTURES as FIXTURES
+from rundirs import make_sweep, set_state, view_of
 
-from launcher import leases, nvml, rundir, status, status_render, sweep_table, views
-from launcher.cpus import CpuUse
-from launcher.views import JobView, SweepView
+from launcher.commands import status
+from launcher.contract import format_duration
+from launcher.machine import leases, nvml
+from launcher.machine.cpus import CpuUse
+from launcher.rundir.layout import SweepPaths
+from launcher.show import status_render, sweep_table
+from launcher.show.views import JobView, SweepView
 
 TESTS = Path(__file__).resolve().parent.parent
-FIXTURES = TESTS / "fixtures" / "nvml"
 GOLDEN = TESTS / "golden" / "status"
 ALL = sorted(p.stem for p in FIXTURES.glob("*.json"))
 NOW = 1795376095.0  # 2026-11-22 19:34:55 UTC
@@ -32,6 +37,12 @@ def job(job_id: str, state: str, **kw) -> JobView:
                 gpu_indices=(), cpus=4, epoch=None, epochs=22, val_accuracy=None, elapsed_s=None,
                 eta_s=None, reason=None, exit_code=None, signal=None, slurm_job_id=None)
     return JobView(**{**base, **kw})
+
+
+def sweep(sweep_id: str, supervisor: str, jobs, created: float) -> SweepView:
+    return SweepView(sweep_id=sweep_id, name=sweep_id.split("-")[0], executor="local",
+                     created=created, user="carol", host="athena", supervisor=supervisor,
+                     jobs=tuple(jobs))
 
 
 def sweeps_for(snap: nvml.Snapshot | None) -> list[SweepView]:
@@ -50,16 +61,15 @@ def sweeps_for(snap: nvml.Snapshot | None) -> list[SweepView]:
           for i in range(7)],
     ]
     return [
-        SweepView("cifar-20261120-101010", "cifar", "local", NOW - 2 * 86400, "carol", "athena",
-                  "ended", tuple(job(f"tutorial_cnn-s{i}-aa{i}", "finished", epoch=22,
-                                     val_accuracy=0.6, elapsed_s=600.0) for i in range(3))),
-        SweepView("demo-20261121-080000", "demo", "local", NOW - 86400, "carol", "athena", "dead",
-                  (job("demo-s0-12345678", "running", epoch=1, epochs=2, elapsed_s=40000.0),
-                   job("demo-s1-87654321", "pending", attempt=0, runs=0),
-                   job("demo-s2-24681357", "cancelled", epoch=1, epochs=2, elapsed_s=30.0,
-                       signal=15))),
-        SweepView("cifar-20261122-193455", "cifar", "local", NOW - 600, "carol", "athena",
-                  "running", tuple(running)),
+        sweep("cifar-20261120-101010", "ended",
+              [job(f"tutorial_cnn-s{i}-aa{i}", "finished", epoch=22, val_accuracy=0.6,
+                   elapsed_s=600.0) for i in range(3)], created=NOW - 2 * 86400),
+        sweep("demo-20261121-080000", "dead",
+              [job("demo-s0-12345678", "running", epoch=1, epochs=2, elapsed_s=40000.0),
+               job("demo-s1-87654321", "pending", attempt=0, runs=0),
+               job("demo-s2-24681357", "cancelled", epoch=1, epochs=2, elapsed_s=30.0,
+                   signal=15)], created=NOW - 86400),
+        sweep("cifar-20261122-193455", "running", running, created=NOW - 600),
     ]
 
 
@@ -160,26 +170,22 @@ def test_no_driver_prints_the_message_then_the_jobs(monkeypatch):
 
 
 def test_duration():
-    assert [sweep_table.duration(s) for s in (None, 5, 312, 7500, 200000)] == \
+    assert [format_duration(s) for s in (None, 5, 312, 7500, 200000)] == \
         ["-", "5s", "5m12s", "2h05m", "2d07h"]
 
 
 @pytest.fixture
-def machine(tmp_path, monkeypatch):
+def machine(runs, lock_dir, monkeypatch):
     """A run directory with one sweep of ours, a lease on GPU 2 and the busy box."""
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("LAUNCH_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.setenv(nvml.SNAPSHOT_ENV, str(FIXTURES / "busy4.json"))
     sweep_id = "demo-20261122-120000"
-    rundir.create_sweep(sweep_id, "name: demo\n", {"name": "demo", "executor": "local"},
-                        [("a-s0-00000001", {"seed": 0}, {"epochs": 2}),
-                         ("b-s1-00000002", {"seed": 1}, {"epochs": 2})])
+    paths = make_sweep(sweep_id, [("a-s0-00000001", {"seed": 0}, {"epochs": 2}),
+                                  ("b-s1-00000002", {"seed": 1}, {"epochs": 2})])
     uuid = nvml.query().gpus[2].uuid
-    rundir.write_job_state(sweep_id, "a-s0-00000001", {
-        "state": "running", "attempt": 1, "runs": 1, "gpus": [uuid], "gpu_indices": [2],
-        "started": time.time() - 65})
-    rundir.write_job_state(sweep_id, "b-s1-00000002", {
-        "state": "waiting", "reason": "need 1 GPU, 0 free: GPU 0 used by alice"})
+    set_state(paths, "a-s0-00000001", "running", attempt=1, runs=1, gpus=[uuid],
+              gpu_indices=[2], started=time.time() - 65)
+    set_state(paths, "b-s1-00000002", "waiting",
+              reason="need 1 GPU, 0 free: GPU 0 used by alice")
     [held] = leases.acquire_gpus([uuid], 1, 1, {"user": "carol", "sweep": sweep_id,
                                                 "job": "a-s0-00000001"})
     yield sweep_id
@@ -197,16 +203,15 @@ def test_run_status_reads_the_machine(machine, capsys):
 
 def test_a_failed_jobs_exit_status_is_its_reason(machine, capsys):
     # The local supervisor records exit_code or signal, no reason: status says which.
-    for job_id, how in (("a-s0-00000001", {"exit_code": 3, "signal": None}),
-                        ("b-s1-00000002", {"exit_code": None, "signal": 9})):
-        rundir.write_job_state(machine, job_id, {"state": "failed", "started": NOW - 60,
-                                                 "ended": NOW, "log_tail": "boom", **how})
+    for job_id, how in (("a-s0-00000001", {"exit_code": 3}), ("b-s1-00000002", {"signal": 9})):
+        set_state(SweepPaths.of(machine), job_id, "failed", started=NOW - 60, ended=NOW,
+                  log_tail="boom", **how)
     assert status.run_status(sweep=machine) == 0
     out = capsys.readouterr().out
     rows = [s for s in out.splitlines() if s.startswith("  ") and "-0000000" in s]  # job rows
     assert rows[0].startswith("  a-s0-00000001  failed     -") and rows[0].endswith("  exit 3")
     assert rows[1].endswith("  signal 9 (SIGKILL)")
-    assert views.load_sweep_view(machine).jobs[0].log_tail == "boom"
+    assert view_of(machine).jobs[0].log_tail == "boom"
 
 
 def test_run_status_json_and_one_sweep(machine, capsys):
@@ -241,10 +246,10 @@ def test_watch_redraws_until_ctrl_c_then_exits_0(machine):
 
 
 def test_status_never_imports_torch(machine):
-    # dataclasses pulls in inspect, ast and dis: a third of status's time budget (issue 3).
+    # dataclasses pulls in inspect, ast and dis: a third of status's time budget.
     heavy = ('torch', 'submitit', 'numpy', 'yaml', 'dataclasses')
-    # launcher.slurm_status too: status imports it when a Slurm sweep is shown.
-    code = ("import sys; from launcher.cli import main; import launcher.slurm_status; "
+    # launcher.slurm.query too: status imports it when a Slurm sweep is shown.
+    code = ("import sys; from launcher.cli import main; import launcher.slurm.query; "
             "rc = main(['status']); "
             f"bad = [m for m in {heavy!r} if m in sys.modules]; "
             "sys.exit(f'imported {bad}' if bad else rc)")
@@ -255,8 +260,7 @@ def test_status_never_imports_torch(machine):
 def test_big_sweeps_count_what_they_do_not_list():
     jobs = tuple(job(f"f{i:02d}-0000000{i % 10}", "finished", epoch=22, val_accuracy=0.5)
                  for i in range(15)) + (job("r-00000001", "running", epoch=1),)
-    view = SweepView("big-20261122-000000", "big", "local", NOW, "carol", "athena", "running",
-                     jobs)
+    view = sweep("big-20261122-000000", "running", jobs, created=NOW)
     text = "\n".join(sweep_table.render_sweeps([view], None))
     assert "  ... 5 more finished" in text
     assert "f14-" in text and "f04-" not in text and "r-00000001" in text  # newest finished kept

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from launcher import cli
-from launcher.cpus import default_cpu_budget
-from launcher.plan import make_sweep_id, plan_jobs, render_plan, resolved_yaml
-from launcher.sweepfile import load_sweep
-from launcher.yamlsource import CMDLINE, SweepFileError
+from launcher.config.plan import make_sweep_id, plan_jobs, render_plan, resolved_yaml
+from launcher.config.sweepfile import load_sweep
+from launcher.config.yamlsource import CMDLINE, SweepFileError
+from launcher.machine.cpus import default_cpu_budget
 
 BROKEN_DIR = Path(__file__).parents[1] / "fixtures" / "sweeps" / "broken"
 BROKEN = sorted(BROKEN_DIR.glob("*.yaml"))

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from launcher.cli import main
-from launcher.rundir import read_specs
+from launcher.rundir.layout import SweepPaths
+from launcher.rundir.sweepdir import read_specs
 
 ENDED = ("finished", "failed", "cancelled", "timeout")
 # One interpreter runs every reference job: torch is imported once, not once per job.
@@ -102,7 +103,7 @@ def start_local_runs(job_dirs: list[Path], out_root: Path, threads: int,
     for d in job_dirs:
         # The node writes its spec.json when the task starts; the plan has it from the start.
         spec_path = out_root / f"{d.name}.spec.json"
-        spec_path.write_text(json.dumps(read_specs(d.parent.parent)[d.name]))
+        spec_path.write_text(json.dumps(read_specs(SweepPaths(d.parent.parent))[d.name]))
         args += [str(spec_path), str(out_root / d.name)]
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"),
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -127,3 +128,25 @@ def result_hash(job_dir: Path) -> str:
 def sweep_path(runs: Path, stdout: str) -> Path:
     """Return the run directory named by the first line `launch sweep` printed."""
     return runs / stdout.split()[0]
+
+
+def scontrol(*args: str) -> None:
+    subprocess.run(["scontrol", *args], check=True, timeout=30, capture_output=True)
+
+
+def slurm_word(slurm_id: str) -> str:
+    """Return squeue's "STATE REASON" of one task."""
+    return subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T %r"], capture_output=True,
+                          text=True, timeout=30).stdout.strip()
+
+
+def started_again(slurm_id: str) -> bool:
+    """Return whether a requeued task left the queue; until then make it eligible at once.
+
+    Slurm holds a requeued job back for about two minutes (BeginTime, set once the old run
+    has finished completing); the test moves that start time to now, again if Slurm reset it.
+    """
+    word = slurm_word(slurm_id)
+    if word == "PENDING BeginTime":
+        scontrol("update", f"JobId={slurm_id}", "StartTime=now")
+    return not word.startswith("PENDING")

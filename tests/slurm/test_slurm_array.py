@@ -1,4 +1,4 @@
-"""Issue 5, item 1: a 6-job sweep with one GPU per job runs as one array on a real Slurm."""
+"""A 6-job sweep with one GPU per job runs as one array on a real Slurm."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from rundirs import state_of, view_of
 from slurmhelpers import (
     cli,
     result_hash,
@@ -18,7 +19,9 @@ from slurmhelpers import (
     write_sweep,
 )
 
-from launcher import rundir, slurm_status, views
+from launcher.rundir.layout import SweepPaths
+from launcher.rundir.state import ENDED_STATES
+from launcher.slurm import query as slurm_status
 
 pytestmark = pytest.mark.slurm
 
@@ -61,8 +64,8 @@ def test_six_jobs_one_array_own_gpus_same_hashes_as_local(cluster, capsys, tmp_p
             if a is not b and a["started"] < b["ended"] and b["started"] < a["ended"]:
                 assert a["gpus"] != b["gpus"], (a, b)
 
-    local_dir = rundir.sweep_dir(local)
-    wait_for(lambda: all(rundir.read_job_state(local, j)["state"] in rundir.ENDED_STATES
+    local_dir = SweepPaths.of(local).root
+    wait_for(lambda: all(state_of(local, j).state in ENDED_STATES
                          for j in array["jobs"]), 120, "the local executor's run")
     hashes = {j: result_hash(local_dir / "jobs" / j) for j in array["jobs"]}
     assert len(set(hashes.values())) == 6  # six seeds, six models
@@ -72,9 +75,10 @@ def test_six_jobs_one_array_own_gpus_same_hashes_as_local(cluster, capsys, tmp_p
     assert results_states(capsys, path.name) == dict.fromkeys(array["jobs"], "finished")
 
     # state.json says finished a moment before Slurm's COMPLETING becomes COMPLETED
-    wait_for(lambda: {s.state for s in slurm_status.slurm_states(path).values()} == {"COMPLETED"},
+    sweep = SweepPaths(path)
+    wait_for(lambda: {s.state for s in slurm_status.slurm_states(sweep).values()} == {"COMPLETED"},
              30, "Slurm to report COMPLETED")
-    view = views.load_sweep_view(path.name)
-    assert slurm_status.with_slurm_states(view, path) == view  # all ended: no need to ask Slurm
+    view = view_of(path.name)
+    assert slurm_status.with_slurm_states(view, sweep) == view  # all ended: no need to ask Slurm
     assert {j.state for j in view.jobs} == {"finished"}
     assert states(path) == ended  # status only reads

@@ -1,4 +1,4 @@
-"""Issue 5, item 4: hostile sweep names and swept strings reach Slurm jobs as data, never code.
+"""Hostile sweep names and swept strings reach Slurm jobs as data, never code.
 
 Both ways to Slurm: submitit (`launch sweep --executor slurm`) and the standalone script
 (`launch sbatch` then `sbatch`). Each job writes the value it received to tag.txt; nothing of

@@ -1,4 +1,4 @@
-"""Issue 5, item 2: a requeued job continues from its checkpoint and ends with the same weights.
+"""A requeued job continues from its checkpoint and ends with the same weights.
 
 Two ways in: `scontrol requeue` (Slurm's SIGTERM; the job checkpoints, Slurm requeues it) and
 SIGUSR2, the time-limit warning (submitit calls SlurmTask.checkpoint, which forwards SIGTERM,
@@ -11,11 +11,15 @@ import json
 import subprocess
 
 import pytest
+from rundirs import view_of
 from slurmhelpers import (
     cli,
     local_hashes,
     result_hash,
+    scontrol,
+    slurm_word,
     start_local_runs,
+    started_again,
     states,
     sweep_path,
     tiny_job,
@@ -24,31 +28,10 @@ from slurmhelpers import (
     write_sweep,
 )
 
-from launcher import slurm_status, views
+from launcher.rundir.layout import SweepPaths
+from launcher.slurm import query as slurm_status
 
 pytestmark = pytest.mark.slurm
-
-
-def scontrol(*args: str) -> None:
-    subprocess.run(["scontrol", *args], check=True, timeout=30, capture_output=True)
-
-
-def slurm_word(slurm_id: str) -> str:
-    """Return squeue's "STATE REASON" of one task."""
-    return subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T %r"], capture_output=True,
-                          text=True, timeout=30).stdout.strip()
-
-
-def started_again(slurm_id: str) -> bool:
-    """Return whether a requeued task left the queue; until then make it eligible at once.
-
-    Slurm holds a requeued job back for about two minutes (BeginTime, set once the old run
-    has finished completing); the test moves that start time to now, again if Slurm reset it.
-    """
-    word = slurm_word(slurm_id)
-    if word == "PENDING BeginTime":
-        scontrol("update", f"JobId={slurm_id}", "StartTime=now")
-    return not word.startswith("PENDING")
 
 
 def test_requeue_and_sigusr2_resume_from_checkpoint_same_hash(cluster, capsys, tmp_path):
@@ -93,7 +76,7 @@ def test_requeue_and_sigusr2_resume_from_checkpoint_same_hash(cluster, capsys, t
                       and states(s)[j], 60, f"{how}: the checkpoint")
         assert st["exit_code"] == 75, st
         wait_for(lambda s=ids[how]: slurm_word(s).startswith("PENDING"), 60, f"{how}: requeued")
-        view = slurm_status.with_slurm_states(views.load_sweep_view(sweep.name), sweep)
+        view = slurm_status.with_slurm_states(view_of(sweep.name), SweepPaths(sweep))
         job = {j.job_id: j for j in view.jobs}[job_id]
         assert job.state == "pending" and "slurm PENDING" in job.reason, (how, job)
     for how, slurm_id in ids.items():

@@ -1,4 +1,4 @@
-"""Issue 5, item 5: the standalone script of `launch sbatch`, submitted with plain `sbatch`,
+"""The standalone script of `launch sbatch`, submitted with plain `sbatch`,
 fills the run directory exactly as `launch sweep --executor slurm` does, with the same results."""
 
 from __future__ import annotations

@@ -13,13 +13,22 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from rundirs import set_state, view_of
 
-from launcher import rundir, sbatch, slurm, slurm_status, slurm_task, views
 from launcher.cli import main
-from launcher.cpus import CpuShare
+from launcher.commands import sweep as sweeping
+from launcher.config.plan import make_sweep_id
+from launcher.config.sweepfile import SlurmConfig
 from launcher.errors import UserError
-from launcher.plan import make_sweep_id
-from launcher.sweepfile import SlurmConfig
+from launcher.machine.cpus import CpuShare
+from launcher.rundir.layout import JobPaths, SweepPaths
+from launcher.rundir.state import read_state
+from launcher.rundir.store import atomic_write_json, read_json
+from launcher.rundir.sweepdir import clear_cancel_requests, list_sweeps, request_cancel
+from launcher.slurm import query as slurm_status
+from launcher.slurm import sbatch
+from launcher.slurm import submit as slurm
+from launcher.slurm import task as slurm_task
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "sbatch"
 DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
@@ -137,26 +146,26 @@ def test_status_never_hangs_on_a_stuck_controller(tmp_path, monkeypatch):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setattr(slurm_status, "QUERY_TIMEOUT_S", 0.5)
-    sweep = tmp_path / "s-1"
-    (sweep / "jobs" / "a").mkdir(parents=True)
-    rundir.atomic_write_json(sweep / "sweep.json", {"sweep_id": "s-1", "jobs": [{"id": "a"}]})
-    rundir.atomic_write_json(sweep / "slurm.json", {"jobs": {"a": "5_0"}})
+    sweep = SweepPaths(tmp_path / "s-1")
+    sweep.job("a").dir.mkdir(parents=True)
+    atomic_write_json(sweep.sweep_json, {"sweep_id": "s-1", "jobs": [{"id": "a"}]})
+    atomic_write_json(sweep.slurm_json, {"jobs": {"a": "5_0"}})
     assert slurm_status.slurm_states(sweep) == {
         "a": slurm_status.SlurmState("a", "5_0", None, None, None, "files")}
 
 
 def test_tasks_found_by_name_map_to_jobs_only_from_one_array(tmp_path, monkeypatch):
     monkeypatch.setattr(slurm_status, "max_array_size", lambda: 3)
-    (tmp_path / "slurm").mkdir()
-    sbatch.write_jobs_list(tmp_path, ["a", "b", "c"])
+    sweep = SweepPaths(tmp_path)
+    sbatch.write_jobs_list(sweep, ["a", "b", "c"])
     one = [{"id": "77_1"}, {"id": "77_0"}, {"id": "12"}, {"id": "77_7"}]
-    assert slurm_status.by_name_ids(one, tmp_path) == {"a": "77_0", "b": "77_1"}
+    assert slurm_status.by_name_ids(one, sweep) == {"a": "77_0", "b": "77_1"}
     # Two arrays by that name (slices with LAUNCH_ARRAY_OFFSET, or a resubmission): task 905_0
     # may be job "a" or a job further on, so only the jobs' own state files name them.
-    assert slurm_status.by_name_ids([*one, {"id": "905_0"}], tmp_path) == {}
+    assert slurm_status.by_name_ids([*one, {"id": "905_0"}], sweep) == {}
     # Over MaxArraySize the sweep went in slices: the one array left may be an offset one.
     monkeypatch.setattr(slurm_status, "max_array_size", lambda: 2)
-    assert slurm_status.by_name_ids(one, tmp_path) == {}
+    assert slurm_status.by_name_ids(one, sweep) == {}
 
 
 def test_shared_storage_warning():
@@ -171,11 +180,11 @@ def test_task_environment_from_the_allocation():
     assert slurm_task.slurm_job_id({"SLURM_JOB_ID": "44"}) == "44"
     assert slurm_task.allocated_gpus(env) == ["2"]
     assert slurm_task.allocated_cpus(env, {}) == 4
-    assert slurm_task.allocated_cpus({}, {"slurm": {"cpus_per_task": 3}}) == 3
+    assert slurm_task.allocated_cpus({}, {"cpus_per_task": 3}) == 3
     share = slurm_task.task_share(4, {})
     assert (share.num_workers, share.num_threads) == (3, 1)  # workers = cpus_per_task - 1
     assert slurm_task.task_share(4, {"num_workers": 1}).num_workers == 1
-    out = slurm_task.task_env(env, CpuShare(4, 3, 1), "s-1", "j", Path("/r/s-1/jobs/j"))
+    out = slurm_task.task_env(env, CpuShare(4, 3, 1), "s-1", JobPaths(Path("/r/s-1/jobs/j")))
     assert out["CUDA_VISIBLE_DEVICES"] == "2" and out["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert (out["OMP_NUM_THREADS"], out["MKL_NUM_THREADS"], out["LAUNCH_NUM_WORKERS"]) == \
         ("1", "1", "3")
@@ -184,21 +193,35 @@ def test_task_environment_from_the_allocation():
     # (count-only GRES): the job keeps the node's GPUs rather than silently using the CPU.
     bare = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
     share = CpuShare(4, 3, 1)
-    assert slurm_task.task_env(bare, share, "s", "j", Path("/j"))["CUDA_VISIBLE_DEVICES"] == ""
-    assert "CUDA_VISIBLE_DEVICES" not in slurm_task.task_env(bare, share, "s", "j", Path("/j"), 1)
+    job = JobPaths(Path("/s/jobs/j"))
+    assert slurm_task.task_env(bare, share, "s", job)["CUDA_VISIBLE_DEVICES"] == ""
+    assert "CUDA_VISIBLE_DEVICES" not in slurm_task.task_env(bare, share, "s", job, 1)
 
 
-@pytest.mark.parametrize("code, sig, cancelled, requeued, command, want", [
-    (0, None, True, False, False, "finished"),
-    (75, None, False, False, False, "preempted"),
-    (75, None, True, False, False, "cancelled"),
-    (75, None, False, True, False, "preempted"),
-    (2, None, False, False, False, "failed"),
-    (None, 15, False, False, True, "preempted"),
-    (None, 9, False, False, False, "failed"),
+@pytest.mark.parametrize("status, cancelled, requeued, terminated, command, want", [
+    (0, True, False, False, False, "finished"),
+    (75, False, False, False, False, "preempted"),  # Slurm's SIGTERM reached the child alone
+    (75, True, False, False, False, "cancelled"),
+    (75, False, True, False, False, "preempted"),
+    (2, False, False, False, False, "failed"),
+    (2, False, False, True, False, "preempted"),
+    (-15, False, False, False, True, "preempted"),
+    (-9, False, False, False, False, "failed"),
 ])
-def test_end_state(code, sig, cancelled, requeued, command, want):
-    assert slurm_task.end_state(code, sig, cancelled, requeued, command)[0] == want
+def test_how_a_task_ends(tmp_path, monkeypatch, status, cancelled, requeued, terminated, command,
+                         want):
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    job = {"command": ["true"], "seed": 0} if command else {"model": "tutorial_cnn", "seed": 0}
+    (tmp_path / "s.yaml").write_text(f"name: ends\njob: {job}\n")
+    sweep, plans = sweeping.load_plan(str(tmp_path / "s.yaml"), [])
+    paths = sweeping.create_run_dir(sweep, plans, "slurm")
+    task = slurm_task.Task(paths.job(plans[0].job_id).dir, env={})
+    if cancelled:
+        request_cancel(paths, None, grace_s=0)
+    task.requeued, task.terminated = requeued, terminated
+    assert task.record_end(status) == want
+    assert read_state(task.job).state == want
 
 
 def fake_tools(tmp_path: Path, monkeypatch, **scripts: str) -> None:
@@ -220,19 +243,19 @@ def written(tmp_path, monkeypatch, capsys) -> Path:
     assert main(["sbatch", str(DEMO), "-o", "x.sbatch"]) == 0
     (path,) = (tmp_path / "runs").iterdir()
     assert "submit: sbatch x.sbatch" in capsys.readouterr().out
-    return path
+    return SweepPaths(path)
 
 
 def test_a_script_not_yet_submitted_says_so(written, tmp_path):
-    assert rundir.read_json(written / "slurm.json")["script"] == str(tmp_path / "x.sbatch")
-    view = slurm_status.with_slurm_states(views.load_sweep_view(written.name), written)
+    assert read_json(written.slurm_json)["script"] == str(tmp_path / "x.sbatch")
+    view = slurm_status.with_slurm_states(view_of(written.sweep_id), written)
     assert {(j.state, j.reason) for j in view.jobs} == {
         ("pending", "script written, not submitted (sbatch x.sbatch)")}
     # A node has started a job: the script was submitted, and Slurm forgetting a job means
     # something else now.
     first = view.jobs[0].job_id
-    rundir.write_job_state(written.name, first, {"state": "running", "slurm_job_id": "7_0"})
-    view = slurm_status.with_slurm_states(views.load_sweep_view(written.name), written)
+    set_state(written, first, "running", slurm_job_id="7_0")
+    view = slurm_status.with_slurm_states(view_of(written.sweep_id), written)
     assert {j.reason for j in view.jobs} == {slurm_status.NOT_KNOWN}
     record = {"mode": "submitit", "script": "x.sbatch"}
     assert slurm_status.unknown_reason(record, {}, ["pending"], "/") == slurm_status.NOT_KNOWN
@@ -248,7 +271,7 @@ def test_a_script_not_yet_submitted_says_so(written, tmp_path):
 def test_not_submitted_is_said_only_when_slurm_answered_nothing(written, tmp_path,
                                                                  monkeypatch, squeue):
     fake_tools(tmp_path, monkeypatch, squeue=squeue)
-    view = slurm_status.with_slurm_states(views.load_sweep_view(written.name), written)
+    view = slurm_status.with_slurm_states(view_of(written.sweep_id), written)
     # Telling the user to run sbatch now would submit the sweep twice.
     assert {j.reason for j in view.jobs} != {"script written, not submitted (sbatch x.sbatch)"}
     assert all("not submitted" not in (j.reason or "") for j in view.jobs)
@@ -258,7 +281,7 @@ def test_sbatch_into_a_missing_folder_leaves_no_run_dir(tmp_path, monkeypatch, c
     monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
     assert main(["sbatch", str(DEMO), "-o", str(tmp_path / "no" / "x.sbatch")]) == 2
     assert "folder" in capsys.readouterr().err
-    assert rundir.list_sweeps(tmp_path / "runs") == []
+    assert list_sweeps(tmp_path / "runs") == []
 
 
 @pytest.mark.parametrize("scancel, says", [
@@ -274,42 +297,41 @@ def test_a_failed_scancel_is_one_plain_line(written, tmp_path, monkeypatch, caps
         monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # squeue and sacct, no scancel
     else:
         fake_tools(tmp_path, monkeypatch, scancel=scancel)
-    assert main(["cancel", written.name]) == 2
+    assert main(["cancel", written.sweep_id]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"launch: error: {says} (6 jobs not started yet marked "
                           "cancelled here: a task Slurm starts for one ends at once;")
     assert err.count("\n") == 1 and "Traceback" not in err and "Command '[" not in err
-    assert err.endswith(f"run `scancel --name={written.name}` once it answers, for the running "
-                        "ones and the queue)\n")
-    view = views.load_sweep_view(written.name)
+    assert err.endswith(f"run `scancel --name={written.sweep_id}` once it answers, for the "
+                        "running ones and the queue)\n")
+    view = view_of(written.sweep_id)
     assert {j.state for j in view.jobs} == {"cancelled"}
 
 
 def test_a_task_marked_cancelled_does_not_start_its_job(tmp_path, monkeypatch):
     # scancel failed (controller down), so the mark is all that stops the job when Slurm
     # starts the task later on.
-    from launcher import sweeping
-
     monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
     ran = tmp_path / "ran"
     (tmp_path / "s.yaml").write_text(
         "name: marked\njob: {command: [touch, " + str(ran) + "], seed: 0}\n"
         "resources: {gpus_per_job: 0}\n")
     sweep, plans = sweeping.load_plan(str(tmp_path / "s.yaml"), [])
-    path = sweeping.create_run_dir(sweep, plans, "slurm")
-    job_dir = path / "jobs" / plans[0].job_id
-    rundir.request_cancel(path, None, grace_s=0)
+    paths = sweeping.create_run_dir(sweep, plans, "slurm")
+    job = paths.job(plans[0].job_id)
+    job_dir = job.dir
+    request_cancel(paths, None, grace_s=0)
     env = {**os.environ, "SLURM_JOB_ID": "77", "SLURM_ARRAY_JOB_ID": "77",
            "SLURM_ARRAY_TASK_ID": "0", "SLURM_CPUS_PER_TASK": "1"}
     out = subprocess.run([sys.executable, "-m", "launcher.slurm_task", str(job_dir)], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    state = rundir.read_json(job_dir / "state.json")
-    assert state["state"] == "cancelled"
-    assert state["reason"] == "cancelled by launch cancel before it started"
+    state = read_state(job)
+    assert state.state == "cancelled"
+    assert state.reason == "launch cancel, before it started"
     assert not ran.exists()
-    rundir.clear_cancel_requests(path, [])
+    clear_cancel_requests(paths, [])
     out = subprocess.run([sys.executable, "-m", "launcher.slurm_task", str(job_dir)], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert ran.exists() and rundir.read_json(job_dir / "state.json")["state"] == "finished"
+    assert ran.exists() and read_state(job).state == "finished"

@@ -1,0 +1,98 @@
+"""`launch status`: the GPUs, who uses them, and where this user's sweeps stand.
+
+This module gathers (NVML, the GPU leases, CPU use, the sweeps' views) and prints;
+launcher/show/status_render.py and sweep_table.py turn what it gathered into text or JSON.
+Exit status: 0, or 3 when NVML cannot be used here (the GPU part is then one line saying
+why, and the sweeps are shown all the same); a user error exits 2 through the CLI.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from launcher.machine import nvml
+from launcher.machine.cpus import cpu_use
+from launcher.machine.holders import HeldLocks
+from launcher.machine.leases import lock_dir, read_gpu_leases
+from launcher.machine.nvml import Snapshot
+from launcher.machine.procs import current_user
+from launcher.rundir.names import resolve_sweep
+from launcher.rundir.sweepdir import list_sweeps
+from launcher.show.status_render import render_full, render_status, status_json
+from launcher.show.views import SweepView, load_sweep_view
+
+EXIT_NO_NVML = 3
+SWEEPS_READ = 20  # newest sweeps read from the run directory
+
+
+def _gather(sweep: str | None,
+            locks: HeldLocks) -> tuple[Snapshot | None, str | None, tuple, list[SweepView]]:
+    """Return what status shows now: snapshot (or the NVML error), leases, sweeps."""
+    snapshot, error = None, None
+    try:
+        snapshot = nvml.query()
+    except nvml.NvmlUnavailable as exc:
+        error = str(exc)
+    held = read_gpu_leases(locks=locks)
+    found = [resolve_sweep(sweep)] if sweep else list_sweeps()[-SWEEPS_READ:]
+    views = [(paths, load_sweep_view(paths)) for paths in found]
+    if not sweep:
+        me = current_user()
+        views = [(paths, view) for paths, view in views if view.user == me]
+    if any(view.executor == "slurm" for _, view in views):
+        # only when a Slurm sweep is shown: it costs an import
+        from launcher.slurm.query import with_slurm_states
+
+        views = [(paths, with_slurm_states(view, paths) if view.executor == "slurm" else view)
+                 for paths, view in views]
+    return snapshot, error, held, [view for _, view in views]
+
+
+def _render_now(full: bool, as_json: bool, sweep: str | None) -> tuple[str, int]:
+    import socket
+
+    locks = HeldLocks()  # /proc/locks at most once, for the GPU leases and the CPU tokens
+    locks.read_ahead(lock_dir(create=False))  # while NVML answers
+    snapshot, error, held, views = _gather(sweep, locks)
+    now, host = time.time(), socket.gethostname()
+    cpus_now = cpu_use(locks=locks)
+    if as_json:
+        import json
+
+        data = status_json(snapshot, held, views, now, error, host, cpu_use=cpus_now)
+        text = json.dumps(data, indent=1) + "\n"
+    else:
+        render = render_full if full else render_status
+        text = render(snapshot, held, views, now, error, host, one_sweep=bool(sweep),
+                      cpu_use=cpus_now)
+    return text, (EXIT_NO_NVML if error else 0)
+
+
+def run_status(full: bool = False, as_json: bool = False, watch_s: float | None = None,
+               sweep: str | None = None) -> int:
+    """Print status once, or redraw it every watch_s seconds until Ctrl-C; return exit status.
+
+    0 when all was shown, 3 (EXIT_NO_NVML) when NVML is unavailable but sweeps were shown.
+    Ctrl-C during --watch is the normal way out and returns 0.
+    """
+    if watch_s is None:
+        text, code = _render_now(full, as_json, sweep)
+        sys.stdout.write(text)
+        return code
+    from launcher.errors import UserError
+
+    if watch_s <= 0:
+        raise UserError(f"--watch takes a positive number of seconds, not {watch_s}")
+    redraw = sys.stdout.isatty() and not as_json
+    try:
+        while True:
+            text, _ = _render_now(full, as_json, sweep)
+            if redraw:
+                # Home, draw over the old frame, clear what is left: no blank flicker.
+                text = "\x1b[H" + text.replace("\n", "\x1b[K\n") + "\x1b[J"
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            time.sleep(watch_s)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,277 @@
+"""Sweep files: the config dataclasses, and `load_sweep` that checks a file into them.
+
+`load_sweep` is the one way in: it reads the YAML (`launcher.yamlsource`), applies command-line
+overrides (`launcher.overrides`), checks the job, grid and points (`launcher.axes`) and every
+other section here. Every problem becomes a `SweepFileError` that names the file, the line,
+the dotted key and what is allowed. Each job's values are checked by
+`launcher.plan.plan_jobs` (through `jobs.spec` for built-in models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.config.axes import check_axes
+from launcher.config.overrides import apply_overrides
+from launcher.config.yamlsource import SourceMap, read_yaml
+from launcher.machine.cpus import default_cpu_budget
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The `resources:` section: what one job needs and how the machine is shared.
+
+    device: `auto` gives jobs GPUs where the machine has any and runs them on the CPU where
+    it has none (no driver); `cpu` never gives GPUs; `gpu` requires them and is an error on
+    a machine without. `gpus_per_job: 0` makes CPU jobs whatever the device.
+    """
+
+    cpu_budget: int                     # CPUs all jobs of this tool share (default: half)
+    gpus_per_job: int = 1
+    jobs_per_gpu: int = 1               # > 1 packs small jobs onto one GPU
+    cpus_per_job: int = 2               # DataLoader workers + threads (default: <= budget)
+    gpu_memory_mib: int | None = None   # what one job needs, when jobs_per_gpu > 1
+    include_gpus: tuple[int | str, ...] | None = None  # indices or UUIDs; None: all
+    exclude_gpus: tuple[int | str, ...] = ()
+    leave_free: int = 0                 # GPUs to leave idle for other people
+    prefer: str = "most_free_memory"    # or lowest_index
+    max_memory_used_mib: int | None = None      # busier GPUs are not free; None: policy's
+    max_utilization_percent: float | None = None
+    device: str = "auto"                # auto | cpu | gpu
+
+    @property
+    def gpus_needed(self) -> int:
+        """Return the GPUs one job holds: 0 for CPU jobs (`gpus_per_job: 0` or `device: cpu`)."""
+        return 0 if self.device == "cpu" else self.gpus_per_job
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the record as the sweep's plan keeps it."""
+        return _json_ready(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Resources:
+        """Return the record the sweep's plan keeps (to_json); its defaults were applied then."""
+        values = _known_fields(cls, raw)
+        values.setdefault("cpu_budget", default_cpu_budget())  # a plan from before it was recorded
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """The `slurm:` section: what each array task (one job) asks Slurm for."""
+
+    gpus_per_node: int                  # default: resources.gpus_per_job (0 for device cpu)
+    cpus_per_task: int                  # default: resources.cpus_per_job
+    partition: str | None = None
+    time_min: int = 60
+    mem_gb: float | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int | None = None  # most tasks running at once; None: no limit
+    sbatch_lines: tuple[str, ...] = ()  # extra "#SBATCH ..." lines, verbatim
+    setup: tuple[str, ...] = ()         # shell lines run before the job (module loads)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the record as the sweep's plan keeps it."""
+        return _json_ready(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> SlurmConfig:
+        """Return the record the sweep's plan keeps (to_json)."""
+        values = _known_fields(cls, raw)
+        values.setdefault("gpus_per_node", 0)
+        values.setdefault("cpus_per_task", 1)
+        return cls(**values)
+
+
+def _json_ready(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _known_fields(cls: type, raw: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in names}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep file. `grid` includes the `seeds` axis as `seed`. Do not mutate."""
+
+    name: str
+    executor: str
+    job: dict[str, Any]
+    grid: dict[str, list[Any]]
+    points: tuple[dict[str, Any], ...]
+    resources: Resources
+    slurm: SlurmConfig
+    max_retries: int
+    timeout_min: float | None
+    source_path: str
+    source_text: str
+    overrides: tuple[str, ...] = ()
+    locations: SourceMap = field(default=SourceMap("", {}), compare=False, repr=False)
+
+    @property
+    def is_command(self) -> bool:
+        """Return True for a command-template job, False for a built-in model."""
+        return "command" in self.job
+
+
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
+    """Return the validated Sweep of a sweep file with overrides applied; writes nothing."""
+    raw, lines, text = read_yaml(path)
+    src = SourceMap(str(path), lines)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise src.error((), "a sweep file is a mapping of keys", TOP_KEYS, key="(top level)")
+    apply_overrides(raw, lines, overrides, TOP_KEYS)
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise src.error((key,), "unknown key", TOP_KEYS)
+    if "seeds" in raw:
+        src = SourceMap(str(path), lines, {("grid", "seed"): ("seeds",)})
+    job, grid, points = check_axes(src, raw)
+    resources = _check_resources(src, raw.get("resources"))
+    return Sweep(
+        name=_check(src, ("name",), raw.get("name", Path(path).stem), _name),
+        executor=_check(src, ("executor",), raw.get("executor", "local"),
+                        _one_of("local", "slurm")),
+        job=job, grid=grid, points=points, resources=resources,
+        slurm=_check_slurm(src, raw.get("slurm"), resources),
+        max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0), _int(0)),
+        timeout_min=_check(src, ("timeout_min",), raw.get("timeout_min"), _optional(_number(0))),
+        source_path=str(path), source_text=text, overrides=tuple(overrides), locations=src,
+    )
+
+
+# Value rules: each returns an error message (and the allowed values) or None when fine.
+def _int(minimum: int) -> Any:
+    def rule(value: Any) -> tuple[str, tuple] | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {value!r}", ()
+        return (f"must be >= {minimum}, got {value}", ()) if value < minimum else None
+    return rule
+
+
+def _number(above: float, at_most: float = math.inf) -> Any:
+    def rule(value: Any) -> tuple[str, tuple] | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a number, got {value!r}", ()
+        if not (above < value <= at_most):
+            limit = "" if at_most == math.inf else f" and <= {at_most:g}"
+            return f"must be > {above:g}{limit}, got {value}", ()
+        return None
+    return rule
+
+
+def _one_of(*choices: str) -> Any:
+    def rule(value: Any) -> tuple[str, tuple] | None:
+        ok = isinstance(value, str) and value in choices
+        return None if ok else (f"{value!r} is not one of the choices", choices)
+    return rule
+
+
+def _optional(rule: Any) -> Any:
+    return lambda value: None if value is None else rule(value)
+
+
+def _name(value: Any) -> tuple[str, tuple] | None:
+    ok = isinstance(value, str) and value.strip()
+    return None if ok else (f"must be a non-empty string, got {value!r}", ())
+
+
+def _token(value: Any) -> tuple[str, tuple] | None:
+    # Slurm values end up in `#SBATCH --key=value` lines: whitespace could smuggle in more.
+    if isinstance(value, str) and value and re.fullmatch(r"[^\s\x00-\x1f\x7f]+", value):
+        return None
+    return f"must be a non-empty string without spaces or control characters, got {value!r}", ()
+
+
+def _gpu_list(value: Any) -> tuple[str, tuple] | None:
+    items = value if isinstance(value, list) else [None]
+    for item in items:
+        if not (isinstance(item, str) and item) and _int(0)(item) is not None:
+            return f"must be a list of GPU indices or UUIDs, got {value!r}", ()
+    return None
+
+
+def _lines(prefix: str) -> Any:
+    def rule(value: Any) -> tuple[str, tuple] | None:
+        for item in value if isinstance(value, list) else [None]:
+            if not isinstance(item, str) or not item.startswith(prefix) or "\n" in item or (
+                    "\r" in item or "\x00" in item):
+                want = "one-line strings" + (f" starting with {prefix!r}" if prefix else "")
+                return f"must be a list of {want}, got {item!r}", ()
+        return None
+    return rule
+
+
+def _check(src: SourceMap, path: tuple, value: Any, rule: Any) -> Any:
+    problem = rule(value)
+    if problem:
+        raise src.error(path, *problem)
+    return tuple(value) if isinstance(value, list) else value
+
+
+RESOURCE_RULES = {
+    "gpus_per_job": _int(0), "jobs_per_gpu": _int(1), "cpu_budget": _int(1),
+    "cpus_per_job": _int(1), "gpu_memory_mib": _optional(_int(1)),
+    "include_gpus": _optional(_gpu_list), "exclude_gpus": _gpu_list, "leave_free": _int(0),
+    "prefer": _one_of("most_free_memory", "lowest_index"),
+    "max_memory_used_mib": _optional(_int(0)),
+    "max_utilization_percent": _optional(_number(-1e-9, 100)),
+    "device": _one_of("auto", "cpu", "gpu"),
+}
+SLURM_RULES = {
+    "partition": _optional(_token), "time_min": _int(1), "gpus_per_node": _int(0),
+    "cpus_per_task": _int(1), "mem_gb": _optional(_number(0)), "account": _optional(_token),
+    "qos": _optional(_token), "constraint": _optional(_token),
+    "array_parallelism": _optional(_int(1)), "sbatch_lines": _lines("#SBATCH "),
+    "setup": _lines(""),
+}
+TOP_KEYS = ("name", "executor", "job", "grid", "points", "seeds", "resources", "max_retries",
+            "timeout_min", "slurm")
+
+
+def _section(src: SourceMap, name: str, raw: Any, rules: dict, defaults: dict) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise src.error((name,), "must be a mapping", tuple(rules))
+    values = dict(defaults)
+    for key, value in raw.items():
+        if key not in rules:
+            raise src.error((name, key), "unknown key", tuple(rules))
+        values[key] = _check(src, (name, key), value, rules[key])
+    return values
+
+
+def _check_resources(src: SourceMap, raw: Any) -> Resources:
+    budget = raw.get("cpu_budget") if isinstance(raw, dict) else None
+    budget = budget if isinstance(budget, int) and budget > 0 else default_cpu_budget()
+    # Two CPUs per job unless the budget is smaller: a 2-core laptop still runs the demo.
+    values = _section(src, "resources", raw, RESOURCE_RULES,
+                      {"cpu_budget": budget, "cpus_per_job": min(2, budget)})
+    res = Resources(**values)
+    if res.cpus_per_job > res.cpu_budget:
+        raise src.error(("resources", "cpus_per_job"), f"{res.cpus_per_job} CPUs per job can "
+                        f"never start within cpu_budget {res.cpu_budget}")
+    if res.jobs_per_gpu > 1 and res.gpus_per_job != 1:
+        raise src.error(("resources", "jobs_per_gpu"), "sharing a GPU between jobs needs "
+                        f"gpus_per_job: 1, got {res.gpus_per_job}")
+    if res.device == "gpu" and res.gpus_per_job == 0:
+        raise src.error(("resources", "device"), "device: gpu needs gpus_per_job >= 1")
+    return res
+
+
+def _check_slurm(src: SourceMap, raw: Any, res: Resources) -> SlurmConfig:
+    defaults = {"gpus_per_node": res.gpus_needed, "cpus_per_task": res.cpus_per_job}
+    return SlurmConfig(**_section(src, "slurm", raw, SLURM_RULES, defaults))

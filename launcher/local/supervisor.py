@@ -1,0 +1,334 @@
+"""The local executor: one detached process per sweep that queues, places and watches jobs.
+
+`python -m launcher.supervisor SWEEP_DIR` runs until every job of the sweep has ended. It
+takes GPU leases and CPU tokens for a job, starts the job in its own process group with the
+lease files' descriptors passed down (so the job, not the supervisor, holds them: a killed
+supervisor leaves running jobs their GPUs), and wakes on a job's end through a pidfd, not a
+polling tick. Everything it knows lives in the run directory, so a new supervisor started by
+`launch sweep --resume` takes over where a dead one stopped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher import contract
+from launcher.config.sweepfile import Resources
+from launcher.errors import UserError
+from launcher.machine import placement, procs
+from launcher.rundir import state as js
+from launcher.rundir.layout import SweepPaths
+from launcher.rundir.state import JobState, end_of_run, read_state, run_end, write_state
+from launcher.rundir.store import log_tail, read_json
+from launcher.rundir.sweepdir import (
+    SupervisorInfo,
+    cancel_requested,
+    materialize_job,
+    read_info,
+    read_specs,
+    read_supervisor,
+    write_supervisor,
+)
+from launcher.show.text import counted, plural
+
+KILL_GRACE_S = 10.0
+POLL_S = 2.0  # how often to look at NVML again while a job waits for a GPU
+
+
+@dataclass
+class Running:
+    """A job this supervisor started and watches."""
+
+    job_id: str
+    pid: int
+    pidfd: int
+    state: JobState
+    proc: subprocess.Popen
+    deadline: float | None = None
+    term_sent: float | None = None
+    grace_s: float = KILL_GRACE_S
+
+
+def log(msg: str) -> None:
+    """Write one timestamped line to the supervisor log (our stdout)."""
+    print(time.strftime("%H:%M:%S ") + msg, flush=True)
+
+
+def lock_supervisor(paths: SweepPaths) -> int | None:
+    """Return a descriptor holding the sweep's supervisor lock, or None if another holds it."""
+    fd = os.open(paths.supervisor_lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class Supervisor:
+    """The queue, the running jobs, and the loop that moves jobs from one to the other."""
+
+    def __init__(self, paths: SweepPaths):
+        self.paths = paths
+        self.info = read_info(paths)
+        self.sweep_id = self.info.sweep_id
+        self.max_retries = self.info.max_retries
+        timeout_min = self.info.timeout_min
+        self.timeout_s = None if timeout_min is None else float(timeout_min) * 60
+        self.cwd = self.info.cwd or str(paths.root)
+        self.placer = placement.Placer(self.sweep_id, Resources.from_json(self.info.resources))
+        self.selector = selectors.DefaultSelector()
+        self.running: dict[int, Running] = {}  # by pidfd
+        self.queue: deque[str] = deque()
+        self.attempts: dict[str, int] = {}
+        self.waiting: tuple[str, float, str | None] | None = None  # job, since, reason written
+        self.prefix = procs.pdeathsig_prefix()
+        self.specs = read_specs(paths)
+        self.cancel_checked = 0.0
+
+    # -- state ------------------------------------------------------------------------------
+    def state(self, job_id: str) -> JobState:
+        return read_state(self.paths.job(job_id))
+
+    def write(self, job_id: str, state: JobState) -> None:
+        write_state(self.paths.job(job_id), state)
+
+    def load_queue(self) -> None:
+        """Queue every job that has not ended; stop what a dead supervisor left behind."""
+        states = {job_id: self.state(job_id) for job_id in self.info.job_ids}
+        # Jobs are told to die with their supervisor, but their children may linger and
+        # still hold the job's leases: a second copy must never run beside them.
+        # A job's folder is made just before it starts, so a sweep with none never ran a
+        # job, even one whose supervisor died before it could record the start.
+        with os.scandir(self.paths.jobs_dir) as entries:
+            ever_started = any(entries)
+        leftovers = procs.job_processes(self.sweep_id) if ever_started else {}
+        stale = [p for job_id, ps in leftovers.items()
+                 if job_id in states and states[job_id].state not in js.ENDED_STATES for p in ps]
+        if stale:
+            log(f"stopping {len(stale)} processes left by an earlier supervisor")
+            procs.stop_processes(stale, KILL_GRACE_S)
+        for job_id, st in states.items():
+            if st.state in js.ENDED_STATES:
+                continue
+            result = read_json(self.paths.job(job_id).result_json)
+            if isinstance(result, dict) and result.get("status") == contract.RESULT_FINISHED:
+                # It ended while no supervisor watched; its own result says how.
+                self.end(job_id, st, js.FINISHED, reason=js.FINISHED_UNSUPERVISED)
+                continue
+            self.queue.append(job_id)
+
+    def watch(self, run: Running) -> None:
+        self.running[run.pidfd] = run
+        self.selector.register(run.pidfd, selectors.EVENT_READ)
+        if self.timeout_s is not None:
+            run.deadline = (run.state.started or time.time()) + self.timeout_s
+
+    # -- starting ---------------------------------------------------------------------------
+    def cancelled(self, job_id: str) -> float | None:
+        return cancel_requested(self.paths.job(job_id))
+
+    def drop_cancelled(self) -> None:
+        """Take jobs whose cancelling was asked out of the queue (at most every POLL_S)."""
+        now = time.monotonic()
+        if now - self.cancel_checked < POLL_S:
+            return
+        self.cancel_checked = now
+        for job_id in [j for j in self.queue if self.cancelled(j) is not None]:
+            self.queue.remove(job_id)
+            self.end(job_id, self.state(job_id), js.CANCELLED, reason=js.CANCELLED_BEFORE_START)
+
+    def dispatch(self) -> None:
+        """Start queued jobs, in order, while resources last."""
+        self.drop_cancelled()
+        if not self.queue:
+            self.placer.close()  # nothing waits: other sweeps must not leave GPUs to us
+        while self.queue:
+            job_id = self.queue[0]
+            if self.cancelled(job_id) is not None:
+                self.queue.popleft()
+                self.end(job_id, self.state(job_id), js.CANCELLED,
+                         reason=js.CANCELLED_BEFORE_START)
+                continue
+            spec = self.specs[job_id]
+            grant = self.placer.grant(job_id, spec)
+            if isinstance(grant, str):
+                self.note_waiting(job_id, grant)
+                return
+            self.queue.popleft()
+            self.start(job_id, spec, grant)
+
+    def note_waiting(self, job_id: str, reason: str) -> None:
+        """Record why the head of the queue waits, once it has waited a moment.
+
+        Most waits end when the next job ends, a fraction of a second later; writing them
+        all down would cost a state write per job for nothing anyone could read.
+        """
+        now = time.monotonic()
+        if self.waiting is None or self.waiting[0] != job_id:
+            self.waiting = (job_id, now, None)
+            return
+        _, since, written = self.waiting
+        if reason != written and now - since >= POLL_S / 2:
+            self.waiting = (job_id, since, reason)
+            self.write(job_id, self.state(job_id)._replace(state=js.WAITING, reason=reason))
+            log(f"waiting: {reason}")
+
+    def start(self, job_id: str, spec: dict, grant: placement.Grant) -> None:
+        job = self.paths.job(job_id)
+        if "command" in spec:  # its argv says it all; no spec file to write
+            job.dir.mkdir(exist_ok=True)
+            spec_path = None
+        else:
+            spec_path = materialize_job(job, spec)
+        prev = self.state(job_id)
+        env = contract.job_env(os.environ, sweep_id=self.sweep_id, job_id=job_id, job_dir=job.dir,
+                               num_workers=grant.share.num_workers,
+                               num_threads=grant.share.num_threads, gpus=grant.uuids)
+        argv = contract.job_argv(spec, spec_path, job.dir)
+        with open(job.stdout_log, "ab") as out:
+            if prev.runs:  # where one run's output ends and the next one's begins
+                out.write(f"[launch] {time.strftime('%Y-%m-%d %H:%M:%S')} run {prev.runs + 1} "
+                          f"starts, {grant.describe()}\n".encode())
+                out.flush()
+            try:
+                proc = subprocess.Popen(
+                    (self.prefix or []) + argv, cwd=self.cwd, env=env,
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True, pass_fds=grant.fds(),
+                    preexec_fn=None if self.prefix else procs.die_with_parent,
+                )
+            except OSError as err:
+                grant.release()
+                self.placer.released(job_id)
+                self.end(job_id, prev, js.FAILED, reason=f"could not start {argv[0]!r}: {err}")
+                return
+        self.waiting = None
+        # A retry keeps the failed attempt's last lines, so a follower that never saw the
+        # short `pending` between the attempts can still show why it was retried.
+        tail = prev.log_tail if self.attempts.get(job_id) else None
+        self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
+        st = JobState(
+            state=js.RUNNING, attempt=self.attempts[job_id], runs=prev.runs + 1, log_tail=tail,
+            pid=proc.pid, pgid=proc.pid, pid_create_time=procs.create_time(proc.pid),
+            host=socket.gethostname(), started=time.time(), **grant.record())
+        self.write(job_id, st)
+        grant.handed_to(proc.pid)
+        run = Running(job_id, proc.pid, os.pidfd_open(proc.pid), st, proc)
+        self.watch(run)
+        log(f"start {job_id} {grant.describe()} (attempt {st.attempt}, pid {proc.pid})")
+
+    # -- ending -----------------------------------------------------------------------------
+    def stopped(self, run: Running) -> str | None:
+        """Return what stopped a run from outside (launcher/rundir/state.py: STOP_*)."""
+        if self.cancelled(run.job_id) is not None:
+            return js.STOP_CANCEL
+        if run.term_sent and run.deadline and time.time() >= run.deadline:
+            return js.STOP_TIMEOUT
+        return None
+
+    def reap(self, run: Running) -> None:
+        """Record a job's end and decide whether it runs again."""
+        self.selector.unregister(run.pidfd)
+        os.close(run.pidfd)
+        del self.running[run.pidfd]
+        # What the job left behind in its group would keep its leases; the unreaped leader
+        # still pins the group id, so this cannot hit a stranger's group.
+        procs.signal_group(run.pid, signal.SIGKILL)
+        code, sig = self.exit_status(run)
+        self.placer.released(run.job_id)
+        self.placer.refresh()
+        # EXIT_REQUEUE (a checkpoint written after a SIGTERM nobody here sent) is retried like
+        # any failure, within max_retries: a script that always exits so must not loop forever.
+        retries_left = self.max_retries - (self.attempts.get(run.job_id, 1) - 1)
+        outcome = end_of_run(code, sig, self.stopped(run), retries_left)
+        failed = outcome.state == js.FAILED or outcome.retry
+        tail = log_tail(self.paths.job(run.job_id).stdout_log) if failed else None
+        ended = run.state._replace(state=outcome.state, reason=outcome.reason, ended=time.time(),
+                                   exit_code=code, signal=sig, log_tail=tail)
+        log(f"{js.FAILED if outcome.retry else outcome.state} {run.job_id} "
+            f"({run_end(code, sig)})" + (", will retry" if outcome.retry else ""))
+        self.write(run.job_id, ended)
+        if outcome.retry:
+            self.queue.append(run.job_id)
+
+    def exit_status(self, run: Running) -> tuple[int | None, int | None]:
+        code = run.proc.wait()
+        return (None, -code) if code < 0 else (code, None)
+
+    def end(self, job_id: str, prev: JobState, state: str, reason: str | None = None) -> None:
+        """Record that a job ended without a run of its own (cancelled before start, ...)."""
+        self.write(job_id, prev._replace(state=state, reason=reason, ended=time.time()))
+
+    def enforce(self, now: float) -> None:
+        """Stop jobs past their timeout or cancelled: SIGTERM, then SIGKILL after a grace."""
+        for run in self.running.values():
+            if run.term_sent is not None:
+                if now - run.term_sent > run.grace_s:
+                    procs.signal_group(run.pid, signal.SIGKILL)
+                continue
+            overdue = run.deadline is not None and now >= run.deadline
+            grace_s = self.cancelled(run.job_id)
+            if overdue or grace_s is not None:
+                procs.signal_group(run.pid, signal.SIGTERM)
+                run.term_sent, run.grace_s = now, KILL_GRACE_S if grace_s is None else grace_s
+                log(f"SIGTERM {run.job_id}: " + ("timeout" if overdue else "cancelled"))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        self.load_queue()
+        log(f"sweep {self.sweep_id}: {plural(len(self.queue), 'job')} to run")
+        while self.queue or self.running:
+            self.dispatch()
+            # A job's end wakes us at once (pidfd); the timeout only paces NVML re-checks,
+            # cancel requests and timeouts.
+            for key, _ in self.selector.select(POLL_S / 2):
+                self.reap(self.running[key.fd])
+            self.enforce(time.time())
+        self.placer.close()
+        states = sorted(self.state(job_id).state for job_id in self.info.job_ids)
+        log(f"sweep ended: {counted(states)}")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Supervise one sweep until all its jobs end; exit 3 if another supervisor has it.
+
+    A user error met on the way (an unsafe lease directory, a machine that lost its driver)
+    is recorded in the supervisor's record, where `launch status` and the follower show it, and
+    exits 2 without a traceback.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    paths = SweepPaths(Path(argv[0]).absolute())
+    # The SSH session may go; we stay. A handler, not SIG_IGN: an ignored signal stays
+    # ignored in the jobs we exec, a handled one is reset to its default there.
+    signal.signal(signal.SIGHUP, lambda *_: None)
+    lock_fd = lock_supervisor(paths)
+    if lock_fd is None:
+        log("another supervisor runs this sweep; leaving it alone")
+        return 3
+    record = SupervisorInfo(pid=os.getpid(), host=socket.gethostname(),
+                            create_time=procs.create_time(os.getpid()), started=time.time(),
+                            pgid=os.getpgrp())
+    write_supervisor(paths, record)
+    try:
+        return Supervisor(paths).run()
+    except UserError as err:
+        log(f"stopped: {err}")
+        if read_supervisor(paths) == record:  # still ours: a resume may have replaced it
+            write_supervisor(paths, record._replace(error=str(err)))
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

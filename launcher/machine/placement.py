@@ -1,0 +1,285 @@
+"""Where the next job runs: GPUs that NVML says are free and whose lease we win, plus CPUs.
+
+The supervisor asks `Placer.grant(job_id, spec)` for each queued job and gets back either a
+Grant (held leases and the job's environment) or the reason the job must wait.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import UserError
+from launcher.machine import cpus, fairshare, gpus, leases, nvml
+from launcher.machine.procs import current_user
+
+if TYPE_CHECKING:
+    from launcher.config.sweepfile import Resources
+
+SNAPSHOT_MAX_AGE_S = 2.0
+UTILIZATION_SAMPLES = 3  # utilisation must be low in this many NVML looks in a row
+
+
+def gpu_policy(resources: Resources) -> gpus.GpuPolicy:
+    """Return the free-GPU policy that a sweep's `resources` section asks for."""
+    util = resources.max_utilization_percent
+    return gpus.GpuPolicy(
+        include=tuple(str(g) for g in resources.include_gpus or ()),
+        exclude=tuple(str(g) for g in resources.exclude_gpus),
+        leave_free=resources.leave_free,
+        jobs_per_gpu=resources.jobs_per_gpu,
+        job_memory_mib=resources.gpu_memory_mib,
+        max_memory_used_mib=resources.max_memory_used_mib,
+        max_utilization_percent=10 if util is None else util,
+        prefer_most_free_memory=resources.prefer == "most_free_memory",
+    )
+
+
+def check_devices(resources: Resources) -> str | None:
+    """Return a note when jobs will run on the CPU for want of GPUs; raise if they cannot."""
+    want = resources.gpus_needed
+    if want == 0:
+        return None
+    try:
+        snap = nvml.query()
+        problem = None if snap.gpus else f"no GPUs on {socket.gethostname()}"
+    except nvml.NvmlUnavailable as err:
+        snap, problem = None, str(err)
+    if snap is not None and problem is None:
+        check_satisfiable(snap, resources, want)
+        return None
+    if resources.device == "gpu":
+        raise UserError(f"{problem}; this sweep needs GPUs (resources.device: gpu). "
+                        "Set resources.device: auto to run on the CPU instead")
+    return f"{problem}: jobs run on the CPU, as the CPU budget allows"
+
+
+def check_satisfiable(snap: nvml.Snapshot, resources: Resources, want: int) -> None:
+    """Raise UserError when no state of the machine could ever give a job its GPUs.
+
+    Busy GPUs are worth waiting for; GPUs excluded, left free or missing are not.
+    """
+    policy = gpu_policy(resources)
+    allowed = [u for _, u in gpus.units(snap) if u is not None and u.uuid and
+               (not policy.include or gpus.matches(u, policy.include)) and
+               not gpus.matches(u, policy.exclude)]
+    usable = len(allowed) - policy.leave_free
+    if want > usable:
+        raise UserError(
+            f"resources.gpus_per_job is {want}, but at most {max(usable, 0)} of this machine's "
+            f"{len(allowed)} GPUs can ever be given (after include_gpus, exclude_gpus and "
+            f"leave_free={policy.leave_free})")
+    whole = [u for u in allowed if not u.uuid.startswith("MIG-")]
+    if want > 1 and len(whole) - policy.leave_free < want:
+        raise UserError(f"resources.gpus_per_job is {want}, but a CUDA process sees only one "
+                        f"MIG device and this machine has {len(whole)} GPUs without MIG")
+
+
+@dataclass
+class Grant:
+    """Leases held for one job, and the environment that tells the job what it got."""
+
+    gpu_leases: list[leases.Lease]
+    cpu_leases: list[leases.Lease]
+    gpu_indices: tuple[int, ...]
+    share: cpus.CpuShare
+
+    @property
+    def uuids(self) -> list[str]:
+        """Return the GPU (or MIG) UUIDs granted, as the job's CUDA_VISIBLE_DEVICES names them."""
+        return [lease.key for lease in self.gpu_leases]
+
+    @property
+    def holds(self) -> list[leases.Lease]:
+        return self.gpu_leases + self.cpu_leases
+
+    def fds(self) -> tuple[int, ...]:
+        """Return the lease descriptors the job inherits, so the job holds its own leases."""
+        return tuple(lease.fd for lease in self.holds)
+
+    def record(self) -> dict[str, Any]:
+        """Return the job-state fields that record the grant (launcher/rundir/state.py)."""
+        return {
+            "gpus": tuple(self.uuids),
+            "gpu_indices": tuple(self.gpu_indices),
+            "cpus": self.share.cpus,
+            "num_workers": self.share.num_workers,
+            "num_threads": self.share.num_threads,
+        }
+
+    def describe(self) -> str:
+        where = "on the CPU"
+        if self.gpu_indices:
+            where = "on GPU " + ",".join(map(str, self.gpu_indices))
+        return f"{where}, {self.share.cpus} CPUs"
+
+    def handed_to(self, pid: int) -> None:
+        """Name the job's pid in the lease files, then close our copies: the job holds them."""
+        for lease in self.holds:
+            lease.write_meta({**lease.meta, "pid": pid})
+            lease.close()
+
+    def release(self) -> None:
+        for lease in self.holds:
+            lease.release()
+
+
+class Placer:
+    """Grants GPUs and CPUs to one sweep's jobs, looking at NVML at most every few seconds."""
+
+    def __init__(self, sweep_id: str, resources: Resources):
+        self.sweep_id = sweep_id
+        self.resources = resources
+        self.policy = gpu_policy(resources)
+        self.user = current_user()
+        self.host = socket.gethostname()
+        self.cpu_budget = resources.cpu_budget
+        self.cpus_per_job = resources.cpus_per_job
+        self.want = resources.gpus_needed
+        self.lock_dir = leases.lock_dir()
+        self.snapshots: list[nvml.Snapshot] = []
+        self.looked_at = 0.0
+        self.sampled_at = 0.0
+        self.reason: str | None = None
+        self.reason_at = 0.0
+        if self.want and check_devices(resources):
+            self.want = 0  # no driver and device: auto -> run on the CPU
+        self.notice = fairshare.Notice(self.lock_dir, sweep_id, self.user)
+        self.turns = fairshare.Turns()
+        self.gpu_wait_since: float | None = None  # monotonic; None: not waiting for GPUs
+        self.own: dict[str, tuple[Path, ...]] = {}  # job -> slot files its leases are on
+
+    def refresh(self) -> None:
+        """Forget the cached NVML look, so the next grant looks again (a job just ended)."""
+        self.looked_at = 0.0
+
+    def snapshot(self) -> nvml.Snapshot:
+        """Return NVML's view, at most SNAPSHOT_MAX_AGE_S old; raises NvmlUnavailable."""
+        now = time.monotonic()
+        if not self.snapshots or now - self.looked_at > SNAPSHOT_MAX_AGE_S:
+            snap = nvml.query()
+            # Utilisation must be low in looks spread over time, not in three looks taken
+            # within a millisecond after a burst of job ends: replace a too-recent sample.
+            recent = self.snapshots and now - self.sampled_at < SNAPSHOT_MAX_AGE_S
+            if recent:
+                self.snapshots[0] = snap
+            else:
+                self.snapshots = [snap, *self.snapshots][:UTILIZATION_SAMPLES]
+                self.sampled_at = now
+            self.looked_at = now
+        return self.snapshots[0]
+
+    def choose(self, held: tuple[leases.GpuLease, ...]) -> gpus.GpuChoice:
+        return gpus.pick_gpus(self.snapshot(), held, self.policy, self.user, self.want,
+                              earlier=self.snapshots[1:])
+
+    def wait_reason(self) -> str:
+        """Return why no GPU is free now, looked up at most every SNAPSHOT_MAX_AGE_S.
+
+        Saying who holds what reads /proc/locks, a millisecond each time: not worth paying
+        on every job end just to repeat the same sentence.
+        """
+        now = time.monotonic()
+        if self.reason is None or now - self.reason_at > SNAPSHOT_MAX_AGE_S:
+            self.reason = self.choose(leases.read_gpu_leases(self.lock_dir)).reason()
+            self.reason_at = now
+        return self.reason
+
+    def meta(self, job_id: str) -> dict[str, Any]:
+        return {"user": self.user, "host": self.host, "pid": os.getpid(),
+                "sweep": self.sweep_id, "job": job_id, "start": time.time(),
+                "jobs_per_gpu": self.policy.jobs_per_gpu}
+
+    def grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
+        """Return the leases and environment for a job, or the reason it has to wait."""
+        try:
+            return self.try_grant(job_id, spec)
+        except nvml.NvmlUnavailable as err:
+            # A driver hiccup must not take the supervisor, and with it every job, down.
+            self.refresh()
+            return f"cannot read the GPUs now ({err}); trying again"
+
+    def close(self) -> None:
+        """Withdraw our wait notice: the sweep has nothing left to place."""
+        self.notice.withdraw()
+
+    def owned_slots(self) -> set[Path]:
+        """Return the slot files our running jobs hold: certain to be taken, never tried."""
+        return {path for paths in self.own.values() for path in paths}
+
+    def gpus_held(self) -> int:
+        """Return how many GPUs (not job slots on them) our running jobs hold."""
+        return len({leases.parse_gpu_slot(p.name)[0] for p in self.owned_slots()
+                    if p.name.startswith("gpu.")})
+
+    def released(self, job_id: str) -> None:
+        """Note that a job's leases are gone (it ended); a GPU it freed opens a turn."""
+        before = self.gpus_held()
+        self.own.pop(job_id, None)
+        if self.gpus_held() < before:
+            self.turns.freed(time.monotonic())
+
+    def waits_for_gpus(self) -> None:
+        """Post our wait notice once the wait has lasted a moment; most end within one job."""
+        now = time.monotonic()
+        if self.gpu_wait_since is None:
+            self.gpu_wait_since = now
+        if now - self.gpu_wait_since >= fairshare.NOTICE_AFTER_S:
+            self.notice.post(self.gpus_held())
+
+    def rival(self) -> fairshare.Waiter | None:
+        """Return the sweep to leave a GPU we just freed to (launcher/machine/fairshare.py)."""
+        now = time.monotonic()
+        if not self.turns.window_open(now):
+            return None  # the common case costs no look at the lease directory
+        waiting = fairshare.waiters(self.lock_dir, but=self.sweep_id)
+        rival = self.turns.rival(waiting, self.gpus_held(), now)
+        if rival is not None:
+            # Giving way is not waiting: a notice of ours now could make the rival give way
+            # back, and the GPU would sit idle for both.
+            self.notice.withdraw()
+            self.gpu_wait_since = None
+        return rival
+
+    def try_grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
+        meta = self.meta(job_id)
+        gpu_leases: list[leases.Lease] = []
+        indices: tuple[int, ...] = ()
+        ours = self.owned_slots()
+        if self.want:
+            rival = self.rival()
+            if rival is not None:
+                return (f"leaving a freed GPU to sweep {rival.sweep} of {rival.user}, which "
+                        f"waits holding {rival.holding} (this sweep holds {self.gpus_held()})")
+            # With one job per GPU, trying the lease is the lease check: reading who holds
+            # what (/proc/locks) is only worth it to pack GPUs or to say why a job waits.
+            packing = self.policy.jobs_per_gpu > 1
+            choice = self.choose(leases.read_gpu_leases(self.lock_dir) if packing else ())
+            got = None
+            if choice.ok:
+                got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu,
+                                          meta, self.lock_dir, skip=ours)
+            if got is None:
+                self.waits_for_gpus()
+                return self.wait_reason()
+            self.gpu_wait_since = None
+            self.notice.withdraw()
+            gpu_leases = got
+            by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
+            indices = tuple(by_uuid[lease.key] for lease in got)
+        cpu_leases = cpus.acquire_cpus(self.cpus_per_job, self.cpu_budget, meta, self.lock_dir,
+                                       skip=ours)
+        if cpu_leases is None:
+            for lease in gpu_leases:
+                lease.release()
+            used = cpus.cpus_in_use(self.cpu_budget, self.lock_dir)
+            return (f"CPU budget spent: {used} of {self.cpu_budget} CPUs in use, "
+                    f"a job needs {self.cpus_per_job}")
+        share = cpus.cpu_share(self.cpus_per_job, bool(gpu_leases), spec)
+        self.own[job_id] = tuple(lease.path for lease in gpu_leases + cpu_leases)
+        return Grant(gpu_leases, cpu_leases, indices, share)

@@ -1,0 +1,248 @@
+"""A sweep's folder: making it whole, its plan, its specs, cancel marks, its supervisor.
+
+The plan is written once when the sweep is made and read by everything after: the
+supervisor, the Slurm tasks, status, results. `SweepInfo` is its record; `resources` and
+`slurm` stay plain mappings here and are read back into their typed records by
+launcher/config/sweepfile.py, which owns their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from launcher.errors import UserError
+from launcher.machine.procs import current_user
+from launcher.rundir.layout import JobPaths, SweepPaths, runs_dir
+from launcher.rundir.store import atomic_write_json, read_json, read_jsonl
+
+SWEEP_FORMAT = "launch-sweep/1"
+
+
+class JobEntry(NamedTuple):
+    """One job of the plan: its id and the values its grid axes and point set."""
+
+    id: str
+    params: dict
+
+
+class SweepInfo(NamedTuple):
+    """A sweep's plan, as its folder records it."""
+
+    sweep_id: str
+    name: str
+    executor: str  # local | slurm
+    created: float
+    user: str
+    host: str
+    jobs: tuple[JobEntry, ...]
+    grid_keys: tuple[str, ...] = ()
+    resources: Mapping[str, Any] = {}
+    slurm: Mapping[str, Any] = {}
+    max_retries: int = 0
+    timeout_min: float | None = None
+    cwd: str | None = None  # where the jobs run: the folder `launch sweep` was started in
+    source: str | None = None  # the sweep file
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [job.id for job in self.jobs]
+
+
+def _plan_json(info: SweepInfo, runs: Path) -> dict:
+    out = {k: v for k, v in info._asdict().items() if k != "jobs"}
+    out.update(format=SWEEP_FORMAT, runs_dir=str(runs), grid_keys=list(info.grid_keys),
+               jobs=[{"id": j.id, "params": j.params} for j in info.jobs])
+    return out
+
+
+def parse_info(raw: Any, paths: SweepPaths) -> SweepInfo:
+    """Return the plan a plan file holds; UserError naming the file when it holds none."""
+    jobs = raw.get("jobs") if isinstance(raw, dict) else None
+    if not isinstance(jobs, list):
+        raise UserError(f"no sweep {paths.sweep_id!r} in {paths.runs} (see `launch status`)"
+                        if raw is None else f"{paths.sweep_json} is not a sweep plan")
+    entries = tuple(JobEntry(str(j["id"]), dict(j.get("params") or {}))
+                    for j in jobs if isinstance(j, dict) and isinstance(j.get("id"), str))
+
+    def text(key: str, default: str) -> str:
+        value = raw.get(key)
+        return value if isinstance(value, str) else default
+
+    def number(key: str, default: Any) -> Any:
+        value = raw.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else default
+
+    mapping = {k: raw[k] if isinstance(raw.get(k), dict) else {} for k in ("resources", "slurm")}
+    return SweepInfo(
+        sweep_id=text("sweep_id", paths.sweep_id), name=text("name", paths.sweep_id),
+        executor=text("executor", "local"), created=number("created", 0.0),
+        user=text("user", "?"), host=text("host", "?"), jobs=entries,
+        grid_keys=tuple(k for k in raw.get("grid_keys") or () if isinstance(k, str)),
+        max_retries=int(number("max_retries", 0)), timeout_min=number("timeout_min", None),
+        cwd=raw.get("cwd") if isinstance(raw.get("cwd"), str) else None,
+        source=raw.get("source") if isinstance(raw.get("source"), str) else None,
+        **mapping)
+
+
+def read_info(paths: SweepPaths) -> SweepInfo:
+    """Return a sweep's plan, or raise UserError naming what is missing."""
+    return parse_info(read_json(paths.sweep_json), paths)
+
+
+def new_info(sweep_id: str, name: str, executor: str, jobs: Sequence[JobEntry],
+             **fields: Any) -> SweepInfo:
+    """Return the plan of a sweep made now by this user on this host."""
+    return SweepInfo(sweep_id=sweep_id, name=name, executor=executor, created=time.time(),
+                     user=current_user(), host=socket.gethostname(), jobs=tuple(jobs),
+                     **fields)
+
+
+def create_sweep(info: SweepInfo, sweep_yaml: str, specs: Sequence[str],
+                 runs: Path | None = None) -> SweepPaths:
+    """Return the new sweep folder, written whole: the plan, the resolved file, the specs.
+
+    specs holds each job's spec as JSON text, in the order of info.jobs. They all go into
+    one specs file; a job's folder and its own spec file are made when it first runs
+    (`materialize_job`, here or on a Slurm node): on a plain disk creating 10,000 folders
+    or small files costs seconds, one file costs nothing. The folder is built under a
+    hidden name and renamed into place, so a crash never leaves half a sweep; a sweep id
+    already taken (the same name started twice within a second) gets a suffix -2, -3, ...
+    """
+    import tempfile
+
+    runs = runs or runs_dir()
+    runs.mkdir(parents=True, exist_ok=True)
+    tmp = SweepPaths(Path(tempfile.mkdtemp(prefix=f".{info.sweep_id}.", dir=runs)))
+    tmp.sweep_yaml.write_text(sweep_yaml)
+    with open(tmp.specs_jsonl, "w") as f:
+        f.writelines(f'{{"id": {json.dumps(job.id)}, "spec": {text}}}\n'
+                     for job, text in zip(info.jobs, specs, strict=True))
+    tmp.jobs_dir.mkdir()
+    os.chmod(tmp.root, 0o755)
+    return _rename_unique(tmp, info, runs)
+
+
+def _rename_unique(tmp: SweepPaths, info: SweepInfo, runs: Path) -> SweepPaths:
+    """Return where tmp went: runs/<sweep id>, or the first free runs/<sweep id>-N."""
+    for n in range(1, 1000):
+        final = SweepPaths(runs / (info.sweep_id if n == 1 else f"{info.sweep_id}-{n}"))
+        if final.root.exists():
+            continue
+        plan = _plan_json(info._replace(sweep_id=final.sweep_id), runs)
+        tmp.sweep_json.write_text(json.dumps(plan, indent=1, sort_keys=True) + "\n")
+        try:
+            os.rename(tmp.root, final.root)  # fails if another process won the name
+            return final
+        except OSError:
+            if not final.root.exists():
+                raise
+    raise UserError(f"too many sweeps named {info.sweep_id} in {runs}")
+
+
+def read_specs(paths: SweepPaths) -> dict[str, dict]:
+    """Return every job's spec of a sweep, by job id, from its one specs file."""
+    return {line["id"]: line["spec"] for line in read_jsonl(paths.specs_jsonl)
+            if isinstance(line.get("id"), str) and isinstance(line.get("spec"), dict)}
+
+
+def materialize_job(job: JobPaths, spec: dict) -> Path:
+    """Return the job's spec file, writing it (atomically) if the job has none yet."""
+    if not job.spec_json.exists():
+        job.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(job.spec_json, spec)
+    return job.spec_json
+
+
+def list_sweeps(runs: Path | None = None) -> list[SweepPaths]:
+    """Return the sweeps under the runs root, oldest first."""
+    runs = runs or runs_dir()
+    try:
+        names = os.listdir(runs)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if name.startswith("."):  # a sweep being written (create_sweep renames it when done)
+            continue
+        paths = SweepPaths(runs / name)
+        try:
+            if os.path.isfile(paths.sweep_json):
+                found.append((os.stat(paths.root).st_mtime, name, paths))
+        except OSError:  # renamed or removed meanwhile
+            continue
+    return [paths for _, _, paths in sorted(found)]
+
+
+# -- cancel marks ----------------------------------------------------------------------------
+
+def cancel_mark(paths: SweepPaths, job_id: str | None) -> Path:
+    """Return the file whose presence asks to cancel one job, or (job_id None) the sweep."""
+    return paths.job(job_id).cancel_mark if job_id else paths.cancel_mark
+
+
+def request_cancel(paths: SweepPaths, job_id: str | None, grace_s: float) -> None:
+    """Ask for a job (or the whole sweep) to be cancelled, SIGKILL coming grace_s after TERM."""
+    atomic_write_json(cancel_mark(paths, job_id), {"at": time.time(), "grace_s": grace_s})
+
+
+def cancel_requested(job: JobPaths) -> float | None:
+    """Return the grace in seconds if cancelling this job (or its sweep) was asked, else None."""
+    for mark in (job.sweep.cancel_mark, job.cancel_mark):
+        if mark.exists():
+            request = read_json(mark)
+            grace_s = request.get("grace_s") if isinstance(request, dict) else None
+            return float(grace_s) if isinstance(grace_s, (int, float)) else 10.0
+    return None
+
+
+def clear_cancel_requests(paths: SweepPaths, job_ids: Sequence[str]) -> None:
+    """Remove the cancel requests of a sweep and its jobs, so that they may run again."""
+    for job_id in [None, *job_ids]:
+        try:
+            cancel_mark(paths, job_id).unlink()
+        except FileNotFoundError:
+            pass
+
+
+# -- the local supervisor's record -----------------------------------------------------------
+
+class SupervisorInfo(NamedTuple):
+    """The supervisor's record: who supervises the sweep here, and the error it stopped on."""
+
+    pid: int
+    host: str
+    create_time: float | None
+    started: float | None = None
+    pgid: int | None = None
+    error: str | None = None  # a user error that stopped it (shown by status and follow)
+
+
+def read_supervisor(paths: SweepPaths) -> SupervisorInfo | None:
+    """Return the sweep's supervisor record, or None when it never had one here."""
+    raw = read_json(paths.supervisor_json)
+    if not isinstance(raw, dict) or not isinstance(raw.get("pid"), int):
+        return None
+    fields = {k: raw.get(k) for k in SupervisorInfo._fields if k in raw}
+    return SupervisorInfo(**{**fields, "host": str(raw.get("host", "?"))})
+
+
+def write_supervisor(paths: SweepPaths, info: SupervisorInfo) -> None:
+    """Record the sweep's supervisor."""
+    atomic_write_json(paths.supervisor_json, info._asdict())
+
+
+def supervisor_alive(paths: SweepPaths) -> bool | None:
+    """Return whether the sweep's local supervisor runs; None when it never had one here."""
+    info = read_supervisor(paths)
+    if info is None or info.host != socket.gethostname():
+        return None
+    from launcher.machine import procs
+
+    return procs.same_process(info.pid, info.create_time)

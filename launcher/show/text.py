@@ -1,0 +1,39 @@
+"""Words and numbers as every command writes them: "1 job", "3 finished, 1 failed", "91.30%"."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+
+def plural(n: int, word: str) -> str:
+    """Return "1 job", "2 jobs": n and the word, with an s unless n is 1."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def counted(states: Iterable[str]) -> str:
+    """Return how many of states are in each state, in first-seen order: "3 finished, 1 failed"."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in counts.items())
+
+
+def percent(fraction: float | None) -> str:
+    """Return an accuracy as status shows it: "91.30%"; "-" for None."""
+    return "-" if fraction is None else f"{100 * fraction:.2f}%"
+
+
+def gib(n_bytes: int) -> str:
+    """Return a size in GiB with one decimal: "9.1 GiB"."""
+    return f"{n_bytes / 1024**3:.1f} GiB"
+
+
+def fmt_value(value: Any) -> str:
+    """Return a swept value as the user would write it in YAML ("-" when absent)."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

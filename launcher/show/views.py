@@ -1,0 +1,136 @@
+"""What status and follow show of a sweep and its jobs, read from the run directory.
+
+A job's view joins its state with the last line of its metrics (epoch, accuracy, elapsed
+time and the ETA drawn from them). The records are NamedTuples for the reason
+launcher/machine/nvml.py gives: `launch status` must not pay for importing dataclasses.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+from launcher.rundir.layout import JobPaths, SweepPaths
+from launcher.rundir.state import ENDED_STATES, FAILED, RUNNING, TIMEOUT, end_reason, read_state
+from launcher.rundir.store import read_json, read_last_jsonl
+from launcher.rundir.sweepdir import read_info, read_supervisor, supervisor_alive
+
+
+class JobView(NamedTuple):
+    """What status and results show of one job."""
+
+    job_id: str
+    params: dict
+    state: str
+    attempt: int
+    runs: int
+    gpus: tuple[str, ...]
+    gpu_indices: tuple[int, ...]
+    cpus: int | None
+    epoch: int | None
+    epochs: int | None
+    val_accuracy: float | None
+    elapsed_s: float | None
+    eta_s: float | None
+    reason: str | None
+    exit_code: int | None
+    signal: int | None
+    slurm_job_id: str | None
+    log_tail: str | None = None  # the last lines of a failed run's output, from its state
+
+
+class SweepView(NamedTuple):
+    """What status shows of one sweep: its plan, its supervisor and its jobs."""
+
+    sweep_id: str
+    name: str
+    executor: str
+    created: float
+    user: str
+    host: str
+    supervisor: str  # running | dead | ended | none
+    jobs: tuple[JobView, ...]
+    error: str | None = None  # the user error the supervisor stopped on, if it did
+
+    def counts(self) -> dict[str, int]:
+        """Return how many jobs are in each state."""
+        out: dict[str, int] = {}
+        for job in self.jobs:
+            out[job.state] = out.get(job.state, 0) + 1
+        return out
+
+
+def epoch_eta_s(line: dict) -> float | None:
+    """Return the seconds left after a metrics line's epoch, at the pace so far; None if unknown."""
+    epoch, epochs, elapsed_s = (_number(line.get(k)) for k in ("epoch", "epochs", "elapsed_s"))
+    if not (epoch and epochs and elapsed_s):
+        return None
+    return elapsed_s / epoch * (epochs - epoch)
+
+
+def load_job_view(job: JobPaths, params: dict, now: float) -> JobView:
+    """Return one job's view from its state and the last line of its metrics."""
+    st = read_state(job)
+    last = read_last_jsonl(job.metrics_jsonl) or {}
+    elapsed = None
+    if st.started:
+        elapsed = (st.ended or now) - st.started
+    epoch, epochs = last.get("epoch"), last.get("epochs")
+    if epochs is None:
+        spec = read_json(job.spec_json)
+        epochs = spec.get("epochs") if isinstance(spec, dict) else None
+    reason = st.reason
+    if not reason and st.state in (FAILED, TIMEOUT):
+        reason = end_reason(st.exit_code, st.signal)
+    return JobView(
+        job_id=job.job_id,
+        params=params,
+        state=st.state,
+        attempt=st.attempt,
+        runs=st.runs,
+        gpus=st.gpus,
+        gpu_indices=st.gpu_indices,
+        cpus=st.cpus,
+        epoch=epoch if isinstance(epoch, int) else None,
+        epochs=epochs if isinstance(epochs, int) else None,
+        val_accuracy=_number(last.get("val_accuracy")),
+        elapsed_s=elapsed,
+        eta_s=epoch_eta_s(last) if st.state == RUNNING else None,
+        reason=reason,
+        exit_code=st.exit_code,
+        signal=st.signal,
+        slurm_job_id=st.slurm_job_id,
+        log_tail=st.log_tail,
+    )
+
+
+def _number(value: object) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def load_sweep_view(paths: SweepPaths, now: float | None = None) -> SweepView:
+    """Return the view of one sweep, read from its run directory."""
+    now = time.time() if now is None else now
+    info = read_info(paths)
+    jobs = tuple(load_job_view(paths.job(j.id), j.params, now) for j in info.jobs)
+    alive = supervisor_alive(paths)
+    if info.executor != "local" or alive is None:
+        supervisor = "none"
+    elif alive:
+        supervisor = "running"
+    elif all(j.state in ENDED_STATES for j in jobs):
+        supervisor = "ended"
+    else:
+        supervisor = "dead"
+    record = read_supervisor(paths) if supervisor != "none" else None
+    return SweepView(
+        sweep_id=paths.sweep_id,
+        name=info.name,
+        executor=info.executor,
+        created=info.created,
+        user=info.user,
+        host=info.host,
+        supervisor=supervisor,
+        jobs=jobs,
+        error=record.error if record else None,
+    )

@@ -1,0 +1,37 @@
+"""Fixtures every test folder shares: a private runs directory, lease directory and machine.
+
+Each test gets its own $LAUNCH_RUNS_DIR and $LAUNCH_LOCK_DIR under tmp_path, so tests never
+see each other's sweeps or leases (nor the user's), and the working directory is tmp_path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+NVML_FIXTURES = Path(__file__).parent / "fixtures" / "nvml"
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    """Return a fresh runs directory ($LAUNCH_RUNS_DIR); the working directory is tmp_path."""
+    root = tmp_path / "runs"
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(root))
+    monkeypatch.chdir(tmp_path)
+    return root
+
+
+@pytest.fixture
+def lock_dir(tmp_path, monkeypatch) -> Path:
+    """Return a fresh lease directory ($LAUNCH_LOCK_DIR), not made yet."""
+    path = tmp_path / "leases"
+    monkeypatch.setenv("LAUNCH_LOCK_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def lab(tmp_path, runs, lock_dir, monkeypatch) -> Path:
+    """Return tmp_path: private runs and lease directories, and the idle 4-GPU box as GPUs."""
+    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(NVML_FIXTURES / "idle4.json"))
+    return tmp_path
