@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launcher.machine.procs import current_user
+from launcher.machine.users import current_user
 from launcher.rundir.layout import SweepPaths
 from launcher.rundir.state import JobState, read_state, write_state
 from launcher.rundir.sweepdir import JobEntry, SweepInfo, create_sweep, read_info

@@ -16,8 +16,7 @@ from launcher.machine.cpus import cpu_use
 from launcher.machine.holders import HeldLocks
 from launcher.machine.leases import lock_dir, read_gpu_leases
 from launcher.machine.nvml import Snapshot
-from launcher.machine.procs import current_user
-from launcher.rundir.names import resolve_sweep
+from launcher.machine.users import current_user
 from launcher.rundir.sweepdir import list_sweeps
 from launcher.show.status_render import render_full, render_status, status_json
 from launcher.show.views import SweepView, load_sweep_view
@@ -35,7 +34,12 @@ def _gather(sweep: str | None,
     except nvml.NvmlUnavailable as exc:
         error = str(exc)
     held = read_gpu_leases(locks=locks)
-    found = [resolve_sweep(sweep)] if sweep else list_sweeps()[-SWEEPS_READ:]
+    if sweep:
+        from launcher.rundir.names import resolve_sweep
+
+        found = [resolve_sweep(sweep)]
+    else:
+        found = list_sweeps()[-SWEEPS_READ:]
     views = [(paths, load_sweep_view(paths)) for paths in found]
     if not sweep:
         me = current_user()

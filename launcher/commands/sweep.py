@@ -95,7 +95,7 @@ def check_machine(resources) -> None:
     """Make the checks a local start makes of this machine: GPUs there, or a note why not."""
     from launcher.machine import placement
 
-    note = placement.check_devices(resources)
+    note = placement.check_devices(resources.needs())
     if note:
         print(f"launch: {note}", file=sys.stderr)
 
@@ -119,7 +119,7 @@ def supervise(paths: SweepPaths, njobs: int, detach: bool) -> int:
 def warn_about_logout() -> None:
     """Say so where logind would kill the sweep at logout (launcher/local/logind.py)."""
     from launcher.local import logind
-    from launcher.machine.procs import current_user
+    from launcher.machine.users import current_user
 
     note = logind.logout_warning(current_user())
     if note:

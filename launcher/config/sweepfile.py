@@ -21,6 +21,8 @@ from launcher.config.axes import check_axes
 from launcher.config.overrides import apply_overrides
 from launcher.config.yamlsource import SourceMap, read_yaml
 from launcher.machine.cpus import default_cpu_budget
+from launcher.machine.gpus import GpuPolicy
+from launcher.machine.placement import Needs
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,22 @@ class Resources:
     def gpus_needed(self) -> int:
         """Return the GPUs one job holds: 0 for CPU jobs (`gpus_per_job: 0` or `device: cpu`)."""
         return 0 if self.device == "cpu" else self.gpus_per_job
+
+    def needs(self) -> Needs:
+        """Return what each job needs of the machine, in the placement's terms."""
+        util = self.max_utilization_percent
+        policy = GpuPolicy(
+            include=tuple(str(g) for g in self.include_gpus or ()),
+            exclude=tuple(str(g) for g in self.exclude_gpus),
+            leave_free=self.leave_free,
+            jobs_per_gpu=self.jobs_per_gpu,
+            job_memory_mib=self.gpu_memory_mib,
+            max_memory_used_mib=self.max_memory_used_mib,
+            max_utilization_percent=10 if util is None else util,
+            prefer_most_free_memory=self.prefer == "most_free_memory",
+        )
+        return Needs(gpus=self.gpus_needed, cpus=self.cpus_per_job, cpu_budget=self.cpu_budget,
+                     device=self.device, policy=policy)
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as the sweep's plan keeps it."""

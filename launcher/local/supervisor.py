@@ -86,7 +86,8 @@ class Supervisor:
         timeout_min = self.info.timeout_min
         self.timeout_s = None if timeout_min is None else float(timeout_min) * 60
         self.cwd = self.info.cwd or str(paths.root)
-        self.placer = placement.Placer(self.sweep_id, Resources.from_json(self.info.resources))
+        self.placer = placement.Placer(self.sweep_id,
+                                       Resources.from_json(self.info.resources).needs())
         self.selector = selectors.DefaultSelector()
         self.running: dict[int, Running] = {}  # by pidfd
         self.queue: deque[str] = deque()

@@ -12,38 +12,29 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 from launcher.errors import UserError
 from launcher.machine import cpus, fairshare, gpus, leases, nvml
-from launcher.machine.procs import current_user
-
-if TYPE_CHECKING:
-    from launcher.config.sweepfile import Resources
+from launcher.machine.users import current_user
 
 SNAPSHOT_MAX_AGE_S = 2.0
 UTILIZATION_SAMPLES = 3  # utilisation must be low in this many NVML looks in a row
 
 
-def gpu_policy(resources: Resources) -> gpus.GpuPolicy:
-    """Return the free-GPU policy that a sweep's `resources` section asks for."""
-    util = resources.max_utilization_percent
-    return gpus.GpuPolicy(
-        include=tuple(str(g) for g in resources.include_gpus or ()),
-        exclude=tuple(str(g) for g in resources.exclude_gpus),
-        leave_free=resources.leave_free,
-        jobs_per_gpu=resources.jobs_per_gpu,
-        job_memory_mib=resources.gpu_memory_mib,
-        max_memory_used_mib=resources.max_memory_used_mib,
-        max_utilization_percent=10 if util is None else util,
-        prefer_most_free_memory=resources.prefer == "most_free_memory",
-    )
+class Needs(NamedTuple):
+    """What each job of a sweep needs of this machine (config/sweepfile.py: Resources.needs)."""
+
+    gpus: int  # per job; 0: a CPU job
+    cpus: int  # per job, out of cpu_budget
+    cpu_budget: int  # the CPU tokens the sweep draws on
+    device: str  # auto: GPUs where the machine has any | cpu | gpu: GPUs or an error
+    policy: gpus.GpuPolicy  # when a GPU counts as free
 
 
-def check_devices(resources: Resources) -> str | None:
+def check_devices(needs: Needs) -> str | None:
     """Return a note when jobs will run on the CPU for want of GPUs; raise if they cannot."""
-    want = resources.gpus_needed
-    if want == 0:
+    if needs.gpus == 0:
         return None
     try:
         snap = nvml.query()
@@ -51,20 +42,19 @@ def check_devices(resources: Resources) -> str | None:
     except nvml.NvmlUnavailable as err:
         snap, problem = None, str(err)
     if snap is not None and problem is None:
-        check_satisfiable(snap, resources, want)
+        check_satisfiable(snap, needs.policy, needs.gpus)
         return None
-    if resources.device == "gpu":
+    if needs.device == "gpu":
         raise UserError(f"{problem}; this sweep needs GPUs (resources.device: gpu). "
                         "Set resources.device: auto to run on the CPU instead")
     return f"{problem}: jobs run on the CPU, as the CPU budget allows"
 
 
-def check_satisfiable(snap: nvml.Snapshot, resources: Resources, want: int) -> None:
+def check_satisfiable(snap: nvml.Snapshot, policy: gpus.GpuPolicy, want: int) -> None:
     """Raise UserError when no state of the machine could ever give a job its GPUs.
 
     Busy GPUs are worth waiting for; GPUs excluded, left free or missing are not.
     """
-    policy = gpu_policy(resources)
     allowed = [u for _, u in gpus.units(snap) if u is not None and u.uuid and
                (not policy.include or gpus.matches(u, policy.include)) and
                not gpus.matches(u, policy.exclude)]
@@ -132,22 +122,21 @@ class Grant:
 class Placer:
     """Grants GPUs and CPUs to one sweep's jobs, looking at NVML at most every few seconds."""
 
-    def __init__(self, sweep_id: str, resources: Resources):
+    def __init__(self, sweep_id: str, needs: Needs):
         self.sweep_id = sweep_id
-        self.resources = resources
-        self.policy = gpu_policy(resources)
+        self.policy = needs.policy
         self.user = current_user()
         self.host = socket.gethostname()
-        self.cpu_budget = resources.cpu_budget
-        self.cpus_per_job = resources.cpus_per_job
-        self.want = resources.gpus_needed
+        self.cpu_budget = needs.cpu_budget
+        self.cpus_per_job = needs.cpus
+        self.want = needs.gpus
         self.lock_dir = leases.lock_dir()
         self.snapshots: list[nvml.Snapshot] = []
         self.looked_at = 0.0
         self.sampled_at = 0.0
         self.reason: str | None = None
         self.reason_at = 0.0
-        if self.want and check_devices(resources):
+        if self.want and check_devices(needs):
             self.want = 0  # no driver and device: auto -> run on the CPU
         self.notice = fairshare.Notice(self.lock_dir, sweep_id, self.user)
         self.turns = fairshare.Turns()

@@ -12,16 +12,6 @@ import psutil
 PR_SET_PDEATHSIG = 1
 
 
-def current_user() -> str:
-    """Return the login name of this process's user."""
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
-
-
 def create_time(pid: int) -> float | None:
     """Return when process pid started (seconds since the epoch), or None if it is gone.
 

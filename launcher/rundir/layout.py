@@ -12,16 +12,15 @@
                               job itself writes: its result, metrics and checkpoint, under
                               the names launcher/contract.py gives them
 
-Plain files, not a database, because Slurm jobs on other nodes write them over NFS. The
-records are NamedTuples for the reason launcher/machine/nvml.py gives: `launch status` must
-not pay for importing dataclasses.
+Plain files, not a database, because Slurm jobs on other nodes write them over NFS. The two
+records are small slotted classes, not NamedTuples or dataclasses: `launch status` builds
+them first thing, and defining a NamedTuple with properties costs it a millisecond.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 from launcher import contract
 
@@ -33,10 +32,31 @@ def runs_dir() -> Path:
     return Path(os.environ.get(RUNS_DIR_ENV) or "runs").absolute()
 
 
-class JobPaths(NamedTuple):
-    """The files of one job of a sweep."""
+class _Folder:
+    """A folder of the run directory, compared and hashed by its path."""
 
-    dir: Path
+    __slots__ = ()
+
+    def __init__(self, path: Path) -> None:
+        object.__setattr__(self, self.__slots__[0], Path(path))
+
+    def _path(self) -> Path:
+        return getattr(self, self.__slots__[0])
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._path() == self._path()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._path()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self._path())!r})"
+
+
+class JobPaths(_Folder):
+    """The files of one job of a sweep; `dir` is its folder, named by its id."""
+
+    __slots__ = ("dir",)
 
     @property
     def job_id(self) -> str:
@@ -80,10 +100,10 @@ class JobPaths(NamedTuple):
         return self.dir / contract.CHECKPOINT_FILE
 
 
-class SweepPaths(NamedTuple):
+class SweepPaths(_Folder):
     """The files of one sweep; `root` is its folder, named by its id."""
 
-    root: Path
+    __slots__ = ("root",)
 
     @classmethod
     def of(cls, sweep_id: str, runs: Path | None = None) -> SweepPaths:

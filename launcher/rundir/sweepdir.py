@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from launcher.errors import UserError
-from launcher.machine.procs import current_user
+from launcher.machine.users import current_user
 from launcher.rundir.layout import JobPaths, SweepPaths, runs_dir
 from launcher.rundir.store import atomic_write_json, read_json, read_jsonl
 

@@ -61,7 +61,7 @@ def test_placers_of_two_sweeps_take_turns(lock_dir, monkeypatch):
     monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(FIXTURES / "idle4.json"))
     monkeypatch.setattr(fairshare, "NOTICE_AFTER_S", 0.0)
     res = Resources(gpus_per_job=1, include_gpus=(0,), cpu_budget=4, cpus_per_job=1)
-    first, later = Placer("first-1", res), Placer("later-1", res)
+    first, later = Placer("first-1", res.needs()), Placer("later-1", res.needs())
     a1 = first.grant("a1", {})
     assert isinstance(a1, Grant)
     assert "need 1 GPU, 0 free" in later.grant("b1", {})  # it waits, and says so
