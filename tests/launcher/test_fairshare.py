@@ -17,10 +17,10 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 
 
 @pytest.fixture
-def lock_dir(tmp_path):
-    path = tmp_path / "leases"
-    path.mkdir(mode=0o1777)
-    return path
+def lock_dir(lock_dir):
+    """The shared fixture's lease directory, made."""
+    lock_dir.mkdir(mode=0o1777)
+    return lock_dir
 
 
 @pytest.mark.parametrize("waiting, holding, want", [
@@ -56,9 +56,7 @@ def test_a_sweep_gives_way_only_for_yield_s_after_it_frees_a_gpu():
     assert turns.rival(again, 2, now=160.0).sweep == "b"
 
 
-def test_placers_of_two_sweeps_take_turns(lock_dir, monkeypatch):
-    monkeypatch.setenv("LAUNCH_LOCK_DIR", str(lock_dir))
-    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(FIXTURES / "idle4.json"))
+def test_placers_of_two_sweeps_take_turns(lab, lock_dir, monkeypatch):
     monkeypatch.setattr(fairshare, "NOTICE_AFTER_S", 0.0)
     res = Resources(gpus_per_job=1, include_gpus=(0,), cpu_budget=4, cpus_per_job=1)
     first, later = Placer("first-1", res.needs()), Placer("later-1", res.needs())

@@ -20,9 +20,8 @@ META = {"user": "alice", "host": "athena", "pid": 1, "sweep": "s-1", "job": "j-1
 
 
 @pytest.fixture
-def lock_dir(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "leases"
-    monkeypatch.setenv("LAUNCH_LOCK_DIR", str(path))
+def lock_dir(lock_dir) -> Path:
+    """The shared fixture's lease directory, made (mode 1777) as a supervisor makes it."""
     return leases.lock_dir()
 
 

@@ -239,7 +239,7 @@ def test_results_and_logs_import_neither_torch_nor_matplotlib():
 @pytest.fixture
 def demo(tmp_path, monkeypatch) -> str:
     """configs/demo.yaml's run directory as a finished run leaves it (numbers made up)."""
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "demo-runs"))
     monkeypatch.chdir(tmp_path)
     sweep, plans = sweeping.load_plan(str(ROOT / "configs" / "demo.yaml"), [])
     paths = sweeping.create_run_dir(sweep, plans, "local")

@@ -54,10 +54,7 @@ def test_broken_file_names_file_line_and_key(path):
     assert "\n" not in str(err)
 
 
-def test_broken_files_exit_2_and_create_no_run_directory(tmp_path, monkeypatch, capsys):
-    runs = tmp_path / "runs"
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(runs))
-    monkeypatch.chdir(tmp_path)
+def test_broken_files_exit_2_and_create_no_run_directory(runs, tmp_path, capsys):
     for path in BROKEN:
         key, line = expectation(path)
         assert cli.main(["sweep", str(path), "--detach"]) == 2, path.name

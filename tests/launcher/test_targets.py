@@ -127,13 +127,12 @@ def fake_sweep(root: Path, states: list[str | None]) -> tuple[str, list[str]]:
     return paths.sweep_id, ids
 
 
-def test_cancel_on_an_ended_sweep_has_nothing_to_cancel(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path))
-    sweep_id, ids = fake_sweep(tmp_path, ["finished", "finished", "failed", "cancelled"])
+def test_cancel_on_an_ended_sweep_has_nothing_to_cancel(runs, capsys):
+    sweep_id, ids = fake_sweep(runs, ["finished", "finished", "failed", "cancelled"])
     assert main(["cancel", "s"]) == 0
     assert capsys.readouterr().out == (f"nothing to cancel: all 4 jobs of {sweep_id} have ended "
                                        "(2 finished, 1 failed, 1 cancelled)\n")
-    assert not (tmp_path / sweep_id / "cancel").exists()  # a later resume finds no mark
+    assert not (runs / sweep_id / "cancel").exists()  # a later resume finds no mark
     assert [state_of(sweep_id, j).state for j in ids] == [
         "finished", "finished", "failed", "cancelled"]
     assert main(["cancel", f"s/{ids[2][-8:]}"]) == 0
@@ -141,9 +140,8 @@ def test_cancel_on_an_ended_sweep_has_nothing_to_cancel(tmp_path, monkeypatch, c
                                       "has ended (failed)\n"
 
 
-def test_cancel_says_what_it_stopped(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path))
-    sweep_id, ids = fake_sweep(tmp_path, ["finished", None, "waiting"])
+def test_cancel_says_what_it_stopped(runs, capsys):
+    sweep_id, ids = fake_sweep(runs, ["finished", None, "waiting"])
     assert main(["cancel", "s", "--grace", "0"]) == 0
     assert capsys.readouterr().out == (f"cancelled 2 jobs of {sweep_id} (2 were queued); "
                                        "1 had ended already (1 finished)\n")

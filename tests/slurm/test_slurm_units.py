@@ -208,10 +208,7 @@ def test_task_environment_from_the_allocation():
     (-15, False, False, False, True, "preempted"),
     (-9, False, False, False, False, "failed"),
 ])
-def test_how_a_task_ends(tmp_path, monkeypatch, status, cancelled, requeued, terminated, command,
-                         want):
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.chdir(tmp_path)
+def test_how_a_task_ends(runs, tmp_path, status, cancelled, requeued, terminated, command, want):
     job = {"command": ["true"], "seed": 0} if command else {"model": "tutorial_cnn", "seed": 0}
     (tmp_path / "s.yaml").write_text(f"name: ends\njob: {job}\n")
     sweep, plans = sweeping.load_plan(str(tmp_path / "s.yaml"), [])
@@ -235,10 +232,8 @@ def fake_tools(tmp_path: Path, monkeypatch, **scripts: str) -> None:
 
 
 @pytest.fixture
-def written(tmp_path, monkeypatch, capsys) -> Path:
+def written(runs, tmp_path, monkeypatch, capsys) -> Path:
     """The run directory `launch sbatch configs/demo.yaml -o x.sbatch` writes; not submitted."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
     fake_tools(tmp_path, monkeypatch, squeue="exit 0", sacct="exit 0")  # Slurm knows nothing
     assert main(["sbatch", str(DEMO), "-o", "x.sbatch"]) == 0
     (path,) = (tmp_path / "runs").iterdir()
@@ -277,8 +272,7 @@ def test_not_submitted_is_said_only_when_slurm_answered_nothing(written, tmp_pat
     assert all("not submitted" not in (j.reason or "") for j in view.jobs)
 
 
-def test_sbatch_into_a_missing_folder_leaves_no_run_dir(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
+def test_sbatch_into_a_missing_folder_leaves_no_run_dir(runs, tmp_path, capsys):
     assert main(["sbatch", str(DEMO), "-o", str(tmp_path / "no" / "x.sbatch")]) == 2
     assert "folder" in capsys.readouterr().err
     assert list_sweeps(tmp_path / "runs") == []
@@ -308,10 +302,9 @@ def test_a_failed_scancel_is_one_plain_line(written, tmp_path, monkeypatch, caps
     assert {j.state for j in view.jobs} == {"cancelled"}
 
 
-def test_a_task_marked_cancelled_does_not_start_its_job(tmp_path, monkeypatch):
+def test_a_task_marked_cancelled_does_not_start_its_job(runs, tmp_path):
     # scancel failed (controller down), so the mark is all that stops the job when Slurm
     # starts the task later on.
-    monkeypatch.setenv("LAUNCH_RUNS_DIR", str(tmp_path / "runs"))
     ran = tmp_path / "ran"
     (tmp_path / "s.yaml").write_text(
         "name: marked\njob: {command: [touch, " + str(ran) + "], seed: 0}\n"
