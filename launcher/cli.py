@@ -69,6 +69,10 @@ EXAMPLES = {
   launch cancel cifar/model=resnet9_seed=0       one job; the others go on
   launch cancel cifar --grace 60                 a minute to write checkpoints before SIGKILL
   launch sweep --resume cifar                    afterwards: run the cancelled jobs again""",
+    "setup": """\
+  sudo launch setup                              protect /tmp/launch-leases for every user
+  sudo LAUNCH_LOCK_DIR=/var/lib/launch launch setup   another lease directory
+  sudo launch setup --slots-per-gpu 4            users may pack at most 4 jobs on a GPU""",
     "sbatch": """\
   launch sbatch configs/cifar.yaml -o cifar.sbatch   write the script and its run directory
   sbatch cifar.sbatch                                submit it; launch status cifar follows it
@@ -149,6 +153,13 @@ def cmd_sbatch(args: argparse.Namespace) -> int:
     return sbatch.write_sbatch_script(args.file, args.overrides, args.output)
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    """Make the lease directory root's so that no user can delete or plant a lease (as root)."""
+    from launcher.commands import setup
+
+    return setup.run_setup(args.dir, args.slots_per_gpu, args.tmpfiles)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -207,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=KEY_VALUE_HELP)
     p.add_argument("-o", "--output", required=True, metavar="FILE.sbatch",
                    help="where to write the script; its run directory is made at once")
+
+    p = subparser(sub, "setup", "(admin) protect the lease directory from every user but root",
+                  cmd_setup)
+    p.add_argument("--dir", metavar="DIR",
+                   help="the lease directory (default: $LAUNCH_LOCK_DIR, else /tmp/launch-leases)")
+    p.add_argument("--slots-per-gpu", type=int, metavar="N",
+                   help="slot files per GPU: the largest jobs_per_gpu users can ask (default 16)")
+    p.add_argument("--tmpfiles", metavar="FILE",
+                   help="where to write the systemd-tmpfiles lines that remake it at boot "
+                        "(default /etc/tmpfiles.d/launch-leases.conf where that folder exists)")
     return parser
 
 

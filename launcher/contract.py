@@ -67,6 +67,10 @@ def job_env(base: Mapping[str, str], *, sweep_id: str, job_id: str, job_dir: Pat
     return env
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object],
                  durable: bool = False) -> None:
     """Replace path by data (bytes, or a function writing to the file) in one rename.
@@ -75,7 +79,9 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object],
     rename: checkpoints and results are worth an fsync, since a crash of the machine could
     otherwise leave an empty file under the final name; state files are rewritten a few
     times per job on the supervisor's dispatch path and an fsync there costs milliseconds
-    each, while losing one only loses what status shows until the next write.
+    each, while losing one only loses what status shows until the next write. The file is
+    readable as the umask allows (0644 as a rule), so colleagues sharing a runs folder can
+    read it.
     """
     path = Path(path)
     try:
@@ -84,6 +90,7 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object],
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)

@@ -22,9 +22,13 @@ def runs(tmp_path, monkeypatch) -> Path:
     return root
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def lock_dir(tmp_path, monkeypatch) -> Path:
-    """Return a fresh lease directory ($LAUNCH_LOCK_DIR), not made yet."""
+    """Return a fresh lease directory ($LAUNCH_LOCK_DIR), not made yet.
+
+    Every test has its own: the machine's lease directory (leases, CPU tokens, sweep ids)
+    is never touched by a test.
+    """
     path = tmp_path / "leases"
     monkeypatch.setenv("LAUNCH_LOCK_DIR", str(path))
     return path

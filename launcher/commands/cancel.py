@@ -86,7 +86,7 @@ def cancel(target: str, grace_s: float) -> int:
     else:
         from launcher.machine import procs
 
-        found = procs.job_processes(sweep_id, only)
+        found = procs.job_processes(sweep_id, str(paths.root), only)
         procs.stop_processes([p for ps in found.values() for p in ps], grace_s)
         for job_id in job_ids:
             st = read_state(paths.job(job_id))

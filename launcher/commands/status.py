@@ -14,15 +14,17 @@ import time
 from launcher.machine import nvml
 from launcher.machine.cpus import cpu_use
 from launcher.machine.holders import HeldLocks
-from launcher.machine.leases import lock_dir, read_gpu_leases
+from launcher.machine.leases import lock_dir, protected, read_gpu_leases
 from launcher.machine.nvml import Snapshot
 from launcher.machine.users import current_user
 from launcher.rundir.sweepdir import list_sweeps
 from launcher.show.status_render import render_full, render_status, status_json
-from launcher.show.views import SweepView, load_sweep_view
+from launcher.show.views import SweepView, load_or_say_why
 
 EXIT_NO_NVML = 3
 SWEEPS_READ = 20  # newest sweeps read from the run directory
+UNPROTECTED = ("leases: not protected: any user can delete a lease file and put a second job "
+               "on its GPU (the admin's `sudo launch setup` prevents it)")
 
 
 def _gather(sweep: str | None,
@@ -40,7 +42,7 @@ def _gather(sweep: str | None,
         found = [resolve_sweep(sweep)]
     else:
         found = list_sweeps()[-SWEEPS_READ:]
-    views = [(paths, load_sweep_view(paths)) for paths in found]
+    views = [(paths, load_or_say_why(paths)) for paths in found]
     if not sweep:
         me = current_user()
         views = [(paths, view) for paths, view in views if view.user == me]
@@ -61,15 +63,17 @@ def _render_now(full: bool, as_json: bool, sweep: str | None) -> tuple[str, int]
     snapshot, error, held, views = _gather(sweep, locks)
     now, host = time.time(), socket.gethostname()
     cpus_now = cpu_use(locks=locks)
+    safe = protected(lock_dir(create=False))
     if as_json:
         import json
 
-        data = status_json(snapshot, held, views, now, error, host, cpu_use=cpus_now)
+        data = status_json(snapshot, held, views, now, error, host, cpu_use=cpus_now,
+                           leases_protected=safe)
         text = json.dumps(data, indent=1) + "\n"
     else:
         render = render_full if full else render_status
         text = render(snapshot, held, views, now, error, host, one_sweep=bool(sweep),
-                      cpu_use=cpus_now)
+                      cpu_use=cpus_now, note=None if safe else UNPROTECTED)
     return text, (EXIT_NO_NVML if error else 0)
 
 

@@ -95,7 +95,9 @@ def check_machine(resources) -> None:
     """Make the checks a local start makes of this machine: GPUs there, or a note why not."""
     from launcher.machine import placement
 
-    note = placement.check_devices(resources.needs())
+    needs = resources.needs()
+    placement.check_cpu_budget(needs)
+    note = placement.check_devices(needs)
     if note:
         print(f"launch: {note}", file=sys.stderr)
 

@@ -28,6 +28,8 @@ def spawn_supervisor(paths: SweepPaths) -> None:
         if info and info != before and info.pid == proc.pid:
             return
         if proc.poll() is not None:
+            if info and info.error:  # it said why, in one line
+                raise UserError(info.error)
             tail = paths.supervisor_log.read_text()[-2000:]
             raise UserError(f"the supervisor of {paths.sweep_id} exited at once:\n{tail}")
         time.sleep(0.02)

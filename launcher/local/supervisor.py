@@ -10,6 +10,7 @@ polling tick. Everything it knows lives in the run directory, so a new superviso
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import selectors
@@ -24,11 +25,19 @@ from pathlib import Path
 
 from launcher import contract
 from launcher.config.sweepfile import Resources
-from launcher.errors import UserError
+from launcher.errors import EXIT_USER_ERROR, UserError
+from launcher.local import leftovers
 from launcher.machine import placement, procs
 from launcher.rundir import state as js
 from launcher.rundir.layout import SweepPaths
-from launcher.rundir.state import JobState, end_of_run, read_state, run_end, write_state
+from launcher.rundir.state import (
+    JobState,
+    Outcome,
+    end_of_run,
+    read_state,
+    run_end,
+    write_state,
+)
 from launcher.rundir.store import log_tail, read_json
 from launcher.rundir.sweepdir import (
     SupervisorInfo,
@@ -54,9 +63,13 @@ class Running:
     pidfd: int
     state: JobState
     proc: subprocess.Popen
+    grant: placement.Grant
     deadline: float | None = None
     term_sent: float | None = None
     grace_s: float = KILL_GRACE_S
+    outcome: Outcome | None = None  # once its main process has ended
+    stop_by: float | None = None  # SIGKILL what it left after this (monotonic)
+    killed: bool = False
 
 
 def log(msg: str) -> None:
@@ -90,6 +103,7 @@ class Supervisor:
                                        Resources.from_json(self.info.resources).needs())
         self.selector = selectors.DefaultSelector()
         self.running: dict[int, Running] = {}  # by pidfd
+        self.stopping: list[Running] = []  # ended, but processes they left still run
         self.queue: deque[str] = deque()
         self.attempts: dict[str, int] = {}
         self.waiting: tuple[str, float, str | None] | None = None  # job, since, reason written
@@ -113,14 +127,22 @@ class Supervisor:
         # job, even one whose supervisor died before it could record the start.
         with os.scandir(self.paths.jobs_dir) as entries:
             ever_started = any(entries)
-        leftovers = procs.job_processes(self.sweep_id) if ever_started else {}
-        stale = [p for job_id, ps in leftovers.items()
+        left = procs.job_processes(self.sweep_id, str(self.paths.root)) if ever_started else {}
+        stale = [p for job_id, ps in left.items()
                  if job_id in states and states[job_id].state not in js.ENDED_STATES for p in ps]
         if stale:
             log(f"stopping {len(stale)} processes left by an earlier supervisor")
             procs.stop_processes(stale, KILL_GRACE_S)
         for job_id, st in states.items():
             if st.state in js.ENDED_STATES:
+                continue
+            if st.state == js.STOPPING:  # its main process had ended: its end is known
+                outcome = end_of_run(st.exit_code, st.signal, None, 0)
+                self.end(job_id, st, outcome.state, outcome.reason)
+                continue
+            if st.reason == js.STATE_UNREADABLE and logged_end(self.paths, job_id) == js.FINISHED:
+                self.end(job_id, st, js.FINISHED, reason=f"finished ({js.STATE_UNREADABLE}; "
+                         "the supervisor's log says it finished)")
                 continue
             result = read_json(self.paths.job(job_id).result_json)
             if isinstance(result, dict) and result.get("status") == contract.RESULT_FINISHED:
@@ -161,7 +183,12 @@ class Supervisor:
                 self.end(job_id, self.state(job_id), js.CANCELLED,
                          reason=js.CANCELLED_BEFORE_START)
                 continue
-            spec = self.specs[job_id]
+            spec = self.specs.get(job_id)
+            if spec is None:  # a torn or edited specs file: this job cannot run, the rest can
+                self.queue.popleft()
+                self.end(job_id, self.state(job_id), js.FAILED,
+                         reason="its spec is missing from the sweep's specs file")
+                continue
             grant = self.placer.grant(job_id, spec)
             if isinstance(grant, str):
                 self.note_waiting(job_id, grant)
@@ -225,7 +252,7 @@ class Supervisor:
             host=socket.gethostname(), started=time.time(), **grant.record())
         self.write(job_id, st)
         grant.handed_to(proc.pid)
-        run = Running(job_id, proc.pid, os.pidfd_open(proc.pid), st, proc)
+        run = Running(job_id, proc.pid, os.pidfd_open(proc.pid), st, proc, grant)
         self.watch(run)
         log(f"start {job_id} {grant.describe()} (attempt {st.attempt}, pid {proc.pid})")
 
@@ -239,27 +266,54 @@ class Supervisor:
         return None
 
     def reap(self, run: Running) -> None:
-        """Record a job's end and decide whether it runs again."""
+        """Note a job's main process's end; finish the job once nothing it started runs."""
         self.selector.unregister(run.pidfd)
         os.close(run.pidfd)
         del self.running[run.pidfd]
-        # What the job left behind in its group would keep its leases; the unreaped leader
-        # still pins the group id, so this cannot hit a stranger's group.
-        procs.signal_group(run.pid, signal.SIGKILL)
         code, sig = self.exit_status(run)
-        self.placer.released(run.job_id)
-        self.placer.refresh()
         # EXIT_REQUEUE (a checkpoint written after a SIGTERM nobody here sent) is retried like
         # any failure, within max_retries: a script that always exits so must not loop forever.
         retries_left = self.max_retries - (self.attempts.get(run.job_id, 1) - 1)
-        outcome = end_of_run(code, sig, self.stopped(run), retries_left)
+        run.outcome = end_of_run(code, sig, self.stopped(run), retries_left)
+        run.state = run.state._replace(exit_code=code, signal=sig, ended=time.time())
+        left = leftovers.leftovers(self.sweep_id, str(self.paths.root), run.job_id, run.pid)
+        if not left and not leftovers.group_alive(run.pid):
+            self.finish(run)
+            return
+        leftovers.signal_all(left, run.pid, signal.SIGTERM)
+        run.stop_by = time.monotonic() + KILL_GRACE_S
+        self.stopping.append(run)
+        self.write(run.job_id, run.state._replace(
+            state=js.STOPPING, reason=f"its main process ended ({run_end(code, sig)}); "
+            f"stopping {len(left) or 'the'} process{'es' * (len(left) != 1)} it left"))
+        log(f"stopping {run.job_id}: {len(left)} processes it left outlive it")
+
+    def tend_stopping(self) -> None:
+        """Finish the stopping jobs whose leftovers are gone; SIGKILL them after the grace."""
+        procs.reap_orphans(run.pid for run in self.running.values())
+        for run in list(self.stopping):
+            left = leftovers.leftovers(self.sweep_id, str(self.paths.root), run.job_id, run.pid)
+            if not left and not leftovers.group_alive(run.pid):
+                self.stopping.remove(run)
+                self.finish(run)
+            elif not run.killed and time.monotonic() >= (run.stop_by or 0):
+                leftovers.signal_all(left, run.pid, signal.SIGKILL)
+                run.killed = True
+
+    def finish(self, run: Running) -> None:
+        """Record how a job ended, give its GPUs and CPUs back, queue it again for a retry."""
+        outcome = run.outcome
+        assert outcome is not None
+        run.grant.release()
+        self.placer.released(run.job_id)
+        self.placer.refresh()
         failed = outcome.state == js.FAILED or outcome.retry
         tail = log_tail(self.paths.job(run.job_id).stdout_log) if failed else None
-        ended = run.state._replace(state=outcome.state, reason=outcome.reason, ended=time.time(),
-                                   exit_code=code, signal=sig, log_tail=tail)
+        code, sig = run.state.exit_code, run.state.signal
         log(f"{js.FAILED if outcome.retry else outcome.state} {run.job_id} "
             f"({run_end(code, sig)})" + (", will retry" if outcome.retry else ""))
-        self.write(run.job_id, ended)
+        self.write(run.job_id, run.state._replace(state=outcome.state, reason=outcome.reason,
+                                                  log_tail=tail))
         if outcome.retry:
             self.queue.append(run.job_id)
 
@@ -289,13 +343,15 @@ class Supervisor:
     def run(self) -> int:
         self.load_queue()
         log(f"sweep {self.sweep_id}: {plural(len(self.queue), 'job')} to run")
-        while self.queue or self.running:
+        while self.queue or self.running or self.stopping:
             self.dispatch()
             # A job's end wakes us at once (pidfd); the timeout only paces NVML re-checks,
-            # cancel requests and timeouts.
-            for key, _ in self.selector.select(POLL_S / 2):
+            # cancel requests, timeouts and what stopping jobs left.
+            for key, _ in self.selector.select(0.1 if self.stopping else POLL_S / 2):
                 self.reap(self.running[key.fd])
             self.enforce(time.time())
+            if self.stopping:
+                self.tend_stopping()
         self.placer.close()
         states = sorted(self.state(job_id).state for job_id in self.info.job_ids)
         log(f"sweep ended: {counted(states)}")
@@ -315,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     # ignored in the jobs we exec, a handled one is reset to its default there.
     signal.signal(signal.SIGHUP, lambda *_: None)
     lock_fd = lock_supervisor(paths)
+    procs.become_subreaper()  # a job's orphans come to us, not init: they are found and stopped
     if lock_fd is None:
         log("another supervisor runs this sweep; leaving it alone")
         return 3
@@ -325,10 +382,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return Supervisor(paths).run()
     except UserError as err:
-        log(f"stopped: {err}")
+        return stopped_on(paths, record, str(err), err.exit_code)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        return stopped_on(paths, record, f"cannot write in {err.filename or paths.root}: "
+                          f"{err.strerror}", EXIT_USER_ERROR)
+
+
+def stopped_on(paths: SweepPaths, record: SupervisorInfo, error: str, code: int) -> int:
+    """Record the error the supervisor stops on, where status and follow show it."""
+    log(f"stopped: {error}")
+    try:
         if read_supervisor(paths) == record:  # still ours: a resume may have replaced it
-            write_supervisor(paths, record._replace(error=str(err)))
-        return err.exit_code
+            write_supervisor(paths, record._replace(error=error))
+    except OSError:
+        pass  # a full disk: its log line (if that could be written) is all there is
+    return code
+
+
+def logged_end(paths: SweepPaths, job_id: str) -> str | None:
+    """Return how the supervisor's log last said a job ended ("finished", ...), if it did."""
+    try:
+        lines = paths.supervisor_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        words = line.split()
+        if len(words) >= 3 and words[2] == job_id and words[1] in js.ENDED_STATES:
+            return words[1]
+    return None
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
 
-from launcher.machine import holders, leases
+from launcher.machine import foreign, holders, leases
 
 
 def usable_cpus() -> int:
@@ -55,6 +55,11 @@ def cpu_share(cpus: int, on_gpu: bool, spec: dict) -> CpuShare:
     return CpuShare(cpus=cpus, num_workers=workers, num_threads=cpus - workers)
 
 
+def machine_cpus() -> int:
+    """Return the CPUs of the machine: there is one token per CPU, and no more."""
+    return os.cpu_count() or 1
+
+
 def token_path(lock_dir: Path, n: int) -> Path:
     """Return the path of CPU token n."""
     return lock_dir / f"cpu.{n}"
@@ -67,9 +72,12 @@ def acquire_cpus(
     """Return `count` held CPU tokens out of the first `budget`, or None if too few are free.
 
     All or nothing: a job never sits on part of its CPUs while waiting for the rest. Token
-    files in `skip` (held by the caller's own running jobs) are not tried.
+    files in `skip` (held by the caller's own running jobs) are not tried, nor tokens past
+    the machine's CPUs; a token file that cannot be a lease (planted) is passed over.
     """
-    assert 1 <= count <= budget, (count, budget)
+    budget = min(budget, machine_cpus())
+    if not 1 <= count <= budget:
+        return None
     lock_dir = lock_dir or leases.lock_dir()
     held: list[leases.Lease] = []
     try:
@@ -77,7 +85,10 @@ def acquire_cpus(
             path = token_path(lock_dir, n)
             if path in skip:
                 continue
-            lease = leases.try_lock_slot(path, meta)
+            try:
+                lease = leases.try_lock_slot(path, meta)
+            except leases.Unusable:
+                continue
             if lease is not None:
                 held.append(lease)
                 if len(held) == count:
@@ -100,9 +111,22 @@ class CpuUse(NamedTuple):
 
     def describe(self) -> str:
         """Return e.g. "CPUs: 3 held by launch jobs (alice 2, bob 1), 16 usable"."""
-        who = ", ".join(f"{user} {n}" for user, n in self.by_user)
-        return f"CPUs: {self.held} held by launch jobs" + (f" ({who})" if who else "") + \
-            f", {self.usable} usable"
+        return f"CPUs: {self.held} held by launch jobs" + \
+            (f" ({self.holders()})" if self.by_user else "") + f", {self.usable} usable"
+
+    def holders(self) -> str:
+        """Return who holds the tokens, most first: "alice 2, bob 1"."""
+        ranked = sorted(self.by_user, key=lambda item: (-item[1], item[0]))
+        return ", ".join(f"{user} {n}" for user, n in ranked)
+
+
+def _count(lock_dir: Path, names: list[str], locks: holders.HeldLocks | None) -> CpuUse:
+    counts: dict[str, int] = {}
+    for slot in holders.read_slots(lock_dir, names, locks):
+        if slot.held:
+            user = foreign.text(slot.meta.get("user"))
+            counts[user] = counts.get(user, 0) + 1
+    return CpuUse(usable_cpus(), sum(counts.values()), tuple(sorted(counts.items())))
 
 
 def cpu_use(lock_dir: Path | None = None, locks: holders.HeldLocks | None = None) -> CpuUse:
@@ -112,16 +136,11 @@ def cpu_use(lock_dir: Path | None = None, locks: holders.HeldLocks | None = None
         names = [n for n in os.listdir(lock_dir) if n.startswith("cpu.")]
     except OSError:
         names = []
-    counts: dict[str, int] = {}
-    for slot in holders.read_slots((lock_dir / n for n in names), locks):
-        if slot.held:
-            user = str(slot.meta.get("user", "?"))
-            counts[user] = counts.get(user, 0) + 1
-    return CpuUse(usable_cpus(), sum(counts.values()), tuple(sorted(counts.items())))
+    return _count(lock_dir, names, locks)
 
 
-def cpus_in_use(budget: int, lock_dir: Path | None = None) -> int:
-    """Return how many of the first `budget` CPU tokens are held now (by anyone)."""
+def cpus_in_use(budget: int, lock_dir: Path | None = None) -> CpuUse:
+    """Return who holds the first `budget` CPU tokens now (the ones a sweep draws on)."""
     lock_dir = lock_dir or leases.lock_dir()
-    held = holders.read_slots([token_path(lock_dir, n) for n in range(budget)])
-    return sum(1 for slot in held if slot.held)
+    budget = min(budget, machine_cpus())
+    return _count(lock_dir, [token_path(lock_dir, n).name for n in range(budget)], None)

@@ -1,149 +1,191 @@
-"""Turns between sweeps: a sweep that waits for a GPU says so, and a richer sweep lets it in.
+"""Turns between sweeps: a sweep that waits for GPUs or CPUs says so, a richer one lets it in.
 
 A supervisor wakes the moment its own job ends and would take the freed GPU back before a
 sweep started later (another user's, or another of yours) looks again, so the first sweep
 on a machine would keep every GPU until its last job. Instead, a sweep whose next job has
-waited NOTICE_AFTER_S for GPUs (most waits end sooner, with the next job's end) holds an
-flock on `wait.<sweep id>` in the lease directory, with how many GPUs it holds in the file.
-When one of a sweep's jobs frees a GPU, the sweep looks for such notices before it takes a
-GPU again: while one comes from a sweep that holds fewer GPUs than it still does (or, like
-it, none), it leaves GPUs free for up to YIELD_S, long enough for the waiting sweep to see
-the GPU idle in NVML and lease it (class Turns). Repeated at each job end, the GPUs end up
-split as evenly as they divide between the sweeps that want them, and two sweeps on one GPU
-take turns job by job. Equal holdings otherwise keep what they have: giving way leaves a GPU
-idle for a while, and trading places would only repeat that.
+waited NOTICE_AFTER_S (most waits end sooner, with the next job's end) holds an flock on its
+notice, meta/<uid>/wait.<sweep id> in the lease directory, which says what it waits for
+(GPUs or CPUs) and how many it holds. When one of a sweep's jobs frees GPUs (or CPU tokens),
+the sweep looks for such notices before it takes them again: while one comes from a sweep
+that holds fewer than it still does (or, like it, none), it leaves them free for up to
+YIELD_S, long enough for the waiting sweep to see a GPU idle in NVML and lease it (Turns).
+Repeated at each job end, GPUs and CPUs end up split as evenly as they divide between the
+sweeps that want them, and two sweeps on one GPU take turns job by job. Equal holdings
+otherwise keep what they have: giving way leaves a GPU idle for a while, and trading places
+would only repeat that.
 
 A notice is only an announcement: the GPU itself still goes to whoever wins its lease. The
-flock makes a notice die with its sweep; the file is removed when the wait ends.
+flock makes a notice die with its sweep; the file is removed when the wait ends. Notices
+come from other users, so each is checked: the user is the owner of its folder, numbers must
+be numbers, and a sweep that lets a window pass without taking what was freed is not given
+way to again; after PASS_LIMIT such windows its user's notices are ignored altogether. So a
+notice, true or fake, can delay a sweep by at most YIELD_S once per freed GPU, and a user
+whose notices never take anything by at most PASS_LIMIT windows in all.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from launcher.machine import holders, leases
+from launcher.machine import foreign, holders, leases
 
 PREFIX = "wait."
 NOTICE_AFTER_S = 1.0  # a sweep posts its notice once it has waited this long
 # A waiting sweep needs a few NVML looks (utilisation must stay low in three of them, two
 # seconds apart) before it trusts a GPU that was just freed.
 YIELD_S = 10.0
+PASS_LIMIT = 2  # windows a user's waits may let pass before their notices are ignored
+GPUS, CPUS = "gpus", "cpus"  # what a notice waits for
 
 
 class Waiter(NamedTuple):
-    """A sweep whose next job waits for GPUs, as its notice says."""
+    """A sweep whose next job waits for GPUs or CPUs, as its notice says."""
 
     sweep: str
     user: str
     since: float  # when this wait began (unix time)
     holding: int  # GPUs its running jobs hold
+    cpus: int = 0  # CPU tokens its running jobs hold
+    wants: str = GPUS
 
-    @property
-    def key(self) -> tuple[str, float]:
-        """Return what tells one wait from the next wait of the same sweep."""
-        return self.sweep, self.since
-
-
-def notice_path(lock_dir: Path, sweep_id: str) -> Path:
-    """Return the notice file of a sweep."""
-    return Path(lock_dir) / f"{PREFIX}{sweep_id}"
+    def held(self, kind: str) -> int:
+        """Return how many of kind (GPUS or CPUS) the sweep holds."""
+        return self.cpus if kind == CPUS else self.holding
 
 
 def waiters(lock_dir: Path, but: str = "") -> list[Waiter]:
-    """Return the sweeps that wait for GPUs now (their notice is held), except sweep `but`."""
-    try:
-        names = [n for n in os.listdir(lock_dir) if n.startswith(PREFIX) and n != PREFIX + but]
-    except OSError:
-        return []
+    """Return the sweeps that wait now (their notice is held), except sweep `but`."""
     out = []
-    for name in names:
-        # Probed, not looked up in /proc/locks (milliseconds on some kernels): at worst the
-        # probe turns the notice's owner away once, and it posts again a second later.
-        meta = holders.probe(Path(lock_dir) / name)
-        if meta is None or not isinstance(meta.get("since"), (int, float)):
+    for uid, folder in holders.user_folders(Path(lock_dir)):
+        try:
+            names = [n for n in os.listdir(folder) if n.startswith(PREFIX)]
+        except OSError:
             continue
-        out.append(Waiter(str(meta.get("sweep") or name[len(PREFIX):]),
-                          str(meta.get("user", "?")), float(meta["since"]),
-                          int(meta.get("holding") or 0)))
+        for name in names:
+            sweep = name[len(PREFIX):]
+            if sweep == but:
+                continue
+            # Probed, not looked up in /proc/locks (milliseconds on some kernels): at worst
+            # the probe turns the notice's owner away once, and it posts again a second later.
+            meta = holders.probe(folder / name)
+            waiter = _waiter(sweep, foreign.user_name(uid), meta) if meta is not None else None
+            if waiter is not None:
+                out.append(waiter)
     return out
 
 
-class Turns:
-    """When our sweep gives way: for YIELD_S after one of its jobs frees a GPU, to a waiting
-    sweep that holds fewer GPUs than we still do (or none, like us), and never again to a wait
-    that let such a window pass (it cannot use our GPUs: other GPUs in its include list, more
-    GPUs per job)."""
+def _waiter(sweep: str, user: str, meta: dict) -> Waiter | None:
+    """Return the wait a notice describes, or None when it does not make sense."""
+    since = foreign.number(meta.get("since"))
+    holding = foreign.integer(meta.get("holding", 0), high=100_000)
+    cpus = foreign.integer(meta.get("cpus", 0), high=100_000)
+    wants = meta.get("wants", GPUS)
+    if since is None or holding is None or cpus is None or wants not in (GPUS, CPUS):
+        return None
+    return Waiter(foreign.text(sweep), user, since, holding, cpus, wants)
 
-    def __init__(self) -> None:
+
+class Turns:
+    """When our sweep gives way (for one kind, GPUS or CPUS): for YIELD_S after one of its
+    jobs frees some, to a waiting sweep that holds fewer than we still do (or none, like us).
+
+    `took(waiter)` says whether a waiter now holds what we freed; a waiter that lets the
+    window pass without it is not given way to again, nor, after PASS_LIMIT, its user.
+    """
+
+    def __init__(self, kind: str = GPUS, took: Callable[[Waiter], bool] | None = None) -> None:
+        self.kind = kind
+        self.took = took or (lambda waiter: True)
         self.freed_at: float | None = None  # monotonic
-        self.gave_way_to: tuple[str, float] | None = None
-        self.passed_up: set[tuple[str, float]] = set()
+        self.gave_way_to: Waiter | None = None
+        self.passed_up: set[str] = set()  # sweeps
+        self.strikes: dict[str, int] = {}  # user -> windows let pass
 
     def freed(self, now: float) -> None:
-        """Note that one of our jobs has just freed a GPU: a window to give way opens."""
+        """Note that one of our jobs has just freed some: a window to give way opens."""
         self.freed_at = now
 
+    def _settle(self) -> None:
+        """Judge the waiter we gave way to, now that its window or its wait is over."""
+        waiter, self.gave_way_to = self.gave_way_to, None
+        if waiter is not None and not self.took(waiter):
+            self.passed_up.add(waiter.sweep)
+            self.strikes[waiter.user] = self.strikes.get(waiter.user, 0) + 1
+
     def window_open(self, now: float) -> bool:
-        """Return whether a GPU we freed is still within its YIELD_S."""
+        """Return whether what we freed is still within its YIELD_S."""
         if self.freed_at is not None and now - self.freed_at >= YIELD_S:
-            if self.gave_way_to is not None:
-                self.passed_up.add(self.gave_way_to)
-            self.freed_at = self.gave_way_to = None
+            self._settle()
+            self.freed_at = None
         return self.freed_at is not None
 
     def rival(self, waiting: list[Waiter], holding: int, now: float) -> Waiter | None:
-        """Return the waiting sweep to leave our freed GPU to, or None to take it ourselves.
+        """Return the waiting sweep to leave what we freed to, or None to take it ourselves.
 
-        `holding` is how many GPUs our running jobs hold, the freed one no longer counted; a
-        waiter holding fewer is let in (or one holding none when we hold none: two sweeps on
-        one GPU alternate), the poorest first, then the one waiting longest.
+        `holding` is how many our running jobs hold, the freed ones no longer counted; a
+        waiter for the same kind holding fewer is let in (or one holding none when we hold
+        none: two sweeps on one GPU alternate), the poorest first, then the one waiting
+        longest.
         """
         if not self.window_open(now):
             return None
+        if self.gave_way_to is not None and \
+                self.gave_way_to.sweep not in {w.sweep for w in waiting}:
+            self._settle()  # its wait ended: with what we freed, or not
+            self.freed_at = None
+            return None
         poorer = sorted((w for w in waiting
-                         if (w.holding < holding or w.holding == holding == 0)
-                         and w.key not in self.passed_up),
-                        key=lambda w: (w.holding, w.since))
+                         if w.wants == self.kind
+                         and (w.held(self.kind) < holding or w.held(self.kind) == holding == 0)
+                         and w.sweep not in self.passed_up
+                         and self.strikes.get(w.user, 0) < PASS_LIMIT),
+                        key=lambda w: (w.held(self.kind), w.since))
         if not poorer:
             return None
-        self.gave_way_to = poorer[0].key
+        self.gave_way_to = poorer[0]
         return poorer[0]
 
 
 class Notice:
-    """Our own sweep's notice: posted while its next job waits for GPUs, withdrawn after."""
+    """Our own sweep's notice: posted while its next job waits, withdrawn after."""
 
     def __init__(self, lock_dir: Path, sweep_id: str, user: str) -> None:
-        self.path = notice_path(lock_dir, sweep_id)
+        self.lock_dir = Path(lock_dir)
+        self.name = f"{PREFIX}{sweep_id}"
         self.sweep_id = sweep_id
         self.user = user
-        self.lease: leases.Lease | None = None
-        self.holding = -1
+        self.fd: int | None = None
+        self.said: dict = {}
 
-    def post(self, holding: int) -> None:
-        """Say that we wait, holding `holding` GPUs; a new wait starts a new `since`."""
-        if self.lease is None:
-            meta = {"sweep": self.sweep_id, "user": self.user, "since": time.time(),
-                    "holding": holding}
-            try:
-                self.lease = leases.try_lock_slot(self.path, meta)  # None: held; try later
-            except (OSError, leases.LeaseError):
+    def post(self, holding: int, cpus: int = 0, wants: str = GPUS) -> None:
+        """Say that we wait for `wants`, holding `holding` GPUs and `cpus` CPU tokens; a new
+        wait starts a new `since`."""
+        if self.fd is None:
+            self.fd = leases.own_locked_file(self.lock_dir, self.name)  # None: try later
+            if self.fd is None:
                 return  # a notice is advice: a bad file must not stop the sweep
-            self.holding = holding
-        elif holding != self.holding:
-            self.holding = holding
-            self.lease.write_meta({**self.lease.meta, "holding": holding})
+            self.said = {"sweep": self.sweep_id, "since": time.time()}
+        said = {**self.said, "holding": holding, "cpus": cpus, "wants": wants}
+        if said != self.said:
+            self.said = said
+            data = json.dumps(said, sort_keys=True).encode() + b"\n"
+            os.pwrite(self.fd, data, 0)
+            os.ftruncate(self.fd, len(data))
 
     def withdraw(self) -> None:
         """End the wait: remove the file while still holding it, so no reader sees it free."""
-        if self.lease is None:
+        if self.fd is None:
             return
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-        self.lease.release()
-        self.lease = None
+        folder = leases.own_folder(self.lock_dir)
+        if folder is not None:
+            try:
+                os.unlink(folder / self.name)
+            except OSError:
+                pass
+        os.close(self.fd)
+        self.fd = None

@@ -1,13 +1,24 @@
-"""Leases: an exclusive flock on a slot file, held for a job's whole life.
+"""Leases: flocks on slot files, held for a job's whole life, and the directory that holds them.
 
-Slot files live in one directory shared by every user ($LAUNCH_LOCK_DIR, default
-/tmp/launch-leases, mode 1777): `gpu.<uuid>.<slot>` for GPUs, `cpu.<n>` for the CPU
-budget (launcher/cpus.py). The kernel drops a flock when the last descriptor of its open
-file goes away, so a holder killed by any means frees its slot at once and nothing ever
-goes stale. The files are never unlinked: a lock on an unlinked file would protect nothing
-against someone who opens a fresh file of the same name.
+The lease directory ($LAUNCH_LOCK_DIR, default /tmp/launch-leases) is shared by every user:
 
-Who holds what, read without taking a lock, is launcher/holders.py.
+    gpu.<uuid>        the card: an exclusive job holds it LOCK_EX, each packed job LOCK_SH
+    gpu.<uuid>.<k>    slot k of a card (LOCK_EX); an exclusive job takes slot 0 as well
+    cpu.<n>           CPU token n (launcher/machine/cpus.py)
+    meta/<uid>/NAME   what the holder of NAME says of itself (user, sweep, job, pid), written
+                      and flocked by that holder alone; status reads it (holders.py)
+    meta/<uid>/wait.<sweep>   a sweep's wait notice (launcher/machine/fairshare.py)
+    sweeps/<id>       one empty file per sweep id ever made here: ids are unique per machine
+
+The kernel drops a flock when the last descriptor of its open file goes away, so a holder
+killed by any means frees its slot at once and nothing goes stale. Slot files are never
+unlinked: a lock on an unlinked file would protect nothing against someone who opens a fresh
+file of the same name.
+
+A user can delete slot files they created, and the directory's owner any of them; then two
+jobs can hold "the same" GPU. `sudo launch setup` (launcher/commands/setup.py) makes the
+directory and every slot file root's, so no user can; the directory is then "protected" and
+slot files are never created by users, only opened. docs/design.md: threat model.
 """
 
 from __future__ import annotations
@@ -23,14 +34,22 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from launcher.errors import UserError
-from launcher.machine import holders
+from launcher.machine import foreign, holders
 
 DEFAULT_LOCK_DIR = "/tmp/launch-leases"
-_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+META_DIR = holders.META_DIR
+SWEEPS_DIR = "sweeps"
+SETUP_RECORD = "setup.json"  # written by `launch setup`: the directory is root's on purpose
+SLOTS_PER_GPU = 16  # slot files `launch setup` makes per GPU: the most jobs_per_gpu can be
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # flock needs no write
 
 
 class LeaseError(UserError):
-    """The lease directory or a slot file is unsafe to use (symlink, wrong owner, mode)."""
+    """The lease directory itself is unsafe to use (a symlink, a stranger's, a wrong mode)."""
+
+
+class Unusable(Exception):
+    """A slot file that is there but cannot be a lease (planted by someone, or missing)."""
 
 
 def lock_dir(create: bool = True) -> Path:
@@ -43,6 +62,11 @@ def lock_dir(create: bool = True) -> Path:
 
 def ensure_lock_dir(path: Path) -> None:
     """Create the shared lease directory (mode 1777 whatever the umask) or check it is safe."""
+    _ensure_shared(path)
+
+
+def _ensure_shared(path: Path) -> None:
+    """Make path a 1777 directory if missing; raise LeaseError unless it is safe to share."""
     try:
         os.mkdir(path, 0o1777)
         os.chmod(path, 0o1777)  # mkdir's mode went through the umask; chmod does not
@@ -55,29 +79,162 @@ def ensure_lock_dir(path: Path) -> None:
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise LeaseError(f"lease directory {path} is not a plain directory; refusing to use it")
     mode = stat.S_IMODE(st.st_mode)
-    if mode == 0o1777:
+    if mode == 0o1777 or (st.st_uid == 0 and not mode & 0o022):  # shared, or root's (setup)
         return
     if st.st_uid == os.getuid():
         os.chmod(path, 0o1777)  # ours: repair it so other users can take leases too
         return
     # Without the sticky bit anyone could rename a held slot file away and break exclusion.
-    if mode & 0o002 or st.st_uid != 0:
-        raise LeaseError(f"lease directory {path} has mode {mode:o} and belongs to uid "
-                         f"{st.st_uid}; it must be mode 1777 (set LAUNCH_LOCK_DIR elsewhere)")
+    raise LeaseError(f"lease directory {path} has mode {mode:o} and belongs to uid "
+                     f"{st.st_uid}; it must be mode 1777 or root's (set LAUNCH_LOCK_DIR "
+                     "elsewhere, or ask the admin to run `sudo launch setup`)")
+
+
+def protected(directory: Path) -> bool:
+    """Return whether only root can create or delete slot files here (`launch setup` ran)."""
+    try:
+        st = os.lstat(directory)
+        record = os.lstat(Path(directory) / SETUP_RECORD)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and \
+        not stat.S_IMODE(st.st_mode) & 0o022 and stat.S_ISREG(record.st_mode) and \
+        record.st_uid == 0
+
+
+def slots_per_gpu(directory: Path) -> int | None:
+    """Return the most jobs per GPU a protected directory has slot files for; None if not."""
+    if not protected(directory):
+        return None
+    try:
+        raw = (Path(directory) / SETUP_RECORD).read_bytes()
+    except OSError:
+        return None
+    return foreign.integer(foreign.json_object(raw).get("slots_per_gpu"), low=1)
+
+
+def claim_sweep_id(sweep_id: str, directory: Path | None = None) -> bool:
+    """Return whether sweep_id is ours now: no sweep of that id was made on this machine.
+
+    Two runs folders may each make a sweep of the same name in the same second; the ids
+    must still differ, since a resume finds a sweep's leftover processes by it. Where the
+    machine-wide record cannot be written, the runs folder alone decides (True).
+    """
+    try:
+        directory = Path(directory) if directory else lock_dir()
+        base = directory / SWEEPS_DIR
+        if not protected(directory):
+            _ensure_shared(base)
+        os.close(os.open(base / sweep_id, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW,
+                         0o444))
+        return True
+    except FileExistsError:
+        return False
+    except (OSError, LeaseError):
+        return True
+
+
+# -- one slot file ---------------------------------------------------------------------------
+
+def _describe(path: Path) -> str:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "gone"
+    kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else \
+        "not a plain file" if not stat.S_ISREG(st.st_mode) else \
+        "hard-linked elsewhere" if st.st_nlink != 1 else "not readable by you"
+    return f"{kind}, mode {stat.S_IMODE(st.st_mode):o}, owned by {foreign.user_name(st.st_uid)}"
+
+
+def open_slot(path: Path, create: bool = True) -> int:
+    """Return a descriptor of a slot file, creating it if missing (and create); Unusable if
+    what is there cannot be a lease (a symlink, a FIFO, a file we may not read, a hard link).
+
+    Nothing is ever written into a slot file, so a planted one can cost a GPU, never data.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        if not create:
+            raise Unusable(f"{path.name} is missing from the protected lease directory: "
+                           "ask the admin to run `sudo launch setup` again") from None
+        try:
+            # O_EXCL: with fs.protected_regular, O_CREAT on another user's file in a sticky
+            # directory fails, so create only when nobody has yet.
+            fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+            os.fchmod(fd, 0o644)
+        except FileExistsError:
+            return open_slot(path, create=False)
+        except OSError as exc:
+            raise Unusable(f"cannot create {path.name}: {exc.strerror}") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENXIO):
+            raise Unusable(f"{path.name} is {_describe(path)}") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise Unusable(f"{path.name} is {_describe(path)}")
+    return fd
+
+
+def _flock(fd: int, shared: bool = False) -> bool:
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def own_folder(directory: Path) -> Path | None:
+    """Return our folder meta/<uid> in the lease directory (made if missing), None if unsafe."""
+    try:
+        base = Path(directory) / META_DIR
+        if not protected(Path(directory)):
+            _ensure_shared(base)
+        mine = base / str(os.getuid())
+        try:
+            os.mkdir(mine, 0o755)
+        except FileExistsError:
+            pass
+        st = os.lstat(mine)
+    except (OSError, LeaseError):
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        return None  # someone planted our folder: we go without metadata
+    return mine
+
+
+def own_locked_file(directory: Path, name: str) -> int | None:
+    """Return a descriptor of meta/<uid>/name, ours and flocked, or None if that cannot be."""
+    mine = own_folder(directory)
+    if mine is None:
+        return None
+    try:
+        fd = os.open(mine / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return None  # metadata is for status only: never a reason to refuse a lease
+    if os.fstat(fd).st_uid != os.getuid() or not _flock(fd):
+        os.close(fd)
+        return None
+    return fd
 
 
 class Lease:
-    """A held slot: the open descriptor whose flock is the lease (a handle, not a value)."""
+    """A held slot: the descriptors whose flocks are the lease, and what we say of it."""
 
-    __slots__ = ("fd", "path", "meta")
+    __slots__ = ("lock_fds", "meta_fd", "path", "meta")
 
-    def __init__(self, fd: int, path: Path, meta: Mapping[str, Any] | None = None):
-        self.fd = fd
-        self.path = path
-        self.meta = dict(meta or {})
+    def __init__(self, lock_fds: list[int], path: Path, meta: Mapping[str, Any],
+                 meta_fd: int | None = None):
+        self.lock_fds = lock_fds
+        self.meta_fd = meta_fd
+        self.path = path  # the slot file whose name says what the lease is for
+        self.meta = dict(meta)
 
     def __repr__(self) -> str:
-        return f"Lease(fd={self.fd}, path={str(self.path)!r}, meta={self.meta!r})"
+        return f"Lease(path={str(self.path)!r}, meta={self.meta!r})"
 
     @property
     def key(self) -> str:
@@ -89,77 +246,69 @@ class Lease:
         """Return the slot number of a GPU lease, None for other slot files."""
         return self.meta.get("slot")
 
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """Return every descriptor the lease holds (lock files and metadata), to hand on."""
+        return tuple(self.lock_fds) + (() if self.meta_fd is None else (self.meta_fd,))
+
     def write_meta(self, meta: Mapping[str, Any]) -> None:
-        """Replace the JSON that status shows for this slot (e.g. with the job's pid)."""
+        """Replace what status shows for this slot (e.g. with the job's pid)."""
         self.meta = dict(meta)
+        if self.meta_fd is None:
+            return
         data = json.dumps(self.meta, sort_keys=True).encode() + b"\n"
-        try:
-            # Write first, then cut: a reader sees old or new text, never an empty file.
-            os.pwrite(self.fd, data, 0)
-            os.ftruncate(self.fd, len(data))
-        except OSError as exc:
-            if exc.errno not in (errno.EBADF, errno.EACCES, errno.EPERM):
-                raise  # EBADF: opened read-only (not our file); the lock still holds
+        # Write first, then cut: a reader sees old or new text, never an empty file.
+        os.pwrite(self.meta_fd, data, 0)
+        os.ftruncate(self.meta_fd, len(data))
 
     def release(self) -> None:
-        """End the lease for every process sharing this descriptor, and close it."""
-        if self.fd < 0:
-            return
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        """End the lease for every process sharing these descriptors, and close them."""
+        for fd in self.fds:
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         self.close()
 
     def close(self) -> None:
-        """Close our copy only: a child given the fd (pass_fds) keeps holding the lease."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Close our copies only: a child given the fds (pass_fds) keeps holding the lease."""
+        for fd in self.fds:
+            if fd >= 0:
+                os.close(fd)
+        self.lock_fds, self.meta_fd = [], None
 
 
-def _open_slot(path: Path) -> int:
+def _take(paths: Sequence[tuple[Path, bool]], meta: Mapping[str, Any],
+          create: bool) -> Lease | None:
+    """Return a Lease holding every (path, shared) lock in order, or None (all or nothing)."""
+    fds: list[int] = []
     try:
-        try:
-            fd = os.open(path, _OPEN_FLAGS)
-        except FileNotFoundError:
-            try:
-                # O_EXCL: with fs.protected_regular, O_CREAT on another user's file in a
-                # sticky directory fails, so create only when nobody has yet.
-                fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666)
-                os.fchmod(fd, 0o666)  # other users write their metadata into it later
-            except FileExistsError:
-                fd = os.open(path, _OPEN_FLAGS)
-        except PermissionError:
-            fd = os.open(path, (_OPEN_FLAGS & ~os.O_RDWR) | os.O_RDONLY)  # flock needs no write
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise LeaseError(f"lease file {path} is a symbolic link; refusing to use it") from None
+        for path, shared in paths:
+            fd = open_slot(path, create)
+            fds.append(fd)
+            if not _flock(fd, shared):
+                for held in fds:
+                    os.close(held)
+                return None
+    except BaseException:
+        for held in fds:
+            os.close(held)
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        os.close(fd)  # a hard link could make us overwrite someone's file with metadata
-        raise LeaseError(f"lease file {path} is not a plain file with one link; refusing it")
-    return fd
+    name = paths[-1][0]
+    lease = Lease(fds, name, meta, own_locked_file(name.parent, name.name))
+    lease.write_meta(meta)
+    return lease
 
 
 def try_lock_slot(path: Path, meta: Mapping[str, Any]) -> Lease | None:
-    """Return a Lease on the slot file, or None at once if someone holds it.
-
-    The descriptor is close-on-exec; hand it to a child with subprocess's pass_fds.
-    """
-    fd = _open_slot(Path(path))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    lease = Lease(fd, Path(path))
-    lease.write_meta(meta)
-    return lease
+    """Return a Lease on one slot file, or None at once if someone holds it; Unusable if the
+    file cannot be a lease. The descriptors are close-on-exec: hand them on with pass_fds."""
+    path = Path(path)
+    return _take([(path, False)], meta, create=not protected(path.parent))
 
 
 # -- GPU leases ------------------------------------------------------------------------------
 
 class GpuLease(NamedTuple):
-    """A held GPU slot as status and the free-GPU policy see it."""
+    """A held GPU slot as status and the free-GPU policy see it (holders' words checked)."""
 
     uuid: str
     slot: int
@@ -172,16 +321,38 @@ class GpuLease(NamedTuple):
     jobs_per_gpu: int = 1  # how many jobs its sweep lets share the GPU
 
 
-def gpu_slot_path(directory: Path, uuid: str, slot: int) -> Path:
-    """Return the slot file of one GPU (or MIG) UUID."""
+def card_path(directory: Path, uuid: str) -> Path:
+    """Return the card file of one GPU (or MIG) UUID."""
     # Old MIG UUIDs look like "MIG-GPU-<uuid>/1/0"; a slash cannot go in a file name.
-    return Path(directory) / f"gpu.{uuid.replace('/', '_')}.{slot}"
+    return Path(directory) / f"gpu.{uuid.replace('/', '_')}"
+
+
+def gpu_slot_path(directory: Path, uuid: str, slot: int) -> Path:
+    """Return slot file `slot` of one GPU (or MIG) UUID."""
+    return Path(f"{card_path(directory, uuid)}.{slot}")
 
 
 def parse_gpu_slot(name: str) -> tuple[str, int]:
     """Return (uuid as in the file name, slot) of a `gpu.<uuid>.<slot>` file name."""
     body, _, slot = name.removeprefix("gpu.").rpartition(".")
     return body, int(slot)
+
+
+def gpu_lease(name: str, meta: Mapping[str, Any]) -> GpuLease | None:
+    """Return the lease a held slot file's name and its holder's metadata describe."""
+    try:
+        uuid, slot = parse_gpu_slot(name)
+    except ValueError:
+        return None  # a card file, or not one of our names
+    said = foreign.text(meta.get("uuid"), uuid)
+    return GpuLease(uuid=said if said.replace("/", "_") == uuid else uuid, slot=slot,
+                    user=foreign.text(meta.get("user")), host=foreign.text(meta.get("host")),
+                    pid=foreign.integer(meta.get("pid"), low=1),
+                    sweep=foreign.text(meta.get("sweep"), None),
+                    job=foreign.text(meta.get("job"), None),
+                    start=foreign.number(meta.get("start")),
+                    # A holder that says nothing sensible is taken to want the card alone.
+                    jobs_per_gpu=foreign.integer(meta.get("jobs_per_gpu"), 1, low=1) or 1)
 
 
 def read_gpu_leases(directory: Path | None = None,
@@ -193,45 +364,60 @@ def read_gpu_leases(directory: Path | None = None,
     except OSError:
         return ()
     out = []
-    for state in holders.read_slots((directory / n for n in names), locks):
-        if not state.held:
-            continue
-        try:
-            uuid, slot = parse_gpu_slot(state.path.name)
-        except ValueError:
-            continue  # not one of our slot names
-        m = state.meta
-        out.append(GpuLease(uuid=m.get("uuid", uuid), slot=slot, user=m.get("user", "?"),
-                            host=m.get("host", "?"), pid=m.get("pid"), sweep=m.get("sweep"),
-                            job=m.get("job"), start=m.get("start"),
-                            jobs_per_gpu=int(m.get("jobs_per_gpu") or 1)))
+    for state in holders.read_slots(directory, names, locks):
+        lease = gpu_lease(state.path.name, state.meta) if state.held else None
+        if lease is not None:
+            out.append(lease)
     return tuple(out)
 
 
+def lock_gpu(directory: Path, uuid: str, jobs_per_gpu: int, meta: Mapping[str, Any],
+             skip: Collection[Path] = ()) -> Lease | None:
+    """Return a lease on one GPU for one job, or None while it is taken; Unusable if its
+    lease files cannot be leases.
+
+    A job that wants the card alone (jobs_per_gpu 1) locks the card exclusively, and slot 0
+    as well (so that the version before cards, which knew slots only, sees it taken); a
+    packed job shares the card's lock and takes one of its jobs_per_gpu slots. So an
+    exclusive job and a packed one never share a card, whoever's they are.
+    """
+    create = not protected(directory)
+    card = card_path(directory, uuid)
+    for slot in range(jobs_per_gpu):
+        path = gpu_slot_path(directory, uuid, slot)
+        if path in skip:
+            continue
+        lease = _take([(card, jobs_per_gpu > 1), (path, False)],
+                      {**meta, "uuid": uuid, "slot": slot}, create)
+        if lease is not None or jobs_per_gpu == 1:
+            return lease
+    return None
+
+
 def acquire_gpus(uuids: Sequence[str], count: int, slots_per_gpu: int, meta: Mapping[str, Any],
-                 directory: Path | None = None,
-                 skip: Collection[Path] = ()) -> list[Lease] | None:
+                 directory: Path | None = None, skip: Collection[Path] = (),
+                 unusable: dict[str, str] | None = None) -> list[Lease] | None:
     """Return leases on `count` of the given UUIDs, tried in order, or None (all or nothing).
 
-    Each lease's metadata gets its "uuid" and "slot" added. Slot files in `skip` (held by
-    the caller's own running jobs) are not tried.
+    Slot files in `skip` (held by the caller's own running jobs) are not tried. A GPU whose
+    lease files cannot be leases is passed over, and why goes into `unusable` by UUID.
     """
     directory = Path(directory) if directory else lock_dir()
     held: list[Lease] = []
     try:
         for uuid in uuids:
-            for slot in range(slots_per_gpu):
-                path = gpu_slot_path(directory, uuid, slot)
-                if path in skip:
-                    continue
-                lease = try_lock_slot(path, {**meta, "uuid": uuid, "slot": slot})
-                if lease is not None:
-                    held.append(lease)
-                    break
+            try:
+                lease = lock_gpu(directory, uuid, slots_per_gpu, meta, skip)
+            except Unusable as why:
+                if unusable is not None:
+                    unusable[uuid] = str(why)
+                continue
+            if lease is not None:
+                held.append(lease)
             if len(held) == count:
                 return held
     except BaseException:
-        for lease in held:  # an unsafe slot file further on must not strand the ones we hold
+        for lease in held:
             lease.release()
         raise
     for lease in held:

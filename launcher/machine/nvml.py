@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from launcher.errors import UserError
+from launcher.machine import foreign
 
 FORMAT = "launch-nvml-snapshot/1"
 MIB = 1024 * 1024  # NVML counts memory in bytes; policies and tables speak MiB
@@ -354,9 +355,11 @@ def _parse_processes(entries: list[Mapping], owners: Mapping[str, Any]) -> tuple
     out = []
     for pid, seen in sorted(merged.items()):
         owner = owners.get(str(pid)) or {}
-        user = _ok(owner.get("user")) or UNKNOWN
+        # Another user's process may name itself with escape codes: shown, never obeyed.
+        user = foreign.text(_ok(owner.get("user")), UNKNOWN)
         cmdline = _ok(owner.get("cmdline"))
-        command = " ".join(cmdline) if cmdline else UNKNOWN
+        command = foreign.text(" ".join(map(str, cmdline)), UNKNOWN, limit=400) if \
+            isinstance(cmdline, list) and cmdline else UNKNOWN
         kind = "+".join(sorted(seen["types"]))
         out.append(GpuProcess(pid, seen["mem"], kind, user, command))
     return tuple(out)

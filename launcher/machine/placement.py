@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from launcher.errors import UserError
-from launcher.machine import cpus, fairshare, gpus, leases, nvml
+from launcher.machine import cpus, fairshare, gpus, holders, leases, nvml
 from launcher.machine.users import current_user
 
 SNAPSHOT_MAX_AGE_S = 2.0
@@ -32,10 +32,25 @@ class Needs(NamedTuple):
     policy: gpus.GpuPolicy  # when a GPU counts as free
 
 
+def check_cpu_budget(needs: Needs) -> None:
+    """Raise when the CPU budget asks for more CPUs than the machine has: there is one CPU
+    token per CPU, and a budget past them would let one sweep hold every token."""
+    have = cpus.machine_cpus()
+    if needs.cpu_budget > have:
+        raise UserError(f"resources.cpu_budget is {needs.cpu_budget}, but this machine has "
+                        f"{have} CPUs: the budget is shared by every job of every user here "
+                        f"and can be at most {have}")
+
+
 def check_devices(needs: Needs) -> str | None:
     """Return a note when jobs will run on the CPU for want of GPUs; raise if they cannot."""
     if needs.gpus == 0:
         return None
+    room = leases.slots_per_gpu(leases.lock_dir(create=False))
+    if room is not None and needs.policy.jobs_per_gpu > room:
+        raise UserError(f"resources.jobs_per_gpu is {needs.policy.jobs_per_gpu}, but this "
+                        f"machine's lease directory has room for {room} jobs per GPU (the "
+                        "admin's `launch setup --slots-per-gpu`)")
     try:
         snap = nvml.query()
         problem = None if snap.gpus else f"no GPUs on {socket.gethostname()}"
@@ -90,7 +105,7 @@ class Grant:
 
     def fds(self) -> tuple[int, ...]:
         """Return the lease descriptors the job inherits, so the job holds its own leases."""
-        return tuple(lease.fd for lease in self.holds)
+        return tuple(fd for lease in self.holds for fd in lease.fds)
 
     def record(self) -> dict[str, Any]:
         """Return the job-state fields that record the grant (launcher/rundir/state.py)."""
@@ -109,12 +124,17 @@ class Grant:
         return f"{where}, {self.share.cpus} CPUs"
 
     def handed_to(self, pid: int) -> None:
-        """Name the job's pid in the lease files, then close our copies: the job holds them."""
+        """Name the job's pid in what status shows of its leases.
+
+        The supervisor keeps its own copies of the descriptors until the job has ended
+        whole (local/supervisor.py: a child of the job may hold the GPU after it); the job
+        holds its copies too, so the leases outlive a supervisor that dies.
+        """
         for lease in self.holds:
             lease.write_meta({**lease.meta, "pid": pid})
-            lease.close()
 
     def release(self) -> None:
+        """End the leases: the job and everything it started are gone."""
         for lease in self.holds:
             lease.release()
 
@@ -127,8 +147,8 @@ class Placer:
         self.policy = needs.policy
         self.user = current_user()
         self.host = socket.gethostname()
-        self.cpu_budget = needs.cpu_budget
-        self.cpus_per_job = needs.cpus
+        self.cpu_budget = min(needs.cpu_budget, cpus.machine_cpus())  # a plan made elsewhere
+        self.cpus_per_job = min(needs.cpus, self.cpu_budget)
         self.want = needs.gpus
         self.lock_dir = leases.lock_dir()
         self.snapshots: list[nvml.Snapshot] = []
@@ -139,9 +159,12 @@ class Placer:
         if self.want and check_devices(needs):
             self.want = 0  # no driver and device: auto -> run on the CPU
         self.notice = fairshare.Notice(self.lock_dir, sweep_id, self.user)
-        self.turns = fairshare.Turns()
-        self.gpu_wait_since: float | None = None  # monotonic; None: not waiting for GPUs
+        self.turns = fairshare.Turns(fairshare.GPUS, self.took_gpus)
+        self.cpu_turns = fairshare.Turns(fairshare.CPUS, self.took_cpus)
+        self.wait_since: float | None = None  # monotonic; None: not waiting
         self.own: dict[str, tuple[Path, ...]] = {}  # job -> slot files its leases are on
+        self.freed: tuple[Path, ...] = ()  # the slot files our last ended job gave back
+        self.unusable: dict[str, str] = {}  # GPU uuid -> why its lease files are no leases
 
     def refresh(self) -> None:
         """Forget the cached NVML look, so the next grant looks again (a job just ended)."""
@@ -176,6 +199,7 @@ class Placer:
         now = time.monotonic()
         if self.reason is None or now - self.reason_at > SNAPSHOT_MAX_AGE_S:
             self.reason = self.choose(leases.read_gpu_leases(self.lock_dir)).reason()
+            self.reason += "".join(f"; {why} ({uuid})" for uuid, why in self.unusable.items())
             self.reason_at = now
         return self.reason
 
@@ -206,33 +230,56 @@ class Placer:
         return len({leases.parse_gpu_slot(p.name)[0] for p in self.owned_slots()
                     if p.name.startswith("gpu.")})
 
-    def released(self, job_id: str) -> None:
-        """Note that a job's leases are gone (it ended); a GPU it freed opens a turn."""
-        before = self.gpus_held()
-        self.own.pop(job_id, None)
-        if self.gpus_held() < before:
-            self.turns.freed(time.monotonic())
+    def cpus_held(self) -> int:
+        """Return how many CPU tokens our running jobs hold."""
+        return sum(1 for p in self.owned_slots() if p.name.startswith("cpu."))
 
-    def waits_for_gpus(self) -> None:
+    def released(self, job_id: str) -> None:
+        """Note that a job's leases are gone (it ended); what it freed opens a turn."""
+        gpus_before, cpus_before = self.gpus_held(), self.cpus_held()
+        self.freed = self.own.pop(job_id, ())
+        now = time.monotonic()
+        if self.gpus_held() < gpus_before:
+            self.turns.freed(now)
+        if self.cpus_held() < cpus_before:
+            self.cpu_turns.freed(now)
+
+    def _took(self, waiter: fairshare.Waiter, prefix: str) -> bool:
+        """Return whether the waiter's sweep now holds a slot file our last job gave back."""
+        names = [p.name for p in self.freed if p.name.startswith(prefix)]
+        return any(slot.held and slot.meta.get("sweep") == waiter.sweep
+                   and slot.meta.get("user") == waiter.user
+                   for slot in holders.read_slots(self.lock_dir, names))
+
+    def took_gpus(self, waiter: fairshare.Waiter) -> bool:
+        return self._took(waiter, "gpu.")
+
+    def took_cpus(self, waiter: fairshare.Waiter) -> bool:
+        return self._took(waiter, "cpu.")
+
+    def waits(self, wants: str) -> None:
         """Post our wait notice once the wait has lasted a moment; most end within one job."""
         now = time.monotonic()
-        if self.gpu_wait_since is None:
-            self.gpu_wait_since = now
-        if now - self.gpu_wait_since >= fairshare.NOTICE_AFTER_S:
-            self.notice.post(self.gpus_held())
+        if self.wait_since is None:
+            self.wait_since = now
+        if now - self.wait_since >= fairshare.NOTICE_AFTER_S:
+            self.notice.post(self.gpus_held(), self.cpus_held(), wants)
 
-    def rival(self) -> fairshare.Waiter | None:
-        """Return the sweep to leave a GPU we just freed to (launcher/machine/fairshare.py)."""
+    def done_waiting(self) -> None:
+        self.wait_since = None
+        self.notice.withdraw()
+
+    def rival(self, turns: fairshare.Turns, holding: int) -> fairshare.Waiter | None:
+        """Return the sweep to leave what we just freed to (launcher/machine/fairshare.py)."""
         now = time.monotonic()
-        if not self.turns.window_open(now):
+        if not turns.window_open(now):
             return None  # the common case costs no look at the lease directory
         waiting = fairshare.waiters(self.lock_dir, but=self.sweep_id)
-        rival = self.turns.rival(waiting, self.gpus_held(), now)
+        rival = turns.rival(waiting, holding, now)
         if rival is not None:
             # Giving way is not waiting: a notice of ours now could make the rival give way
             # back, and the GPU would sit idle for both.
-            self.notice.withdraw()
-            self.gpu_wait_since = None
+            self.done_waiting()
         return rival
 
     def try_grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
@@ -241,7 +288,7 @@ class Placer:
         indices: tuple[int, ...] = ()
         ours = self.owned_slots()
         if self.want:
-            rival = self.rival()
+            rival = self.rival(self.turns, self.gpus_held())
             if rival is not None:
                 return (f"leaving a freed GPU to sweep {rival.sweep} of {rival.user}, which "
                         f"waits holding {rival.holding} (this sweep holds {self.gpus_held()})")
@@ -251,24 +298,32 @@ class Placer:
             choice = self.choose(leases.read_gpu_leases(self.lock_dir) if packing else ())
             got = None
             if choice.ok:
+                self.unusable = {}
                 got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu,
-                                          meta, self.lock_dir, skip=ours)
+                                          meta, self.lock_dir, skip=ours,
+                                          unusable=self.unusable)
             if got is None:
-                self.waits_for_gpus()
+                self.waits(fairshare.GPUS)
                 return self.wait_reason()
-            self.gpu_wait_since = None
-            self.notice.withdraw()
             gpu_leases = got
             by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
             indices = tuple(by_uuid[lease.key] for lease in got)
-        cpu_leases = cpus.acquire_cpus(self.cpus_per_job, self.cpu_budget, meta, self.lock_dir,
-                                       skip=ours)
+        rival = self.rival(self.cpu_turns, self.cpus_held())
+        cpu_leases = None if rival else cpus.acquire_cpus(self.cpus_per_job, self.cpu_budget,
+                                                          meta, self.lock_dir, skip=ours)
         if cpu_leases is None:
             for lease in gpu_leases:
                 lease.release()
-            used = cpus.cpus_in_use(self.cpu_budget, self.lock_dir)
-            return (f"CPU budget spent: {used} of {self.cpu_budget} CPUs in use, "
+            if rival:
+                return (f"leaving freed CPUs to sweep {rival.sweep} of {rival.user}, which "
+                        f"waits holding {rival.cpus} (this sweep holds {self.cpus_held()})")
+            self.waits(fairshare.CPUS)
+            use = cpus.cpus_in_use(self.cpu_budget, self.lock_dir)
+            budget = min(self.cpu_budget, cpus.machine_cpus())
+            who = f" ({use.holders()})" if use.by_user else ""
+            return (f"CPU budget spent: {use.held} of {budget} CPUs in use{who}, "
                     f"a job needs {self.cpus_per_job}")
+        self.done_waiting()
         share = cpus.cpu_share(self.cpus_per_job, bool(gpu_leases), spec)
         self.own[job_id] = tuple(lease.path for lease in gpu_leases + cpu_leases)
         return Grant(gpu_leases, cpu_leases, indices, share)

@@ -6,6 +6,7 @@ it by the rules of `match_jobs`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,18 +22,29 @@ _HASH8 = re.compile(r"[0-9a-f]{8}")
 def resolve_sweep(text: str, runs: Path | None = None) -> SweepPaths:
     """Return the sweep that text names: an exact id, or the newest whose id starts so.
 
-    `launch status cifar` means the newest sweep whose id starts with "cifar".
+    `launch status cifar` means the newest sweep whose id starts with "cifar", of yours
+    where the runs folder has some.
     """
     found = list_sweeps(runs)
     ids = [p.sweep_id for p in found]
     if text in ids:
         return found[ids.index(text)]
     matches = [p for p in found if p.sweep_id.startswith(text)]
+    # In a runs folder shared with colleagues, "cifar" means your newest cifar sweep.
+    mine = [p for p in matches if _owner(p) == os.getuid()]
+    matches = mine or matches
     if not matches:
         known = ", ".join(reversed(ids[-5:])) or "none"
         raise UserError(f"no sweep matches {text!r} in {runs or runs_dir()} "
                         f"(newest first: {known})")
     return matches[-1]
+
+
+def _owner(paths: SweepPaths) -> int | None:
+    try:
+        return os.lstat(paths.root).st_uid
+    except OSError:
+        return None
 
 
 def match_jobs(text: str, ids: Sequence[str]) -> list[str]:

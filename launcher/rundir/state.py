@@ -10,6 +10,7 @@ process group on Slurm).
     pending --waits for GPUs or CPUs--> waiting --placed--> running
     running --failed, retries left--> pending ("retry after exit 3") --placed--> running
     running --stopped by Slurm--> preempted --requeued, or `launch sweep --resume`--> running
+    running --its main process ended, others it started live on--> stopping --> ended
 
 An ended state is final for the run that reached it: only a resume starts the job again.
 """
@@ -20,13 +21,15 @@ import json
 from typing import Any, NamedTuple
 
 from launcher import contract
+from launcher.contract import atomic_write as atomic
 from launcher.rundir.layout import JobPaths
-from launcher.rundir.store import atomic_write_text, read_json
+from launcher.rundir.store import read_json
 
 PENDING, WAITING, RUNNING, PREEMPTED = "pending", "waiting", "running", "preempted"
+STOPPING = "stopping"  # its main process ended; what it left is being stopped
 FINISHED, FAILED, CANCELLED, TIMEOUT = "finished", "failed", "cancelled", "timeout"
 # In the order status counts them: what is happening first, then how jobs ended.
-STATES = (RUNNING, WAITING, PENDING, PREEMPTED, FINISHED, FAILED, CANCELLED, TIMEOUT)
+STATES = (RUNNING, STOPPING, WAITING, PENDING, PREEMPTED, FINISHED, FAILED, CANCELLED, TIMEOUT)
 ENDED_STATES = (FINISHED, FAILED, CANCELLED, TIMEOUT)
 RESUMABLE = (FAILED, CANCELLED, TIMEOUT, WAITING, PREEMPTED)  # `--resume` runs these again
 
@@ -35,6 +38,7 @@ RETRY_REASON = "retry after"  # a pending job that waits to run again: "retry af
 CANCELLED_BEFORE_START = "launch cancel, before it started"
 CANCELLED_BEFORE_RERUN = "launch cancel, before its next run"
 FINISHED_UNSUPERVISED = "finished while unsupervised"
+STATE_UNREADABLE = "its state file is unreadable"  # read_state of a torn or foreign file
 RESUBMITTED = "resubmitted"
 
 # What stopped a run from outside, as the executor knows it (None: it ended by itself).
@@ -84,10 +88,11 @@ def _field(raw: dict, key: str) -> Any:
     return value if ok else JobState._field_defaults[key]
 
 
-def parse_state(raw: Any) -> JobState:
-    """Return the record a state file's content describes; what is not understood is unknown."""
+def parse_state(raw: Any) -> JobState | None:
+    """Return the record a state file's content describes (a field not understood is
+    unknown), or None when it describes no state at all."""
     if not isinstance(raw, dict) or raw.get("state") not in STATES:
-        return JobState()
+        return None
     gpus = raw.get("gpus") if isinstance(raw.get("gpus"), list) else []
     indices = raw.get("gpu_indices") if isinstance(raw.get("gpu_indices"), list) else []
     return JobState(
@@ -98,8 +103,13 @@ def parse_state(raw: Any) -> JobState:
 
 
 def read_state(job: JobPaths) -> JobState:
-    """Return a job's state; a job that has none yet is pending."""
-    return parse_state(read_json(job.state_json))
+    """Return a job's state; a job that has none yet is pending, as is one whose state file
+    cannot be read (its reason says so: its result and the supervisor's log may tell more)."""
+    missing = object()
+    raw = read_json(job.state_json, missing)
+    if raw is missing and not job.state_json.exists():
+        return JobState()
+    return parse_state(raw) or JobState(reason=STATE_UNREADABLE)
 
 
 def write_state(job: JobPaths, state: JobState) -> None:
@@ -107,7 +117,9 @@ def write_state(job: JobPaths, state: JobState) -> None:
     assert state.state in STATES, state
     assert all(value is None or isinstance(value, _TYPES[key])
                for key, value in state._asdict().items() if key in _TYPES), state
-    atomic_write_text(job.state_json, json.dumps(state._asdict(), indent=1) + "\n")
+    # An end is written once per run and must survive a crash of the machine: fsync it.
+    atomic(job.state_json, (json.dumps(state._asdict(), indent=1) + "\n").encode(),
+           durable=state.state in ENDED_STATES)
 
 
 # -- how a run ended ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from launcher.errors import UserError
+from launcher.machine import foreign
+from launcher.machine.leases import claim_sweep_id
 from launcher.machine.users import current_user
 from launcher.rundir.layout import JobPaths, SweepPaths, runs_dir
 from launcher.rundir.store import atomic_write_json, read_json, read_jsonl
@@ -61,31 +64,35 @@ def _plan_json(info: SweepInfo, runs: Path) -> dict:
     return out
 
 
+_JOB_ID = re.compile(r"[A-Za-z0-9._=-]{1,200}")  # what plan ids are made of (config/plan.py)
+
+
 def parse_info(raw: Any, paths: SweepPaths) -> SweepInfo:
-    """Return the plan a plan file holds; UserError naming the file when it holds none."""
+    """Return the plan a plan file holds; UserError naming the file when it holds none.
+
+    The file may be a colleague's (a shared runs folder) or torn: every field is checked,
+    text made printable, and what makes no sense is left out or unknown.
+    """
     jobs = raw.get("jobs") if isinstance(raw, dict) else None
     if not isinstance(jobs, list):
         raise UserError(f"no sweep {paths.sweep_id!r} in {paths.runs} (see `launch status`)"
                         if raw is None else f"{paths.sweep_json} is not a sweep plan")
-    entries = tuple(JobEntry(str(j["id"]), dict(j.get("params") or {}))
-                    for j in jobs if isinstance(j, dict) and isinstance(j.get("id"), str))
+    entries = tuple(JobEntry(j["id"], j["params"] if isinstance(j.get("params"), dict) else {})
+                    for j in jobs if isinstance(j, dict) and isinstance(j.get("id"), str)
+                    and _JOB_ID.fullmatch(j["id"]))
 
     def text(key: str, default: str) -> str:
-        value = raw.get(key)
-        return value if isinstance(value, str) else default
-
-    def number(key: str, default: Any) -> Any:
-        value = raw.get(key)
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) \
-            else default
+        return foreign.text(raw.get(key), default)
 
     mapping = {k: raw[k] if isinstance(raw.get(k), dict) else {} for k in ("resources", "slurm")}
+    executor = raw.get("executor") if raw.get("executor") in ("local", "slurm") else "local"
     return SweepInfo(
-        sweep_id=text("sweep_id", paths.sweep_id), name=text("name", paths.sweep_id),
-        executor=text("executor", "local"), created=number("created", 0.0),
-        user=text("user", "?"), host=text("host", "?"), jobs=entries,
+        sweep_id=paths.sweep_id, name=text("name", paths.sweep_id), executor=executor,
+        created=foreign.number(raw.get("created"), 0.0), user=text("user", "?"),
+        host=text("host", "?"), jobs=entries,
         grid_keys=tuple(k for k in raw.get("grid_keys") or () if isinstance(k, str)),
-        max_retries=int(number("max_retries", 0)), timeout_min=number("timeout_min", None),
+        max_retries=foreign.integer(raw.get("max_retries"), 0, high=1000),
+        timeout_min=foreign.number(raw.get("timeout_min")),
         cwd=raw.get("cwd") if isinstance(raw.get("cwd"), str) else None,
         source=raw.get("source") if isinstance(raw.get("source"), str) else None,
         **mapping)
@@ -119,21 +126,32 @@ def create_sweep(info: SweepInfo, sweep_yaml: str, specs: Sequence[str],
 
     runs = runs or runs_dir()
     runs.mkdir(parents=True, exist_ok=True)
-    tmp = SweepPaths(Path(tempfile.mkdtemp(prefix=f".{info.sweep_id}.", dir=runs)))
-    tmp.sweep_yaml.write_text(sweep_yaml)
-    with open(tmp.specs_jsonl, "w") as f:
-        f.writelines(f'{{"id": {json.dumps(job.id)}, "spec": {text}}}\n'
-                     for job, text in zip(info.jobs, specs, strict=True))
-    tmp.jobs_dir.mkdir()
-    os.chmod(tmp.root, 0o755)
-    return _rename_unique(tmp, info, runs)
+    try:
+        tmp = SweepPaths(Path(tempfile.mkdtemp(prefix=f".{info.sweep_id}.", dir=runs)))
+    except OSError as err:
+        raise UserError(f"cannot make a sweep folder in {runs}: {err.strerror}") from None
+    try:
+        tmp.sweep_yaml.write_text(sweep_yaml)
+        with open(tmp.specs_jsonl, "w") as f:
+            f.writelines(f'{{"id": {json.dumps(job.id)}, "spec": {text}}}\n'
+                         for job, text in zip(info.jobs, specs, strict=True))
+        tmp.jobs_dir.mkdir()
+        os.chmod(tmp.root, 0o755)
+        return _rename_unique(tmp, info, runs)
+    except BaseException as err:
+        import shutil
+
+        shutil.rmtree(tmp.root, ignore_errors=True)  # half a sweep is no sweep
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write the sweep folder in {runs}: {err.strerror}") from None
+        raise
 
 
 def _rename_unique(tmp: SweepPaths, info: SweepInfo, runs: Path) -> SweepPaths:
     """Return where tmp went: runs/<sweep id>, or the first free runs/<sweep id>-N."""
     for n in range(1, 1000):
         final = SweepPaths(runs / (info.sweep_id if n == 1 else f"{info.sweep_id}-{n}"))
-        if final.root.exists():
+        if final.root.exists() or not claim_sweep_id(final.sweep_id):
             continue
         plan = _plan_json(info._replace(sweep_id=final.sweep_id), runs)
         tmp.sweep_json.write_text(json.dumps(plan, indent=1, sort_keys=True) + "\n")
@@ -227,10 +245,15 @@ class SupervisorInfo(NamedTuple):
 def read_supervisor(paths: SweepPaths) -> SupervisorInfo | None:
     """Return the sweep's supervisor record, or None when it never had one here."""
     raw = read_json(paths.supervisor_json)
-    if not isinstance(raw, dict) or not isinstance(raw.get("pid"), int):
+    pid = foreign.integer(raw.get("pid"), low=1) if isinstance(raw, dict) else None
+    if pid is None:
         return None
-    fields = {k: raw.get(k) for k in SupervisorInfo._fields if k in raw}
-    return SupervisorInfo(**{**fields, "host": str(raw.get("host", "?"))})
+    error = raw.get("error")
+    return SupervisorInfo(pid=pid, host=foreign.text(raw.get("host")),
+                          create_time=foreign.number(raw.get("create_time")),
+                          started=foreign.number(raw.get("started")),
+                          pgid=foreign.integer(raw.get("pgid"), low=1),
+                          error=foreign.text(error, None, limit=2000) if error else None)
 
 
 def write_supervisor(paths: SweepPaths, info: SupervisorInfo) -> None:

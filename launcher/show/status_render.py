@@ -85,7 +85,8 @@ def _header(snapshot: Snapshot | None, host: str, now: float) -> str:
 
 def render_status(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                   sweeps: Sequence[SweepView], now: float, nvml_error: str | None = None,
-                  host: str = "?", one_sweep: bool = False, cpu_use: CpuUse | None = None) -> str:
+                  host: str = "?", one_sweep: bool = False, cpu_use: CpuUse | None = None,
+                  note: str | None = None) -> str:
     """Return the gpustat-like view: header, one line per GPU, then the sweeps and jobs."""
     lines = [_header(snapshot, host, now)]
     if snapshot is None:
@@ -98,6 +99,8 @@ def render_status(snapshot: Snapshot | None, leases: Sequence[GpuLease],
             lines.append("no GPUs")
     if cpu_use is not None:
         lines.append(cpu_use.describe())
+    if note:
+        lines.append(note)
     lines += ["", *render_sweeps(sweeps, snapshot, one_sweep)]
     return "\n".join(lines) + "\n"
 
@@ -193,7 +196,8 @@ def gpu_tables(snapshot: Snapshot, leases: Sequence[GpuLease], now: float) -> li
 
 def render_full(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                 sweeps: Sequence[SweepView], now: float, nvml_error: str | None = None,
-                host: str = "?", one_sweep: bool = False, cpu_use: CpuUse | None = None) -> str:
+                host: str = "?", one_sweep: bool = False, cpu_use: CpuUse | None = None,
+                note: str | None = None) -> str:
     """Return the nvidia-smi style tables (GPUs, MIG devices, processes), then the sweeps."""
     if snapshot is None:
         lines = [_header(None, host, now), f"launch: {nvml_error}",
@@ -202,6 +206,8 @@ def render_full(snapshot: Snapshot | None, leases: Sequence[GpuLease],
         lines = gpu_tables(snapshot, leases, now)
     if cpu_use is not None:
         lines.append(cpu_use.describe())
+    if note:
+        lines.append(note)
     lines += ["", *render_sweeps(sweeps, snapshot, one_sweep)]
     return "\n".join(lines) + "\n"
 
@@ -217,7 +223,8 @@ def plain(value: Any) -> Any:
 
 def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                 sweeps: Sequence[SweepView], now: float, nvml_error: str | None = None,
-                host: str = "?", cpu_use: CpuUse | None = None) -> dict[str, Any]:
+                host: str = "?", cpu_use: CpuUse | None = None,
+                leases_protected: bool | None = None) -> dict[str, Any]:
     """Return everything status knows as JSON-ready data with stable keys."""
     gpus = []
     for gpu in snapshot.gpus if snapshot else ():
@@ -234,6 +241,7 @@ def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
         "gpus": gpus,
         "cpus": {"usable": cpu_use.usable, "held": cpu_use.held,
                  "by_user": dict(cpu_use.by_user)} if cpu_use else None,
+        "leases_protected": leases_protected,
         "sweeps": [{"sweep_id": v.sweep_id, "name": v.name, "executor": v.executor,
                     "created": v.created, "user": v.user, "host": v.host,
                     "supervisor": v.supervisor, "counts": v.counts(),

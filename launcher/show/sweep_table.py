@@ -79,6 +79,8 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
 
 
 def _sweep_title(view: SweepView) -> str:
+    if view.supervisor == "unreadable":
+        return f"{view.sweep_id}  cannot be shown: {view.error}"
     counts = view.counts()
     summary = ", ".join(f"{counts[s]} {s}" for s in STATES if s in counts)
     dead = f"SUPERVISOR DEAD (launch sweep --resume {view.sweep_id})"

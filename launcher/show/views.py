@@ -7,6 +7,7 @@ launcher/machine/nvml.py gives: `launch status` must not pay for importing datac
 
 from __future__ import annotations
 
+import os
 import time
 from typing import NamedTuple
 
@@ -106,6 +107,31 @@ def load_job_view(job: JobPaths, params: dict, now: float) -> JobView:
 
 def _number(value: object) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def unreadable_view(paths: SweepPaths, why: str) -> SweepView:
+    """Return what status shows of a sweep folder it cannot read: one line saying why."""
+    try:
+        from launcher.machine.foreign import user_name
+
+        user = user_name(os.lstat(paths.root).st_uid)
+    except OSError:
+        user = "?"
+    return SweepView(sweep_id=paths.sweep_id, name=paths.sweep_id, executor="?", created=0.0,
+                     user=user, host="?", supervisor="unreadable", jobs=(), error=why)
+
+
+def load_or_say_why(paths: SweepPaths, now: float | None = None) -> SweepView:
+    """Return the sweep's view, or (a colleague's folder we may not read, a torn plan) one
+    that says why it cannot be shown: one sweep never hides the others."""
+    from launcher.errors import UserError
+
+    try:
+        return load_sweep_view(paths, now)
+    except UserError as err:
+        return unreadable_view(paths, str(err))
+    except OSError as err:
+        return unreadable_view(paths, f"cannot read it: {err.strerror or err}")
 
 
 def load_sweep_view(paths: SweepPaths, now: float | None = None) -> SweepView:

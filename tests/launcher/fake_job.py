@@ -1,6 +1,7 @@
 """A command job for the executor tests: records what it was given, then behaves as told.
 
-Usage: python fake_job.py BEHAVIOUR SECONDS. It appends one JSON line per run to
+Usage: python fake_job.py BEHAVIOUR SECONDS [GATE]. With GATE, it first waits until that file
+exists (the test opens the gate when it has seen what it needs). It appends one JSON line per run to
 $LAUNCH_JOB_DIR/runs.jsonl (its environment and the time it ran), keeps a step counter in
 $LAUNCH_JOB_DIR/checkpoint (so a rerun continues where a killed run stopped), and then:
 ok: writes result.json and exits 0; exit3: exits 3; raise: raises; selfkill: SIGKILLs itself.
@@ -28,6 +29,8 @@ record = {
 }
 terminated = []
 signal.signal(signal.SIGTERM, lambda *_: terminated.append(1))
+while len(sys.argv) > 3 and not os.path.exists(sys.argv[3]) and not terminated:
+    time.sleep(0.02)
 deadline = time.time() + seconds
 while time.time() < deadline and not terminated:
     time.sleep(0.02)

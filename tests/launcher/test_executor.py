@@ -22,6 +22,7 @@ from rundirs import job_dir, job_ids, state_of, view_of
 
 from launcher.cli import main
 from launcher.commands import sweep as sweeping
+from launcher.machine.cpus import machine_cpus
 from launcher.rundir.layout import SweepPaths
 from launcher.rundir.state import ENDED_STATES
 from launcher.rundir.store import read_json, read_jsonl
@@ -30,6 +31,10 @@ from launcher.show import views
 
 HERE = Path(__file__).parent
 FAKE_JOB = HERE / "fake_job.py"
+# Jobs at once are bounded by the machine's CPUs (one CPU token each); the tests that need
+# jobs running side by side ask for two, and skip on a machine of one CPU.
+CPUS = min(4, machine_cpus())
+side_by_side = pytest.mark.skipif(CPUS < 2, reason="needs two CPUs to run two jobs at once")
 
 
 def sweep_file(path: Path, name: str, grid: dict, resources: dict, **extra) -> Path:
@@ -89,9 +94,10 @@ def overlapping(runs: list[dict]) -> list[tuple[dict, dict]]:
             if a["start"] < b["end"] and b["start"] < a["end"]]
 
 
+@side_by_side
 def test_twelve_jobs_on_four_gpus_never_share_a_gpu(lab, capsys):
     path = sweep_file(lab / "s.yaml", "twelve", {"seed": list(range(12))},
-                      {"gpus_per_job": 1, "cpu_budget": 8, "cpus_per_job": 2})
+                      {"gpus_per_job": 1, "cpu_budget": CPUS, "cpus_per_job": 1})
     sweep_id = start(path)
     view = wait_ended(sweep_id)
     assert [j.state for j in view.jobs] == ["finished"] * 12
@@ -112,31 +118,55 @@ def test_twelve_jobs_on_four_gpus_never_share_a_gpu(lab, capsys):
     assert all(j.job_id in table for j in view.jobs)
 
 
+def gated_sweep(path: Path, name: str, gates: list[Path], resources: dict) -> Path:
+    """Write a sweep whose jobs each wait for their own gate file before they run."""
+    sweep_file(path, name, {"gate": [str(g) for g in gates]}, resources,
+               job={"seconds": 0.2, "gate": "", "command": [
+                   sys.executable, str(FAKE_JOB), "{behaviour}", "{seconds}", "{gate}"]})
+    return path
+
+
+def notice_of(lab: Path, sweep_id: str) -> Path:
+    return lab / "leases" / "meta" / str(os.getuid()) / f"wait.{sweep_id}"
+
+
+@side_by_side
 def test_two_sweeps_at_once_share_gpus_and_cpu_budget_safely(lab):
-    # Two jobs each, 2 CPUs a job, a budget of 6: whichever sweep starts first takes 4 CPUs,
-    # the other one job's worth, and its second job must wait for the budget.
-    res = {"gpus_per_job": 1, "cpu_budget": 6, "cpus_per_job": 2}
+    # Two jobs each, one CPU a job, a budget of two CPUs: the sweeps' jobs together never
+    # hold more CPUs than the budget, and a sweep that waits for CPUs gets its turn.
+    res = {"gpus_per_job": 1, "cpu_budget": 2, "cpus_per_job": 1}
+    gates = {s: [lab / f"{s}{i}" for i in range(2)] for s in "ab"}
     # The same name twice: started in the same second, they must still get two run dirs.
-    a = sweep_file(lab / "a.yaml", "twin", {"seed": [0, 1]}, res, job={"seconds": 1.5})
-    b = sweep_file(lab / "b.yaml", "twin", {"seed": [0, 1]}, res, job={"seconds": 1.5})
+    files = [gated_sweep(lab / f"{s}.yaml", "twin", gates[s], res) for s in "ab"]
     procs = [subprocess.Popen([sys.executable, "-m", "launcher.cli", "sweep", str(p),
-                               "--detach"], stdout=subprocess.PIPE, text=True) for p in (a, b)]
+                               "--detach"], stdout=subprocess.PIPE, text=True) for p in files]
     ids = [p.communicate()[0].strip() for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+    assert all(p.returncode == 0 for p in procs) and len(set(ids)) == 2
+    first = wait_for("the budget to be spent", lambda: (
+        r := [(s, j) for s in ids for j in running(s)]) and len(r) == 2 and r)
+    owners = {s for s, _ in first}
+    if len(owners) == 1:  # one sweep took both CPUs: the other waits, and says so
+        (waiter,) = set(ids) - owners
+        wait_for("the waiting sweep's notice", notice_of(lab, waiter).exists)
+        opened = Path(first[0][1].params["gate"])
+        opened.touch()  # one job ends; its sweep gives the CPU to the waiting one
+        wait_for("the waiting sweep's turn", lambda: running(waiter))
+    for gate in [*gates["a"], *gates["b"]]:
+        gate.touch()
     runs = []
     for sweep_id in ids:
         view = wait_ended(sweep_id)
         assert {j.state for j in view.jobs} == {"finished"}
         runs += [r for rs in runs_of(sweep_id).values() for r in rs]
-    assert len(set(ids)) == 2 and {r["sweep"] for r in runs} == set(ids)
+    assert {r["sweep"] for r in runs} == set(ids)
     pairs = overlapping(runs)
     assert any(a["sweep"] != b["sweep"] for a, b in pairs), "the sweeps never ran together"
     assert all(a["cuda"] != b["cuda"] for a, b in pairs)
     # At every moment a job started, the CPUs of all jobs alive then fit the budget.
     for r in runs:
         alive = [o for o in runs if o["start"] <= r["start"] < o["end"]]
-        assert sum(o["workers"] + o["threads"] for o in alive) <= 6
-    assert all(r["workers"] + r["threads"] == 2 for r in runs)
+        assert sum(o["workers"] + o["threads"] for o in alive) <= 2
+    assert all(r["workers"] + r["threads"] == 1 for r in runs)
 
 
 def test_sighup_to_the_terminal_session_does_not_stop_the_sweep(lab):
@@ -158,7 +188,7 @@ def test_sighup_to_the_terminal_session_does_not_stop_the_sweep(lab):
 
 def test_kill_9_supervisor_then_resume_runs_every_job_to_the_end_once(lab):
     path = sweep_file(lab / "s.yaml", "crash", {"seed": list(range(6)), "seconds": [0.2, 2.5]},
-                      {"gpus_per_job": 1, "cpu_budget": 4, "cpus_per_job": 1})
+                      {"gpus_per_job": 1, "cpu_budget": CPUS, "cpus_per_job": 1})
     sweep_id = start(path)
     sup = read_supervisor(SweepPaths.of(sweep_id))
     def half_way() -> bool:  # a job has finished and a long one has made progress
@@ -203,7 +233,7 @@ def wait_ended_or_dead(sweep_id: str, timeout_s: float = 20) -> views.SweepView:
 
 def test_failures_are_recorded_and_resume_reruns_only_them(lab):
     path = sweep_file(lab / "s.yaml", "fail", {"behaviour": ["ok", "exit3", "raise", "selfkill"]},
-                      {"gpus_per_job": 1, "cpu_budget": 4, "cpus_per_job": 1},
+                      {"gpus_per_job": 1, "cpu_budget": CPUS, "cpus_per_job": 1},
                       job={"seconds": 0.1})
     sweep_id = start(path)
     view = wait_ended(sweep_id)
@@ -318,18 +348,22 @@ def test_a_waiting_job_says_why_in_status(lab, monkeypatch, capsys):
     assert main(["cancel", sweep_id, "--grace", "2"]) == 0
 
 
+@side_by_side
 def test_a_sweep_started_later_gets_a_gpu_before_the_first_sweep_ends(lab):
-    # Two GPUs. Sweep A fills both with four long jobs; B arrives while A's first two run.
+    # Two GPUs. Sweep A fills both with four jobs; B arrives while A's first two run.
     # Without turns, A's supervisor (woken at once by its job's end) would retake each GPU,
     # and B would start only after A's last job had started.
-    res = {"gpus_per_job": 1, "include_gpus": [0, 1], "cpu_budget": 4, "cpus_per_job": 1}
-    a = start(sweep_file(lab / "a.yaml", "first", {"seed": [0, 1, 2, 3]}, res,
-                         job={"seconds": 8}))
+    res = {"gpus_per_job": 1, "include_gpus": [0, 1], "cpu_budget": 2, "cpus_per_job": 1}
+    gates = [lab / f"a{i}" for i in range(4)]
+    a = start(gated_sweep(lab / "a.yaml", "first", gates, res))
     wait_for("A to run two jobs", lambda: len(running(a)) == 2)
-    b = start(sweep_file(lab / "b.yaml", "later", {"seed": [0, 1]}, res, job={"seconds": 0.5}))
-    notice = lab / "leases" / f"wait.{b}"
-    wait_for("B to say it waits", notice.exists, timeout_s=7)
-    assert len(running(a)) == 2, "A's first jobs ended before B waited: the test proves nothing"
+    b = start(sweep_file(lab / "b.yaml", "later", {"seed": [0, 1]}, res, job={"seconds": 0.2}))
+    notice = notice_of(lab, b)
+    wait_for("B to say it waits", notice.exists)
+    Path(running(a)[0].params["gate"]).touch()  # one of A's jobs ends: its GPU is B's turn
+    wait_for("B to run", lambda: running(b) or view_of(b).counts().get("finished"))
+    for gate in gates:
+        gate.touch()
     for sweep_id in (a, b):
         assert {j.state for j in wait_ended(sweep_id).jobs} == {"finished"}
     starts = {s: sorted(r["start"] for rs in runs_of(s).values() for r in rs) for s in (a, b)}
@@ -393,3 +427,60 @@ def test_a_supervisor_that_meets_a_user_error_records_it_for_status_and_follow(
     assert follow.follow_sweep(paths, out=io.StringIO()) == 2
     err = capsys.readouterr().err
     assert err == f"launch: error: {view.error}\n"
+
+
+def test_sweep_ids_are_unique_on_the_machine_across_runs_folders(lab, tmp_path):
+    from rundirs import make_sweep
+
+    from launcher.rundir.sweepdir import JobEntry, create_sweep, new_info
+
+    info = new_info("twin-20261201-120000", "twin", "local", [JobEntry("j-00000001", {})])
+    first = create_sweep(info, "", ["{}"], tmp_path / "runs-a")
+    second = create_sweep(info, "", ["{}"], tmp_path / "runs-b")  # same second, other folder
+    assert (first.sweep_id, second.sweep_id) == ("twin-20261201-120000",
+                                                 "twin-20261201-120000-2")
+    assert make_sweep("other-20261201-120000", []).sweep_id == "other-20261201-120000"
+
+
+def test_leftover_processes_are_found_by_sweep_id_and_run_folder_together(lab, tmp_path):
+    from launcher.machine import procs
+
+    mine, theirs = tmp_path / "runs-a" / "s-1", tmp_path / "runs-b" / "s-1"
+    sleepers = [subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, "LAUNCH_SWEEP_ID": "s-1", "LAUNCH_JOB_ID": "j",
+             "LAUNCH_JOB_DIR": str(root / "jobs" / "j")}) for root in (mine, theirs)]
+    try:
+        found = procs.job_processes("s-1", str(mine))
+        assert found == {"j": [sleepers[0].pid]}  # an old-style id clash finds only ours
+        assert procs.job_processes("s-1", str(mine), newer_than=sleepers[1].pid) == {}
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_job_ends_whole_before_its_gpu_and_cpus_go_to_the_next(lab):
+    # Two jobs, one GPU, one CPU. Each leaves a child in a session of its own that closed
+    # its lease files: the next job must not start until that child is gone.
+    gate = lab / "gate"
+    path = lab / "leave.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "leave",
+        "job": {"command": [sys.executable, str(HERE / "leaver_job.py"), str(gate)], "n": 0},
+        "grid": {"n": [0, 1]},
+        "resources": {"gpus_per_job": 1, "include_gpus": [0], "cpu_budget": 1,
+                      "cpus_per_job": 1}}))
+    sweep_id = start(path)
+    stopping = wait_for("a job to be stopping", lambda: [
+        j for j in view_of(sweep_id).jobs if j.state == "stopping"])
+    assert "stopping 1 process it left" in stopping[0].reason
+    assert not any(j.state == "running" for j in view_of(sweep_id).jobs)  # nothing took it
+    gate.touch()
+    view = wait_ended(sweep_id)
+    assert [j.state for j in view.jobs] == ["finished", "finished"]
+    children = {j.job_id: read_jsonl(job_dir(sweep_id, j.job_id) / "child.jsonl")
+                for j in view.jobs}
+    first, second = sorted(children.values(), key=lambda c: c[0]["time"])
+    assert [e["event"] for e in first] == ["start", "sigterm", "end"]
+    assert second[0]["time"] > first[-1]["time"]  # the next job started after it had ended

@@ -12,6 +12,7 @@ from launcher.config.sweepfile import Resources
 from launcher.machine import fairshare
 from launcher.machine.fairshare import Waiter
 from launcher.machine.placement import Grant, Placer
+from launcher.machine.users import current_user
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 
@@ -19,8 +20,32 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
 @pytest.fixture
 def lock_dir(lock_dir):
     """The shared fixture's lease directory, made."""
-    lock_dir.mkdir(mode=0o1777)
+    lock_dir.mkdir()
+    lock_dir.chmod(0o1777)
     return lock_dir
+
+
+def notice_path(lock_dir: Path, sweep_id: str) -> Path:
+    return lock_dir / "meta" / str(os.getuid()) / f"wait.{sweep_id}"
+
+
+@pytest.mark.parametrize("bad", [
+    {"since": "now", "holding": 0}, {"since": 1.0, "holding": "x"}, {"since": 1.0, "holding": -1},
+    {"since": 1.0, "holding": 0, "wants": "everything"}, [], {"since": float("nan")},
+])
+def test_a_notice_that_makes_no_sense_is_no_wait(lock_dir, bad):
+    import fcntl
+    import json
+
+    folder = lock_dir / "meta" / str(os.getuid())
+    folder.mkdir(parents=True)
+    fd = os.open(folder / "wait.odd-1", os.O_RDWR | os.O_CREAT)
+    os.write(fd, json.dumps(bad).encode())
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert fairshare.waiters(lock_dir) == []
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("waiting, holding, want", [
@@ -41,19 +66,35 @@ def test_who_a_freed_gpu_is_left_to(waiting, holding, want):
 
 def test_a_sweep_gives_way_only_for_yield_s_after_it_frees_a_gpu():
     waiting = [Waiter("b", "bob", 0.0, 0)]  # b has waited since t=0
-    turns = fairshare.Turns()
+    took = set()
+    turns = fairshare.Turns(took=lambda w: w.sweep in took)
     assert turns.rival(waiting, 2, now=50.0) is None  # nothing of ours was freed yet
     turns.freed(now=60.0)  # a job of ours ends a minute after b began to wait
     assert turns.rival(waiting, 1, now=60.0).sweep == "b"
     assert turns.rival(waiting, 1, now=60.0 + fairshare.YIELD_S - 0.1).sweep == "b"
-    assert turns.rival(waiting, 1, now=60.0 + fairshare.YIELD_S) is None
-    # b let a whole window pass: it cannot use our GPUs, so the next one freed is ours.
+    took.add("b")  # b took the GPU: its wait ends with it
+    assert turns.rival([], 1, now=60.0 + fairshare.YIELD_S - 0.05) is None
+    assert "b" not in turns.passed_up
+    # b waits again later, and is given way to again.
     turns.freed(now=100.0)
-    assert turns.rival(waiting, 1, now=100.0) is None
-    # b waiting anew (it got a GPU elsewhere, and its next job waits) is a new wait.
-    again = [Waiter("b", "bob", 150.0, 1)]
-    turns.freed(now=160.0)
-    assert turns.rival(again, 2, now=160.0).sweep == "b"
+    assert turns.rival([Waiter("b", "bob", 90.0, 1)], 2, now=100.0).sweep == "b"
+
+
+def test_a_wait_that_lets_windows_pass_is_not_given_way_to_again():
+    # A notice whose sweep never takes what was freed (it wants other GPUs, or it is fake
+    # and renewed with a new `since` each time) costs one window, and its user PASS_LIMIT.
+    turns = fairshare.Turns(took=lambda w: False)
+    now, idle = 0.0, 0.0
+    for n in range(10):
+        turns.freed(now)
+        fake = [Waiter(f"fake-{n % 3}", "eve", now - 1.0, 0)]  # renewed, then new sweep ids
+        while turns.rival(fake, 1, now) is not None:
+            now += 1.0
+            idle += 1.0
+        now += 1.0
+    assert fairshare.YIELD_S <= idle <= fairshare.PASS_LIMIT * fairshare.YIELD_S
+    turns.freed(now)  # another user's wait is still given way to
+    assert turns.rival([Waiter("honest", "bob", now, 0)], 1, now).sweep == "honest"
 
 
 def test_placers_of_two_sweeps_take_turns(lab, lock_dir, monkeypatch):
@@ -64,7 +105,7 @@ def test_placers_of_two_sweeps_take_turns(lab, lock_dir, monkeypatch):
     assert isinstance(a1, Grant)
     assert "need 1 GPU, 0 free" in later.grant("b1", {})  # it waits, and says so
     (waiter,) = fairshare.waiters(lock_dir, but="first-1")
-    assert (waiter.sweep, waiter.holding) == ("later-1", 0)
+    assert (waiter.sweep, waiter.holding, waiter.wants) == ("later-1", 0, "gpus")
     a1.release()
     first.released("a1")  # a1 ended: its GPU is free, and the later sweep waits
     assert "leaving a freed GPU to sweep later-1" in first.grant("a2", {})
@@ -84,14 +125,15 @@ def test_a_posted_notice_is_read_by_others_and_gone_once_withdrawn(lock_dir):
     notice = fairshare.Notice(lock_dir, "later-1", "bob")
     notice.post(holding=0)
     (waiter,) = fairshare.waiters(lock_dir, but="first-1")
-    assert (waiter.sweep, waiter.user, waiter.holding) == ("later-1", "bob", 0)
+    # The user is whoever owns the notice's folder, not what the notice says.
+    assert (waiter.sweep, waiter.user, waiter.holding) == ("later-1", current_user(), 0)
     assert fairshare.waiters(lock_dir, but="later-1") == []  # a sweep never waits on itself
     notice.post(holding=2)  # the same wait, now holding two GPUs
     (again,) = fairshare.waiters(lock_dir)
     assert again.holding == 2 and again.since == waiter.since
     notice.withdraw()
     assert fairshare.waiters(lock_dir) == []
-    assert not fairshare.notice_path(lock_dir, "later-1").exists()
+    assert not notice_path(lock_dir, "later-1").exists()
     notice.post(holding=1)  # a new wait: a new since
     (third,) = fairshare.waiters(lock_dir)
     assert third.since > waiter.since
@@ -109,7 +151,7 @@ def test_the_notice_of_a_killed_sweep_is_not_a_wait(lock_dir):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         assert fairshare.waiters(lock_dir) == []  # the file stays; its flock died with it
-        assert fairshare.notice_path(lock_dir, "gone-1").exists()
+        assert notice_path(lock_dir, "gone-1").exists()
     finally:
         proc.kill()
         proc.wait()

@@ -123,7 +123,7 @@ def test_cuda_job_with_a_lease_runs_on_exactly_its_uuid(tmp_path, monkeypatch):
     seen_before = {(u.uuid, p.pid) for _, u in gpus.units(before) if u for p in u.processes}
     env = {**os.environ, **gpus.job_env([target.uuid])}
     child = subprocess.Popen([sys.executable, "-c", CUDA_CHILD], env=env, stdout=subprocess.PIPE,
-                             text=True, pass_fds=(lease.fd,))
+                             text=True, pass_fds=lease.fds)
     try:
         assert child.stdout.readline().strip() == "ready"
         lease.close()  # the child alone holds the lease now
@@ -136,7 +136,7 @@ def test_cuda_job_with_a_lease_runs_on_exactly_its_uuid(tmp_path, monkeypatch):
         mine = {uuid for uuid, pid in new if pid == child.pid}
         # In a container NVML reports host PIDs; then the only new process must be on target.
         assert mine == {target.uuid} if mine else {uuid for uuid, _ in new} == {target.uuid}
-        assert holders.read_slots([lease.path])[0].held
+        assert holders.read_slots(lease.path.parent, [lease.path.name])[0].held
     finally:
         child.kill()
         child.wait()

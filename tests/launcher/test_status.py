@@ -21,6 +21,7 @@ from launcher.commands import status
 from launcher.contract import format_duration
 from launcher.machine import leases, nvml
 from launcher.machine.cpus import CpuUse
+from launcher.machine.users import current_user
 from launcher.rundir.layout import SweepPaths
 from launcher.show import status_render, sweep_table
 from launcher.show.views import JobView, SweepView
@@ -140,7 +141,7 @@ def test_golden_json(name, monkeypatch, utc):
 def test_json_keys_are_stable(monkeypatch):
     data = status_render.status_json(*inputs("busy4", monkeypatch))
     assert list(data) == ["format", "host", "time", "nvml_error", "driver_version",
-                          "cuda_driver_version", "gpus", "cpus", "sweeps"]
+                          "cuda_driver_version", "gpus", "cpus", "leases_protected", "sweeps"]
     gpu = data["gpus"][3]
     assert gpu["leases"][0]["job"] == "resnet9-lr=0.01-s0-1a2b3c4d"
     assert gpu["processes"][0] == {"pid": 70101, "memory_used_bytes": 20480 * 1024 * 1024,
@@ -196,7 +197,7 @@ def test_run_status_reads_the_machine(machine, capsys):
     assert status.run_status() == 0
     out = capsys.readouterr().out
     gpu2 = [line for line in out.splitlines() if line.startswith("[2]")][0]
-    assert gpu2.endswith(f"lease carol:{machine}/a-s0-00000001")
+    assert gpu2.endswith(f"lease {current_user()}:{machine}/a-s0-00000001")  # its folder's owner
     assert "a-s0-00000001  running    2" in out
     assert "b-s1-00000002  waiting    -" in out and "GPU 0 used by alice" in out
 
@@ -214,11 +215,19 @@ def test_a_failed_jobs_exit_status_is_its_reason(machine, capsys):
     assert view_of(machine).jobs[0].log_tail == "boom"
 
 
+def test_status_says_in_one_line_when_leases_are_not_protected(machine, capsys):
+    assert status.run_status() == 0
+    out = capsys.readouterr().out
+    assert out.count("not protected") == 1 and "sudo launch setup" in out
+    assert status.run_status(as_json=True) == 0
+    assert json.loads(capsys.readouterr().out)["leases_protected"] is False
+
+
 def test_run_status_json_and_one_sweep(machine, capsys):
     assert status.run_status(as_json=True, sweep="demo") == 0
     data = json.loads(capsys.readouterr().out)
     assert [s["sweep_id"] for s in data["sweeps"]] == [machine]
-    assert data["gpus"][2]["leases"][0]["user"] == "carol"
+    assert data["gpus"][2]["leases"][0]["user"] == current_user()
 
 
 def test_run_status_without_driver_exits_3_and_still_shows_jobs(machine, monkeypatch, capsys):
