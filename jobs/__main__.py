@@ -101,12 +101,13 @@ def _main(args: argparse.Namespace, stop: dict) -> int:
         return _error("--out DIR is required to run a job (or use --check)")
     _log(f"job: {args.spec} -> {args.out} (pid {os.getpid()}); importing torch")
     # torch is imported only now, so --help, --check and spec errors answer fast.
+    from jobs.checkpoint import CheckpointError
     from jobs.data import DataError
     from jobs.train import Preempted, ResumeError, train
 
     try:
         train(spec, args.out, log=_log, stop=stop)
-    except (SpecError, DataError, ResumeError) as exc:
+    except (SpecError, DataError, ResumeError, CheckpointError) as exc:
         return _error(str(exc))
     except Preempted as exc:
         _log(f"preempted: {exc}; exit {EXIT_REQUEUE} (requeue: the next run resumes)")

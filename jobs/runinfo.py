@@ -33,18 +33,17 @@ def configure_threads() -> int:
 
 
 def resolve_num_workers(spec: dict) -> int:
-    """Returns DataLoader workers: the spec's, else $LAUNCH_NUM_WORKERS, else 0 (0 for device)."""
+    """Returns DataLoader workers: $LAUNCH_NUM_WORKERS when a launcher set it (it has folded
+    the spec's wish into the job's CPU share), else the spec's, else 0 (0 for device)."""
     if spec["loader"] == "device":
         return 0
-    if spec["num_workers"] is not None:
-        return spec["num_workers"]
     value = os.environ.get(ENV_NUM_WORKERS, "")
-    if not value:
-        return 0
-    if not value.isdigit():
-        raise SpecError("num_workers", f"${ENV_NUM_WORKERS} must be an integer >= 0, "
-                        f"got {value!r}")
-    return int(value)
+    if value:
+        if not value.isdigit():
+            raise SpecError("num_workers", f"${ENV_NUM_WORKERS} must be an integer >= 0, "
+                            f"got {value!r}")
+        return int(value)
+    return 0 if spec["num_workers"] is None else spec["num_workers"]
 
 
 def device_record(device: torch.device) -> tuple[str, str | None]:

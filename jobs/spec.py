@@ -66,15 +66,20 @@ class Field:
         return text
 
 
+def _number_text(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _range_text(f: Field) -> str:
     parts = []
     if f.minimum is not None:
-        parts.append(f"{'>' if f.min_exclusive else '>='} {f.minimum:g}")
+        parts.append(f"{'>' if f.min_exclusive else '>='} {_number_text(f.minimum)}")
     if f.maximum is not None:
-        parts.append(f"{'<' if f.max_exclusive else '<='} {f.maximum:g}")
+        parts.append(f"{'<' if f.max_exclusive else '<='} {_number_text(f.maximum)}")
     return (" " + " and ".join(parts)) if parts else ""
 
 
+SEED_MAX = 2**63 - 1  # torch.manual_seed takes at most 64 bits; NumPy's SeedSequence more
 MODEL_NAMES = ("tutorial_cnn", "alexnet", "inception", "ensemble", "resnet9")
 MEMBER_NAMES = ("tutorial_cnn", "alexnet", "inception", "resnet9")
 
@@ -90,10 +95,10 @@ REPEATABLE_LAYERS: dict[str, tuple[str, ...]] = {
 _OPTIMIZER = {
     "name": Field("choice", "sgd", "optimizer", choices=("sgd", "adam")),
     "lr": Field("number", 0.001, "learning rate (peak rate for onecycle)",
-                minimum=0, min_exclusive=True),
+                minimum=0, min_exclusive=True, maximum=10),
     "momentum": Field("number", 0.9, "SGD momentum", minimum=0, maximum=1, max_exclusive=True),
     "nesterov": Field("bool", True, "SGD Nesterov momentum (needs momentum > 0)"),
-    "weight_decay": Field("number", 0.001, "L2 weight decay", minimum=0),
+    "weight_decay": Field("number", 0.001, "L2 weight decay", minimum=0, maximum=1),
     "betas": Field("number_pair", (0.9, 0.999), "Adam betas",
                    minimum=0, maximum=1, max_exclusive=True),
 }
@@ -101,31 +106,31 @@ _OPTIMIZER = {
 _LR_SCHEDULE = {
     "name": Field("choice", "none", "learning-rate schedule, stepped every batch",
                   choices=("none", "cosine", "step", "onecycle")),
-    "min_lr": Field("number", 0.0, "cosine: final learning rate", minimum=0),
+    "min_lr": Field("number", 0.0, "cosine: final learning rate", minimum=0, maximum=10),
     "step_epochs": Field("int", 10, "step: multiply the rate by gamma every this many epochs",
-                         minimum=1),
+                         minimum=1, maximum=100000),
     "gamma": Field("number", 0.1, "step: factor applied every step_epochs",
-                   minimum=0, min_exclusive=True),
+                   minimum=0, min_exclusive=True, maximum=10),
     "pct_start": Field("number", 0.25, "onecycle: fraction of steps spent warming up",
                        minimum=0, maximum=1, min_exclusive=True, max_exclusive=True),
 }
 
 _SYNTHETIC = {
     "train_size": Field("int", 5000, "synthetic training images (before the val split)",
-                        minimum=1),
-    "test_size": Field("int", 1000, "synthetic test images", minimum=1),
+                        minimum=1, maximum=2000000),
+    "test_size": Field("int", 1000, "synthetic test images", minimum=1, maximum=2000000),
     "noise": Field("number", 1.0, "per-pixel noise std relative to the class pattern's",
-                   minimum=0),
+                   minimum=0, maximum=1000),
     "seed": Field("int", 0, "seed of the data set itself (fixed across job seeds, like CIFAR)",
-                  minimum=0),
+                  minimum=0, maximum=SEED_MAX),
 }
 
 _REPEAT = {
     "layer": Field("str", "fc2", "layer applied k times per forward pass "
                    "(see REPEATABLE_LAYERS; ensemble: members.<i>.<layer>)"),
-    "min": Field("int", 1, "smallest k", minimum=1),
+    "min": Field("int", 1, "smallest k", minimum=1, maximum=1000),
     "max": Field("int", 5, "largest k (k is uniform on [min, max], per training batch)",
-                 minimum=1),
+                 minimum=1, maximum=1000),
     "eval": Field("choice", "expected", "k at evaluation: expected = floor((min+max+1)/2), "
                   "the mean of k rounded half up; max = max", choices=("expected", "max")),
 }
@@ -140,10 +145,10 @@ _GRAD_NOISE = {
     "mode": Field("choice", "annealed", "annealed: N(0, eta/(1+t)^gamma) (variance); "
                   "relative: std alpha*||g||/sqrt(numel) per tensor",
                   choices=("annealed", "relative")),
-    "eta": Field("number", 0.3, "annealed: noise variance at step 0", minimum=0),
-    "gamma": Field("number", 0.55, "annealed: decay exponent", minimum=0),
+    "eta": Field("number", 0.3, "annealed: noise variance at step 0", minimum=0, maximum=1000),
+    "gamma": Field("number", 0.55, "annealed: decay exponent", minimum=0, maximum=100),
     "alpha": Field("number", 0.01, "relative: noise std as a fraction of the RMS gradient",
-                   minimum=0),
+                   minimum=0, maximum=100),
 }
 
 SPEC_SCHEMA: dict[str, Field] = {
@@ -158,24 +163,26 @@ SPEC_SCHEMA: dict[str, Field] = {
     "download": Field("bool", True, "fetch CIFAR-10 through torchvision when it is missing "
                       "or corrupt (once, under a file lock)"),
     "synthetic": Field("section", None, "the synthetic data set", fields=_SYNTHETIC),
-    "epochs": Field("int", 22, "passes over the training split", minimum=1),
+    "epochs": Field("int", 22, "passes over the training split", minimum=1, maximum=100000),
     "batch_size": Field("int", 500, "training batch size (last partial batch dropped)",
-                        minimum=1),
-    "seed": Field("int", 0, "the job seed; every random draw derives from it", minimum=0),
+                        minimum=1, maximum=1000000),
+    "seed": Field("int", 0, "the job seed; every random draw derives from it", minimum=0,
+                  maximum=SEED_MAX),
     "val_size": Field("number", 0.1, "fraction of the training set held out (seeded "
                       "random_split); 0: no validation", minimum=0, maximum=1,
                       max_exclusive=True),
     "max_train_samples": Field("int", None, "cap on training images (null: all)",
-                               minimum=1, nullable=True),
+                               minimum=1, nullable=True, maximum=1000000000),
     "max_val_samples": Field("int", None, "cap on validation images (null: all)",
-                             minimum=1, nullable=True),
+                             minimum=1, nullable=True, maximum=1000000000),
     "max_test_samples": Field("int", None, "cap on test images (null: all)",
-                              minimum=1, nullable=True),
+                              minimum=1, nullable=True, maximum=1000000000),
     "augment": Field("bool", False, "random crop (pad 4) and horizontal flip"),
     "loader": Field("choice", "workers", "workers: torch DataLoader; device: whole uint8 "
                     "data set on the device, batches made there", choices=("workers", "device")),
-    "num_workers": Field("int", None, "DataLoader workers (null: $LAUNCH_NUM_WORKERS, else 0)",
-                         minimum=0, nullable=True),
+    "num_workers": Field("int", None, "DataLoader workers (under launch: within the job's CPUs, "
+                         "$LAUNCH_NUM_WORKERS wins; null: 0)",
+                         minimum=0, nullable=True, maximum=1024),
     "device": Field("choice", "auto", "auto: cuda if available", choices=("auto", "cpu", "cuda")),
     "reproducible": Field("bool", True, "deterministic cuDNN/cuBLAS and algorithms"),
     "optimizer": Field("section", None, "optimizer", fields=_OPTIMIZER),

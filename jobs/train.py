@@ -49,6 +49,7 @@ from launcher.contract import (
     RESULT_FINISHED,
     atomic_write,
     format_duration,
+    remove_stray_temps,
 )
 
 # Keys that may differ between a checkpoint and the run resuming it: they do not change results.
@@ -137,7 +138,8 @@ def _run(spec: dict, out_dir: Path, stop: dict, log) -> dict:
     seed_everything(spec["seed"], spec["reproducible"])
     data = load_splits(spec, seeds["split"], log)
     job = _build(spec, seeds, device, data, num_workers, log)
-    state = ckpt.load_checkpoint(out_dir)
+    remove_stray_temps(out_dir, (ckpt.CHECKPOINT, ckpt.PREVIOUS, METRICS_FILE, RESULT_FILE))
+    state = ckpt.load_checkpoint(out_dir, log)
     if state is not None:
         _restore(job, progress, state, out_dir)
     _truncate_metrics(out_dir / METRICS_FILE, progress.epoch)

@@ -44,7 +44,8 @@ EXAMPLES = {
   launch sweep configs/cifar.yaml --detach       start it and return
   launch sweep configs/cifar.yaml job.epochs=1 seeds=1 --dry-run   the plan, nothing runs
   launch sweep configs/cifar.yaml --executor slurm   one Slurm job array
-  launch sweep --resume cifar                    rerun what failed, was cancelled or never ran""",
+  launch sweep --resume cifar                    rerun what failed, was cancelled or never ran
+  launch sweep --resume cifar --restart 19478088 and begin that job again, from epoch 0""",
     "status": """\
   launch status                                  GPUs, their users, your recent sweeps
   launch status cifar                            every job of the newest cifar sweep
@@ -96,7 +97,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.resume:
         if args.file or args.overrides:
             raise UserError("--resume SWEEP takes no sweep file or overrides")
-        return sweep.resume_sweep(args.resume, detach=args.detach)
+        return sweep.resume_sweep(args.resume, detach=args.detach, restart=args.restart)
+    if args.restart:
+        raise UserError("--restart JOB goes with --resume SWEEP")
     if not args.file:
         raise UserError("give a sweep file (launch sweep configs/demo.yaml) or --resume SWEEP")
     return sweep.start_sweep(
@@ -180,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="return at once, printing the sweep id, instead of following")
     p.add_argument("--resume", metavar="SWEEP",
                    help="rerun what failed, was cancelled or never ran; finished jobs stay")
+    p.add_argument("--restart", metavar="JOB", action="append", default=[],
+                   help="with --resume: begin JOB again (its checkpoints and metrics go), "
+                        "finished or not; repeatable")
 
     p = subparser(sub, "status", "GPUs, who uses them, and your sweeps", cmd_status)
     p.add_argument("sweep", nargs="?", metavar="SWEEP",

@@ -21,6 +21,7 @@ from typing import BinaryIO
 RESULT_FILE = "result.json"  # {"status": "finished", ...}: the job is done, whoever watched it
 METRICS_FILE = "metrics.jsonl"  # one JSON line per finished epoch (docs/design.md: Metrics)
 CHECKPOINT_FILE = "checkpoint.pt"  # what a rerun in the same folder continues from
+CHECKPOINT_PREVIOUS_FILE = "checkpoint.prev.pt"  # the one before: used when the last is torn
 RESULT_FINISHED = "finished"  # the value of result.json's "status" that means done
 
 # -- exit codes of a job ---------------------------------------------------------------------
@@ -106,6 +107,19 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object],
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_stray_temps(folder: Path, names: Sequence[str]) -> list[Path]:
+    """Remove the temp files a killed atomic_write of these names left in folder; return them."""
+    gone = []
+    for name in names:
+        for path in Path(folder).glob(f".{name}.*"):
+            try:
+                path.unlink()
+                gone.append(path)
+            except OSError:
+                pass
+    return gone
 
 
 def format_duration(seconds: float | None) -> str:

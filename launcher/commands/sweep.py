@@ -29,11 +29,12 @@ from launcher.rundir.sweepdir import (
 from launcher.show.text import plural
 
 
-def load_plan(file: str, overrides: list[str]):
-    """Return the loaded sweep and its planned jobs."""
+def load_plan(file: str, overrides: list[str], executor: str | None = None):
+    """Return the loaded sweep (run by executor, else the file's) and its planned jobs."""
     from launcher.config import plan, sweepfile
 
     sweep = sweepfile.load_sweep(file, overrides)
+    sweep = dataclasses.replace(sweep, executor=executor or sweep.executor)
     return sweep, plan.plan_jobs(sweep)
 
 
@@ -64,9 +65,8 @@ def start_sweep(
     """Plan a sweep and run it: print the plan, submit to Slurm, or supervise it here."""
     from launcher.config import plan
 
-    sweep, plans = load_plan(file, overrides)
-    executor = executor or sweep.executor
-    sweep = dataclasses.replace(sweep, executor=executor)
+    sweep, plans = load_plan(file, overrides, executor)
+    executor = sweep.executor
     if dry_run:
         print(plan.render_plan(sweep, plans))
         return 0
@@ -128,10 +128,29 @@ def warn_about_logout() -> None:
         print(f"launch: warning: {note}", file=sys.stderr)
 
 
-def resume_sweep(target: str, detach: bool) -> int:
-    """Rerun what failed, was cancelled or never ran; finished jobs are never run again."""
+def restart_jobs(paths: SweepPaths, names: list[str], job_ids: list[str]) -> None:
+    """Make the named jobs begin again: their checkpoints, metrics and result go."""
+    from launcher.rundir.names import pick_job
+
+    for name in names:
+        job = paths.job(pick_job(paths.sweep_id, name, job_ids))
+        for path in (job.checkpoint_pt, job.checkpoint_previous, job.metrics_jsonl,
+                     job.result_json):
+            path.unlink(missing_ok=True)
+        write_state(job, read_state(job)._replace(state=js.PENDING, reason="restarted"))
+        print(f"restarting {job.job_id} from its beginning", file=sys.stderr)
+
+
+def resume_sweep(target: str, detach: bool, restart: list[str] | None = None) -> int:
+    """Rerun what failed, was cancelled or never ran; finished jobs are never run again
+    (unless named in restart, which also begins them again from the start)."""
     paths = resolve_sweep(target)
     info = read_info(paths)
+    if restart:
+        if supervisor_alive(paths):
+            raise UserError(f"sweep {paths.sweep_id} is running: cancel the job first "
+                            "(launch cancel SWEEP/JOB), then --resume --restart it")
+        restart_jobs(paths, restart, info.job_ids)
     if info.executor == "slurm":
         from launcher.slurm import submit
 
@@ -150,6 +169,11 @@ def resume_sweep(target: str, detach: bool) -> int:
     for job_id in info.job_ids:
         job = paths.job(job_id)
         st = read_state(job)
+        # A job whose supervisor died while stopping what it left: the new supervisor stops
+        # the rest and ends it as its main process did; a failure runs again like any other.
+        if st.state == js.STOPPING and js.end_of_run(st.exit_code, st.signal, None,
+                                                       0).state in js.RESUMABLE:
+            st = st._replace(state=js.FAILED)
         if st.state in js.RESUMABLE:
             write_state(job, st._replace(state=js.PENDING, reason=None))
         if st.state != js.FINISHED:

@@ -15,6 +15,8 @@ from typing import Any
 
 from launcher.config.yamlsource import SourceMap, dotted
 
+MAX_JOBS = 100_000  # of one sweep: plan, folder and status stay quick, and a typo fails early
+MAX_FORMAT_WIDTH = 1000  # of a placeholder's width or precision, e.g. {lr:.6f}
 # A placeholder names a key of the job mapping, dotted for nested keys: {lr}, {optimizer.lr}.
 _PLACEHOLDER = re.compile(r"[^.{}\[\]!:\s]+(?:\.[^.{}\[\]!:\s]+)*")
 
@@ -26,6 +28,7 @@ def check_axes(src: SourceMap, raw: dict) -> tuple[dict, dict[str, list], tuple[
     job = _check_job(src, raw["job"])
     grid = _check_grid(src, raw.get("grid"), raw.get("seeds"))
     points = _check_points(src, raw.get("points"))
+    _check_size(src, grid, points)
     for i, point in enumerate(points or ({},)):
         swept = [(("grid", k), k) for k in grid] + [(("points", i, k), k) for k in point]
         for n, (path, key) in enumerate(swept):
@@ -77,9 +80,11 @@ def _check_job(src: SourceMap, job: Any) -> dict:
         arg = arg if isinstance(arg, str) else str(arg)
         try:
             template_pieces(arg)
-        except ValueError as exc:
-            hint = "" if "{{" in str(exc) else " (write {{ and }} for literal braces)"
-            raise src.error(path + (i,), f"{exc}{hint}") from None
+        except PlaceholderError as exc:
+            raise src.error(path + (i,), str(exc)) from None
+        except ValueError as exc:  # Python's own words on a stray brace
+            hint = "write {{ and }} for literal braces"
+            raise src.error(path + (i,), f"{exc} ({hint})") from None
         argv.append(arg)
     return {**job, "command": argv}
 
@@ -109,6 +114,9 @@ def _check_grid(src: SourceMap, raw: Any, seeds: Any) -> dict[str, list]:
         return grid
     if "seed" in grid:
         raise src.error(("seeds",), "both `seeds` and `grid.seed` sweep the seed; keep one")
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > MAX_JOBS:
+        raise src.error(("seeds",), f"{seeds:,} seeds would be {seeds:,} jobs at least; "
+                        f"a sweep has at most {MAX_JOBS:,}")
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
         grid["seed"] = list(range(seeds))
         return grid
@@ -118,6 +126,18 @@ def _check_grid(src: SourceMap, raw: Any, seeds: Any) -> dict[str, list]:
                         f"list of integers >= 0, got {seeds!r}")
     grid["seed"] = list(seeds)
     return grid
+
+
+def _check_size(src: SourceMap, grid: dict[str, list], points: tuple[dict, ...]) -> None:
+    """Raise when the sweep would have more than MAX_JOBS jobs, naming its largest axis."""
+    total = len(points) or 1
+    for values in grid.values():
+        total *= len(values)
+    if total > MAX_JOBS:
+        axes = [(len(v), ("grid", k)) for k, v in grid.items()] + [(len(points), ("points",))]
+        _, path = max(axes)
+        raise src.error(path, f"the sweep would have {total:,} jobs; at most {MAX_JOBS:,}: "
+                        "split it, or sweep fewer values")
 
 
 def _check_points(src: SourceMap, raw: Any) -> tuple[dict, ...]:
@@ -159,12 +179,19 @@ def key_paths(job: dict, prefix: str = "") -> list[str]:
     return out
 
 
+class PlaceholderError(ValueError):
+    """A placeholder that parses but names no key or asks for an absurd width; says why."""
+
+
 def template_pieces(arg: str) -> list[tuple[str, str | None, str]]:
     """Return (literal, placeholder key or None, format spec) pieces of one argv template."""
     pieces = []
     for literal, key, spec, conversion in string.Formatter().parse(arg):
         if key is not None and (conversion or not _PLACEHOLDER.fullmatch(key) or "{" in spec):
-            raise ValueError(f"placeholder {{{key}}} must name a key, like {{lr}} or "
+            raise PlaceholderError(f"placeholder {{{key}}} must name a key, like {{lr}} or "
                              "{optimizer.lr} (write {{ and }} for literal braces)")
+        if key is not None and any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec)):
+            raise PlaceholderError(f"placeholder {{{key}:{spec}}}: a width or precision is at most "
+                             f"{MAX_FORMAT_WIDTH}")
         pieces.append((literal, key, spec or ""))
     return pieces

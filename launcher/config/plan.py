@@ -78,11 +78,33 @@ def _resolve(sweep: Sweep, params: dict, template: list | None,
     """Return (resolved spec, argv or None) of the job that sets params."""
     if template is None:
         try:  # validate_spec returns new containers, so the job may share the sweep's values
-            return validate_spec(_assign(sweep.job, params, deep=False)), None
+            spec = validate_spec(_assign(sweep.job, params, deep=False))
         except SpecError as exc:
             raise _spec_error(sweep, exc, params, origin) from None
+        _check_workers(sweep, spec, params, origin)
+        return spec, None
     job = _assign(sweep.job, params, deep=True)  # the spec itself: shares nothing
     return job, [_render(sweep, pieces, i, job) for i, pieces in enumerate(template)]
+
+
+def _check_workers(sweep: Sweep, spec: dict, params: dict, origin: tuple) -> None:
+    """Raise when a job asks for more DataLoader workers than its CPUs leave room for.
+
+    A job's CPUs are its main process plus its workers: more workers than that would run
+    outside the CPU budget every user of the machine shares.
+    """
+    asked = spec.get("num_workers")
+    slurm = sweep.executor == "slurm"
+    cpus = sweep.slurm.cpus_per_task if slurm else sweep.resources.cpus_per_job
+    if asked is None or asked <= cpus - 1:
+        return
+    path, shown = _swept_origin(sweep, params, ("num_workers",), origin)
+    where = "slurm.cpus_per_task" if slurm else "resources.cpus_per_job"
+    raise sweep.locations.error(
+        path, f"{asked} DataLoader workers, but a job has {plural(cpus, 'CPU')} ({where}): "
+        f"at most {plural(cpus - 1, 'worker')} beside its main process; raise {where} or ask "
+        "for fewer",
+        key=shown)
 
 
 def _copy(value: Any) -> Any:

@@ -164,18 +164,21 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
                         _one_of("local", "slurm")),
         job=job, grid=grid, points=points, resources=resources,
         slurm=_check_slurm(src, raw.get("slurm"), resources),
-        max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0), _int(0)),
-        timeout_min=_check(src, ("timeout_min",), raw.get("timeout_min"), _optional(_number(0))),
+        max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0), _int(0, 1000)),
+        timeout_min=_check(src, ("timeout_min",), raw.get("timeout_min"),
+                           _optional(_number(0, 10**8))),
         source_path=str(path), source_text=text, overrides=tuple(overrides), locations=src,
     )
 
 
 # Value rules: each returns an error message (and the allowed values) or None when fine.
-def _int(minimum: int) -> Any:
+def _int(minimum: int, maximum: int = 10**9) -> Any:
     def rule(value: Any) -> tuple[str, tuple] | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"must be an integer, got {value!r}", ()
-        return (f"must be >= {minimum}, got {value}", ()) if value < minimum else None
+        if not minimum <= value <= maximum:
+            return f"must be >= {minimum} and <= {maximum}, got {value}", ()
+        return None
     return rule
 
 
@@ -239,20 +242,22 @@ def _check(src: SourceMap, path: tuple, value: Any, rule: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+# Upper bounds are far past any machine's, and keep a typo from meaning a trillion.
 RESOURCE_RULES = {
-    "gpus_per_job": _int(0), "jobs_per_gpu": _int(1), "cpu_budget": _int(1),
-    "cpus_per_job": _int(1), "gpu_memory_mib": _optional(_int(1)),
-    "include_gpus": _optional(_gpu_list), "exclude_gpus": _gpu_list, "leave_free": _int(0),
+    "gpus_per_job": _int(0, 64), "jobs_per_gpu": _int(1, 256), "cpu_budget": _int(1, 65536),
+    "cpus_per_job": _int(1, 65536), "gpu_memory_mib": _optional(_int(1, 10**8)),
+    "include_gpus": _optional(_gpu_list), "exclude_gpus": _gpu_list, "leave_free": _int(0, 64),
     "prefer": _one_of("most_free_memory", "lowest_index"),
-    "max_memory_used_mib": _optional(_int(0)),
+    "max_memory_used_mib": _optional(_int(0, 10**8)),
     "max_utilization_percent": _optional(_number(-1e-9, 100)),
     "device": _one_of("auto", "cpu", "gpu"),
 }
 SLURM_RULES = {
-    "partition": _optional(_token), "time_min": _int(1), "gpus_per_node": _int(0),
-    "cpus_per_task": _int(1), "mem_gb": _optional(_number(0)), "account": _optional(_token),
+    "partition": _optional(_token), "time_min": _int(1, 10**7), "gpus_per_node": _int(0, 64),
+    "cpus_per_task": _int(1, 65536), "mem_gb": _optional(_number(0, 10**6)),
+    "account": _optional(_token),
     "qos": _optional(_token), "constraint": _optional(_token),
-    "array_parallelism": _optional(_int(1)), "sbatch_lines": _lines("#SBATCH "),
+    "array_parallelism": _optional(_int(1, 10**6)), "sbatch_lines": _lines("#SBATCH "),
     "setup": _lines(""),
 }
 TOP_KEYS = ("name", "executor", "job", "grid", "points", "seeds", "resources", "max_retries",

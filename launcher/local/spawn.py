@@ -14,7 +14,8 @@ SUPERVISOR_START_S = 60.0  # a safety net: it writes its record within a second 
 
 
 def spawn_supervisor(paths: SweepPaths) -> None:
-    """Start the sweep's supervisor in its own session; return once it has recorded itself."""
+    """Start the sweep's supervisor in its own session; return once it is ready to place jobs,
+    or raise the error it stopped on (an unsafe lease directory, a machine without GPUs)."""
     before = read_supervisor(paths)
     with open(paths.supervisor_log, "ab") as log:
         proc = subprocess.Popen(
@@ -25,9 +26,10 @@ def spawn_supervisor(paths: SweepPaths) -> None:
     deadline = time.time() + SUPERVISOR_START_S
     while time.time() < deadline:
         info = read_supervisor(paths)
-        if info and info != before and info.pid == proc.pid:
+        if info and info != before and info.pid == proc.pid and info.ready:
             return
         if proc.poll() is not None:
+            info = read_supervisor(paths)
             if info and info.error:  # it said why, in one line
                 raise UserError(info.error)
             tail = paths.supervisor_log.read_text()[-2000:]

@@ -380,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
                             pgid=os.getpgrp())
     write_supervisor(paths, record)
     try:
-        return Supervisor(paths).run()
+        supervisor = Supervisor(paths)
+        record = record._replace(ready=True)
+        write_supervisor(paths, record)
+        return supervisor.run()
     except UserError as err:
         return stopped_on(paths, record, str(err), err.exit_code)
     except OSError as err:

@@ -9,7 +9,7 @@
         cancel                present: `launch cancel` asked to stop the whole sweep
         slurm.json, slurm/    the Slurm submission and its logs
         jobs/<job-id>/        JobPaths: spec.json, state.json, stdout.log, cancel, and what the
-                              job itself writes: its result, metrics and checkpoint, under
+                              job itself writes: its result, metrics and checkpoints, under
                               the names launcher/contract.py gives them
 
 Plain files, not a database, because Slurm jobs on other nodes write them over NFS. The two
@@ -98,6 +98,10 @@ class JobPaths(_Folder):
     @property
     def checkpoint_pt(self) -> Path:
         return self.dir / contract.CHECKPOINT_FILE
+
+    @property
+    def checkpoint_previous(self) -> Path:
+        return self.dir / contract.CHECKPOINT_PREVIOUS_FILE
 
 
 class SweepPaths(_Folder):

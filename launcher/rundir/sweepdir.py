@@ -240,6 +240,7 @@ class SupervisorInfo(NamedTuple):
     started: float | None = None
     pgid: int | None = None
     error: str | None = None  # a user error that stopped it (shown by status and follow)
+    ready: bool = False  # it has read the sweep and checked the machine: it will place jobs
 
 
 def read_supervisor(paths: SweepPaths) -> SupervisorInfo | None:
@@ -253,7 +254,8 @@ def read_supervisor(paths: SweepPaths) -> SupervisorInfo | None:
                           create_time=foreign.number(raw.get("create_time")),
                           started=foreign.number(raw.get("started")),
                           pgid=foreign.integer(raw.get("pgid"), low=1),
-                          error=foreign.text(error, None, limit=2000) if error else None)
+                          error=foreign.text(error, None, limit=2000) if error else None,
+                          ready=raw.get("ready") is True)
 
 
 def write_supervisor(paths: SweepPaths, info: SupervisorInfo) -> None:

@@ -93,3 +93,36 @@ def test_finished_dir_reruns_as_a_no_op_and_another_spec_is_refused(tmp_path):
     assert code == 2
     assert "checkpoint.pt" in err and "seed" in err and "fresh --out" in err
     assert result(tmp_path / "job")["seed"] == 0
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_broken_checkpoint_falls_back_to_the_previous_one_or_says_how_to_restart(
+        tmp_path, damage):
+    spec = tiny_spec(epochs=2)
+    out = tmp_path / "job"
+    whole = train(spec, out, log=lambda _line: None)
+    ckpt, previous = out / "checkpoint.pt", out / "checkpoint.prev.pt"
+    assert previous.exists()  # every save keeps the one it replaces: epoch 1's here
+    epoch_1 = previous.read_bytes()
+
+    def break_it() -> None:
+        data = ckpt.read_bytes()
+        ckpt.write_bytes({"empty": b"", "garbage": b"not a checkpoint",
+                          "truncated": data[: len(data) // 2]}[damage])
+        (out / "result.json").unlink(missing_ok=True)
+
+    # A torn last checkpoint: the job goes back to the previous one, says so, and ends with
+    # the weights of the run that was never interrupted.
+    break_it()
+    lines: list[str] = []
+    again = train(spec, out, log=lines.append)
+    assert any("continuing from the previous one (epoch 1" in line for line in lines), lines
+    assert again["weights_sha256"] == whole["weights_sha256"]
+    # Nothing readable left: one line naming the file and the way out, exit 2.
+    break_it()
+    previous.write_bytes(epoch_1[:10])
+    (out / ".checkpoint.pt.x1y2").write_bytes(b"a kill during a save left this")
+    code, _, err = run_job(spec, out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert str(ckpt) in err and "--restart JOB" in err
+    assert not (out / ".checkpoint.pt.x1y2").exists()  # stray temp files are cleaned

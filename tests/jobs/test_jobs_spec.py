@@ -42,7 +42,7 @@ def test_bad_enum_lists_every_allowed_value():
 
 
 @pytest.mark.parametrize("job, key, says", [
-    ({"optimizer": {"lr": "abc"}}, "optimizer.lr", "a number > 0, got 'abc'"),
+    ({"optimizer": {"lr": "abc"}}, "optimizer.lr", "a number > 0 and <= 10, got 'abc'"),
     ({"optimizer": {"lr": 0}}, "optimizer.lr", "> 0"),
     ({"epochs": 2.5}, "epochs", "an integer >= 1"),
     ({"epochs": True}, "epochs", "an integer"),
@@ -52,6 +52,12 @@ def test_bad_enum_lists_every_allowed_value():
     ({"repeat": {"min": 0}, "model": "tutorial_cnn"}, "repeat.min", ">= 1"),
     ({"grad_noise": "on"}, "grad_noise", "or null"),
     ({"stochastic_depth": {"p_L": 0}}, "stochastic_depth.p_L", "> 0"),
+    # absurd values are refused at validation, not discovered as a crash mid-sweep
+    ({"optimizer": {"lr": 1e308}}, "optimizer.lr", "<= 10, got 1e+308"),
+    ({"optimizer": {"lr": float("nan")}}, "optimizer.lr", "got nan"),
+    ({"optimizer": {"lr": "inf"}}, "optimizer.lr", "got inf"),
+    ({"seed": 2**64}, "seed", f"<= {2**63 - 1}"),
+    ({"epochs": 10**9}, "epochs", "<= 100000"),
 ])
 def test_wrong_type_or_range_says_what_is_allowed(job, key, says):
     err = error_for(job)
