@@ -26,7 +26,7 @@ from pathlib import Path
 from launcher import contract
 from launcher.config.sweepfile import Resources
 from launcher.errors import EXIT_USER_ERROR, UserError
-from launcher.local import leftovers
+from launcher.local import leftovers, takeover
 from launcher.machine import placement, procs
 from launcher.rundir import state as js
 from launcher.rundir.layout import SweepPaths
@@ -38,7 +38,7 @@ from launcher.rundir.state import (
     run_end,
     write_state,
 )
-from launcher.rundir.store import log_tail, read_json
+from launcher.rundir.store import log_tail
 from launcher.rundir.sweepdir import (
     SupervisorInfo,
     cancel_requested,
@@ -121,35 +121,18 @@ class Supervisor:
     def load_queue(self) -> None:
         """Queue every job that has not ended; stop what a dead supervisor left behind."""
         states = {job_id: self.state(job_id) for job_id in self.info.job_ids}
-        # Jobs are told to die with their supervisor, but their children may linger and
-        # still hold the job's leases: a second copy must never run beside them.
-        # A job's folder is made just before it starts, so a sweep with none never ran a
-        # job, even one whose supervisor died before it could record the start.
-        with os.scandir(self.paths.jobs_dir) as entries:
-            ever_started = any(entries)
-        left = procs.job_processes(self.sweep_id, str(self.paths.root)) if ever_started else {}
-        stale = [p for job_id, ps in left.items()
-                 if job_id in states and states[job_id].state not in js.ENDED_STATES for p in ps]
+        stale = takeover.left_running(self.paths, states)
         if stale:
             log(f"stopping {len(stale)} processes left by an earlier supervisor")
             procs.stop_processes(stale, KILL_GRACE_S)
         for job_id, st in states.items():
             if st.state in js.ENDED_STATES:
                 continue
-            if st.state == js.STOPPING:  # its main process had ended: its end is known
-                outcome = end_of_run(st.exit_code, st.signal, None, 0)
-                self.end(job_id, st, outcome.state, outcome.reason)
-                continue
-            if st.reason == js.STATE_UNREADABLE and logged_end(self.paths, job_id) == js.FINISHED:
-                self.end(job_id, st, js.FINISHED, reason=f"finished ({js.STATE_UNREADABLE}; "
-                         "the supervisor's log says it finished)")
-                continue
-            result = read_json(self.paths.job(job_id).result_json)
-            if isinstance(result, dict) and result.get("status") == contract.RESULT_FINISHED:
-                # It ended while no supervisor watched; its own result says how.
-                self.end(job_id, st, js.FINISHED, reason=js.FINISHED_UNSUPERVISED)
-                continue
-            self.queue.append(job_id)
+            ended = takeover.known_end(self.paths, job_id, st)
+            if ended is not None:
+                self.end(job_id, st, *ended)
+            else:
+                self.queue.append(job_id)
 
     def watch(self, run: Running) -> None:
         self.running[run.pidfd] = run
@@ -402,19 +385,6 @@ def stopped_on(paths: SweepPaths, record: SupervisorInfo, error: str, code: int)
     except OSError:
         pass  # a full disk: its log line (if that could be written) is all there is
     return code
-
-
-def logged_end(paths: SweepPaths, job_id: str) -> str | None:
-    """Return how the supervisor's log last said a job ended ("finished", ...), if it did."""
-    try:
-        lines = paths.supervisor_log.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        words = line.split()
-        if len(words) >= 3 and words[2] == job_id and words[1] in js.ENDED_STATES:
-            return words[1]
-    return None
 
 
 if __name__ == "__main__":
