@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,6 +66,7 @@ def _plan_json(info: SweepInfo, runs: Path) -> dict:
 
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._=-]{1,200}")  # what plan ids are made of (config/plan.py)
+_SWEEP_ID = re.compile(r"[A-Za-z0-9._-]+-\d{8}-\d{6}(?:-\d+)?")  # config/plan.py: make_sweep_id
 
 
 def parse_info(raw: Any, paths: SweepPaths) -> SweepInfo:
@@ -100,7 +102,16 @@ def parse_info(raw: Any, paths: SweepPaths) -> SweepInfo:
 
 def read_info(paths: SweepPaths) -> SweepInfo:
     """Return a sweep's plan, or raise UserError naming what is missing."""
-    return parse_info(read_json(paths.sweep_json), paths)
+    raw = read_json(paths.sweep_json)
+    if raw is None:
+        try:
+            os.stat(paths.sweep_json)
+        except PermissionError:
+            raise UserError(f"cannot read it: permission denied (its folder belongs to "
+                            f"{foreign.user_name(os.lstat(paths.root).st_uid)})") from None
+        except OSError:
+            pass
+    return parse_info(raw, paths)
 
 
 def new_info(sweep_id: str, name: str, executor: str, jobs: Sequence[JobEntry],
@@ -191,7 +202,11 @@ def list_sweeps(runs: Path | None = None) -> list[SweepPaths]:
             continue
         paths = SweepPaths(runs / name)
         try:
-            if os.path.isfile(paths.sweep_json):
+            try:
+                shown = stat.S_ISREG(os.stat(paths.sweep_json).st_mode)
+            except PermissionError:  # a colleague's sweep we may not enter: status says so
+                shown = _SWEEP_ID.fullmatch(name) is not None
+            if shown:
                 found.append((os.stat(paths.root).st_mtime, name, paths))
         except OSError:  # renamed or removed meanwhile
             continue

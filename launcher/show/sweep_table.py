@@ -105,7 +105,9 @@ def render_sweeps(sweeps: Sequence[SweepView], snapshot: Snapshot | None,
     lines: list[str] = []
     recent = {id(v) for v in [v for v in sweeps if not _active(v)][-ENDED_SWEEPS_SHOWN:]}
     for view in sweeps:
-        if one_sweep or _active(view):
+        if view.supervisor == "unreadable":
+            lines += ["", _sweep_title(view)]
+        elif one_sweep or _active(view):
             lines += ["", _sweep_title(view), *_job_rows(view, labels, one_sweep)]
         elif id(view) in recent:
             lines += ["", _sweep_title(view)]
