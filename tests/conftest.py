@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-NVML_FIXTURES = Path(__file__).parent / "fixtures" / "nvml"
+from snapshots import NVML_FIXTURES
 
 
 @pytest.fixture

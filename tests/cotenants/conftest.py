@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from tenants import NEEDS_ROOT, Tenant, World, kill_all_of
-
-pytestmark = NEEDS_ROOT
+from tenants import Tenant, World, kill_all_of, setup_leases, tenants
 
 
 @pytest.fixture(scope="session")
@@ -45,12 +41,6 @@ def box(world):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def tenants(world: World, box: Path, lock_dir: Path,
-            runs: Path | None = None) -> tuple[Tenant, Tenant]:
-    alice, bob = (Tenant(world, name, box, lock_dir, runs) for name in world.names)
-    return alice, bob
-
-
 @pytest.fixture
 def shared_box(world, box) -> tuple[Tenant, Tenant]:
     """Alice and Bob, with the lease directory as launch makes it alone (mode 1777)."""
@@ -58,18 +48,6 @@ def shared_box(world, box) -> tuple[Tenant, Tenant]:
     parent.mkdir()
     parent.chmod(0o1777)
     return tenants(world, box, parent / "leases")
-
-
-def setup_leases(world: World, lock_dir: Path) -> subprocess.CompletedProcess:
-    """Run `launch setup` as root on lock_dir (tmpfiles lines beside it, not in /etc)."""
-    env = {**os.environ, "PYTHONPATH": str(world.code), "LAUNCH_NVML_SNAPSHOT":
-           str(world.snapshot)}
-    done = subprocess.run([sys.executable, "-m", "launcher.cli", "setup", "--dir", str(lock_dir),
-                           "--slots-per-gpu", "4", "--tmpfiles",
-                           str(lock_dir.parent / "tmpfiles.conf")],
-                          env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return done
 
 
 @pytest.fixture

@@ -42,12 +42,6 @@ THIRD_PARTY = ("yaml", "_yaml", "psutil", "pynvml")  # what `launch` imports bes
 PREFIX = "lt-"  # of the users the tests make: lt-alice-<hex>, lt-bob-<hex>
 WAIT_S = 600  # a bound on waits for events, so a broken test fails instead of hanging
 
-NEEDS_ROOT = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("useradd") is None,
-    reason="the co-tenant tests create two unix users: they need root and useradd "
-           "(CI runs as root)")
-
-
 def _copy_code(into: Path) -> Path:
     """Copy launch's packages and the modules it imports into `into`; return the folder."""
     code = into / "code"
@@ -251,3 +245,22 @@ def shared_overlaps(runs: list[dict]) -> list[tuple[dict, dict]]:
                     a["start"] < b["end"] and b["start"] < a["end"]:
                 out.append((a, b))
     return out
+
+
+def tenants(world: World, box: Path, lock_dir: Path,
+            runs: Path | None = None) -> tuple[Tenant, Tenant]:
+    """Return Alice and Bob in `box`, sharing lock_dir (and runs, if given)."""
+    alice, bob = (Tenant(world, name, box, lock_dir, runs) for name in world.names)
+    return alice, bob
+
+
+def setup_leases(world: World, lock_dir: Path) -> subprocess.CompletedProcess:
+    """Run `launch setup` as root on lock_dir (tmpfiles lines beside it, not in /etc)."""
+    env = {**os.environ, "PYTHONPATH": str(world.code), "LAUNCH_NVML_SNAPSHOT":
+           str(world.snapshot)}
+    done = subprocess.run([sys.executable, "-m", "launcher.cli", "setup", "--dir", str(lock_dir),
+                           "--slots-per-gpu", "4", "--tmpfiles",
+                           str(lock_dir.parent / "tmpfiles.conf")],
+                          env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done

@@ -16,8 +16,7 @@ import subprocess
 import textwrap
 
 import pytest
-from conftest import setup_leases
-from tenants import shared_overlaps, wait_for
+from tenants import setup_leases, shared_overlaps, wait_for
 
 from launcher.machine import fairshare, leases
 from launcher.machine.cpus import machine_cpus

@@ -11,7 +11,7 @@ import json
 import time
 
 import yaml
-from tenants import wait_for
+from tenants import tenants, wait_for
 
 from launcher import contract
 from launcher.config.plan import make_sweep_id
@@ -21,8 +21,6 @@ ONE_CPU = {"cpu_budget": min(2, machine_cpus()), "cpus_per_job": 1, "gpus_per_jo
 
 
 def test_a_shared_runs_folder_shows_everyones_sweeps_and_resolves_to_your_own(world, box):
-    from conftest import tenants
-
     project = box / "project"  # a shared project folder, as a lab sets one up
     project.mkdir()
     project.chmod(0o1777)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import NVML_FIXTURES as FIXTURES
 from rundirs import job_dir, job_ids, state_of, view_of
+from snapshots import NVML_FIXTURES as FIXTURES
 
 from launcher.cli import main
 from launcher.commands import sweep as sweeping

@@ -14,8 +14,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import NVML_FIXTURES
 from rundirs import make_sweep, set_state, state_of, view_of
+from snapshots import NVML_FIXTURES
 from test_executor import runs_of, start, sweep_file, wait_ended
 
 from launcher.cli import main

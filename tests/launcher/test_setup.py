@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import NVML_FIXTURES
+from snapshots import NVML_FIXTURES
 
 from launcher.cli import main
 from launcher.commands import setup

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import NVML_FIXTURES as FIXTURES
 from rundirs import make_sweep, set_state, view_of
+from snapshots import NVML_FIXTURES as FIXTURES
 
 from launcher.commands import status
 from launcher.contract import format_duration
