@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slurm
 SWEEP = "name: same\n" + tiny_job() + (
     "seeds: 2\nresources: {gpus_per_job: 1, cpus_per_job: 1}\n"
     "slurm: {time_min: 10, cpus_per_task: 1, gpus_per_node: 1}\n")
+# Two epochs: the last checkpoint, and the one before it (kept for a torn last one).
 JOB_FILES = {"spec.json", "state.json", "stdout.log", "metrics.jsonl", "result.json",
-             "checkpoint.pt"}
+             "checkpoint.pt", "checkpoint.prev.pt"}
 
 
 def test_standalone_script_gives_the_same_run_directory(cluster, capsys, tmp_path):
