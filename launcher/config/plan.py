@@ -23,10 +23,11 @@ from typing import Any
 import yaml
 
 from jobs.spec import SPEC_SCHEMA, SpecError, validate_spec
-from launcher.config.axes import key_paths, template_pieces
+from launcher import contract
+from launcher.config.axes import SEED_FROM_ENV, key_paths, placeholders, template_pieces
 from launcher.config.sweepfile import Sweep
 from launcher.config.yamlsource import CMDLINE, SweepFileError, dotted, printable
-from launcher.show.text import plural
+from launcher.show.text import plural, value_slug
 
 SLUG_MAX = 48
 
@@ -70,7 +71,26 @@ def plan_jobs(sweep: Sweep) -> list[JobPlan]:
                 raise _duplicate(sweep, seen[digest], origin)
             seen[digest] = (plan, origin)
             plans.append(plan)
+    _check_seed_use(sweep, plans)
     return plans
+
+
+def _check_seed_use(sweep: Sweep, plans: list[JobPlan]) -> None:
+    """Raise when a command job runs several seeds without using them: every seed would
+    run the same program, and "mean +- std over seeds" would average copies of one run."""
+    if not sweep.is_command or sweep.job.get(SEED_FROM_ENV):
+        return
+    seeds = {json.dumps(p.spec.get("seed")) for p in plans}
+    command = sweep.job["command"]
+    if len(seeds) < 2 or "seed" in placeholders(sweep.job) or any(
+            contract.ENV_SEED in arg for arg in command):
+        return
+    path = ("grid", "seed") if "seed" in sweep.grid else ("job", "command")
+    raise sweep.locations.error(
+        path, f"{len(seeds)} seeds, but the command uses neither {{seed}} nor "
+        f"${contract.ENV_SEED}, so every seed would run the same program: pass it, e.g. "
+        f"[python, train.py, --seed, \"{{seed}}\"], or set job.{SEED_FROM_ENV}: true if the "
+        f"program reads ${contract.ENV_SEED} itself", key="seeds" if path[0] == "grid" else None)
 
 
 def _resolve(sweep: Sweep, params: dict, template: list | None,
@@ -203,6 +223,7 @@ def _spec_error(sweep: Sweep, exc: SpecError, params: dict, origin: tuple) -> Sw
     allowed = _unknown_key(parts)
     message = exc.message if allowed is None else "not a key of the job spec"
     path, shown = _swept_origin(sweep, params, parts, origin)
+    shown = sweep.locations.name_of(path, shown)  # as typed: job.lr, not the axis grid.lr
     if params and path[0] == "job":
         message += f" (in the job with {_params_text(params)})"
     pinned = _pinned_text(sweep)
@@ -247,29 +268,37 @@ def slug(params: dict) -> str:
     return _fit_slug({k: _slug_piece(k, v) for k, v in params.items()})
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+def _slug_piece(key: str, value: Any) -> tuple[str, str]:
+    return value_slug(key.rsplit(".", 1)[-1]), value_slug(value)
 
 
-def _slug_piece(key: str, value: Any) -> str:
-    return _UNSAFE.sub("-", f"{key.rsplit('.', 1)[-1]}={_slug_text(value)}")
+def _initials(key: str) -> str:
+    words = [w for w in re.split(r"[_-]+", key) if w]
+    return "".join(w[0] for w in words) if len(words) > 1 else key
 
 
-def _fit_slug(pieces: dict[str, str]) -> str:
-    parts = [pieces[k] for k in sorted(pieces, key=lambda k: (k == "seed", k))]  # any order
-    # Trim the longest parts first, so that every swept key (the seed too) keeps a piece.
-    width = max((len(p) for p in parts), default=0)
-    while width > 1 and sum(min(len(p), width) for p in parts) + len(parts) - 1 > SLUG_MAX:
-        width -= 1
-    text = "_".join(p[:width].rstrip("-") for p in parts).strip("._=-")
-    return text[:SLUG_MAX].rstrip("._=-") or "job"
+def _fit_slug(pieces: dict[str, tuple[str, str]]) -> str:
+    """Return the swept values as `key=value_key=value` in at most SLUG_MAX characters.
+
+    Values are never cut: a cut value names no job (`grad_noise=anneale`) and can make two
+    jobs look alike. Keys are shortened instead (to their initials, then to one letter; the
+    seed keeps its name), then whole pieces left out, longest first, down to "job": the
+    hash that ends the id tells every job apart, and status shows the values beside it.
+    """
+    whole = {k: pieces[k] for k in sorted(pieces, key=lambda k: (k == "seed", k))}
+    for short in (lambda name: name, _initials, lambda name: name[:1]):
+        text = _join({k: (name if k == "seed" else short(name), value)
+                      for k, (name, value) in whole.items()})
+        if len(text) <= SLUG_MAX:
+            return text or "job"
+    kept = {k: (name if k == "seed" else name[:1], value) for k, (name, value) in whole.items()}
+    while kept and len(_join(kept)) > SLUG_MAX:
+        del kept[max(kept, key=lambda k: (len(kept[k][1]), k))]
+    return _join(kept) or "job"
 
 
-def _slug_text(value: Any) -> str:
-    if isinstance(value, dict):  # {layer: fc2, min: 1} -> fc2-1: the table shows the keys
-        return "-".join(_slug_text(v) for v in value.values())
-    if isinstance(value, list):
-        return "-".join(_slug_text(v) for v in value)
-    return _arg_text(value)
+def _join(pieces: dict[str, tuple[str, str]]) -> str:
+    return "_".join(f"{name}={value}" for name, value in pieces.values()).strip("._=-")
 
 
 def job_id_for(spec: dict, params: dict) -> str:
