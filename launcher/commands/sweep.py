@@ -90,6 +90,7 @@ def start_sweep(
             import shutil
 
             shutil.rmtree(paths.root, ignore_errors=True)
+            index.forget({str(paths.root)})
             raise
         print(paths.sweep_id)
         print(f"submitted {plural(len(plans), 'job')} as Slurm job {', '.join(job_ids)}; "
