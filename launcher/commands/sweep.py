@@ -50,9 +50,10 @@ def spec_text(p) -> str:
 def create_run_dir(sweep, plans, executor: str) -> SweepPaths:
     """Return the new sweep folder, with the plan and every job's spec written."""
     from launcher.config import plan
+    from launcher.config.ids import make_sweep_id
 
     info = new_info(
-        plan.make_sweep_id(sweep.name), sweep.name, executor,
+        make_sweep_id(sweep.name), sweep.name, executor,
         [JobEntry(p.job_id, dict(p.params)) for p in plans],
         grid_keys=tuple(sorted({k for p in plans for k in p.params})),
         resources=sweep.resources.to_json(), slurm=sweep.slurm.to_json(),

@@ -14,10 +14,8 @@ import itertools
 import json
 import re
 import shlex
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import yaml
@@ -25,11 +23,10 @@ import yaml
 from jobs.spec import SPEC_SCHEMA, SpecError, validate_spec
 from launcher import contract
 from launcher.config.axes import SEED_FROM_ENV, key_paths, placeholders, template_pieces
+from launcher.config.ids import canonical_json, fit_slug, slug_piece
 from launcher.config.sweepfile import Sweep
 from launcher.config.yamlsource import CMDLINE, SweepFileError, dotted, printable
-from launcher.show.text import plural, value_slug
-
-SLUG_MAX = 48
+from launcher.show.text import plural
 
 
 @dataclass(frozen=True)
@@ -49,10 +46,10 @@ class JobPlan:
 def plan_jobs(sweep: Sweep) -> list[JobPlan]:
     """Return one JobPlan per job, each validated; SweepFileError names the line at fault."""
     # Slug pieces are made once per grid value and per point, not once per job.
-    axes = [(key, values, [_slug_piece(key, v) for v in values])
+    axes = [(key, values, [slug_piece(key, v) for v in values])
             for key, values in sweep.grid.items()]
     points = sweep.points or ({},)
-    point_pieces = [{k: _slug_piece(k, v) for k, v in point.items()} for point in points]
+    point_pieces = [{k: slug_piece(k, v) for k, v in point.items()} for point in points]
     template = [template_pieces(arg) for arg in sweep.job["command"]] if sweep.is_command else None
     plans: list[JobPlan] = []
     seen: dict[str, tuple] = {}
@@ -65,7 +62,7 @@ def plan_jobs(sweep: Sweep) -> list[JobPlan]:
             spec, command = _resolve(sweep, params, template, origin)
             spec_json = canonical_json(spec)
             digest = hashlib.sha256(spec_json.encode()).hexdigest()
-            job_slug = _fit_slug({**pieces, **point_pieces[p_index]})
+            job_slug = fit_slug({**pieces, **point_pieces[p_index]})
             plan = JobPlan(f"{job_slug}-{digest[:8]}", params, spec, command, spec_json)
             if digest in seen:
                 raise _duplicate(sweep, seen[digest], origin)
@@ -254,65 +251,6 @@ def _duplicate(sweep: Sweep, first: tuple, origin: tuple) -> SweepFileError:
     return sweep.locations.error(
         path, f"gives the same job as {_params_text(first_plan.params) or 'another'} "
         f"(job {first_plan.job_id}): every job must differ", key=dotted(path[:2]))
-
-
-# ---------------------------------------------------------------- ids
-
-def canonical_json(spec: dict) -> str:
-    """Return the canonical JSON of a resolved job mapping: sorted keys, compact separators."""
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def slug(params: dict) -> str:
-    """Return the readable part of a job id: swept values, only [A-Za-z0-9._=-], <= 48 chars."""
-    return _fit_slug({k: _slug_piece(k, v) for k, v in params.items()})
-
-
-def _slug_piece(key: str, value: Any) -> tuple[str, str]:
-    return value_slug(key.rsplit(".", 1)[-1]), value_slug(value)
-
-
-def _initials(key: str) -> str:
-    words = [w for w in re.split(r"[_-]+", key) if w]
-    return "".join(w[0] for w in words) if len(words) > 1 else key
-
-
-def _fit_slug(pieces: dict[str, tuple[str, str]]) -> str:
-    """Return the swept values as `key=value_key=value` in at most SLUG_MAX characters.
-
-    Values are never cut: a cut value names no job (`grad_noise=anneale`) and can make two
-    jobs look alike. Keys are shortened instead (to their initials, then to one letter; the
-    seed keeps its name), then whole pieces left out, longest first, down to "job": the
-    hash that ends the id tells every job apart, and status shows the values beside it.
-    """
-    whole = {k: pieces[k] for k in sorted(pieces, key=lambda k: (k == "seed", k))}
-    for short in (lambda name: name, _initials, lambda name: name[:1]):
-        text = _join({k: (name if k == "seed" else short(name), value)
-                      for k, (name, value) in whole.items()})
-        if len(text) <= SLUG_MAX:
-            return text or "job"
-    kept = {k: (name if k == "seed" else name[:1], value) for k, (name, value) in whole.items()}
-    while kept and len(_join(kept)) > SLUG_MAX:
-        del kept[max(kept, key=lambda k: (len(kept[k][1]), k))]
-    return _join(kept) or "job"
-
-
-def _join(pieces: dict[str, tuple[str, str]]) -> str:
-    return "_".join(f"{name}={value}" for name, value in pieces.values()).strip("._=-")
-
-
-def job_id_for(spec: dict, params: dict) -> str:
-    """Return the stable id `<slug>-<hash8>` of a job from its resolved spec and swept values."""
-    return f"{slug(params)}-{hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:8]}"
-
-
-def make_sweep_id(name: str, now: datetime | float | None = None) -> str:
-    """Return the sweep id: the name made path-safe, "-", local time as YYYYmmdd-HHMMSS."""
-    if not isinstance(now, datetime):
-        now = datetime.fromtimestamp(time.time() if now is None else now)
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-    clean = re.sub(r"--+", "-", clean).strip("._-")[:40].rstrip("._-") or "sweep"
-    return f"{clean}-{now:%Y%m%d-%H%M%S}"
 
 
 # ---------------------------------------------------------------- what gets shown and written

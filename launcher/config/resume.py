@@ -15,12 +15,10 @@ from typing import Any
 from launcher.config.overrides import apply_overrides, parse_override
 from launcher.config.sweepfile import (
     TOP_KEYS,
+    TOP_RULES,
     _check,
     _check_resources,
     _check_slurm,
-    _int,
-    _number,
-    _optional,
 )
 from launcher.config.yamlsource import CMDLINE, SourceMap
 from launcher.errors import UserError
@@ -48,8 +46,7 @@ def resume_changes(recorded: Mapping[str, Any], overrides: Sequence[str]) -> dic
     src = SourceMap(CMDLINE, lines)
     resources = _check_resources(src, raw["resources"])
     return {
-        "max_retries": _check(src, ("max_retries",), raw["max_retries"], _int(0)),
-        "timeout_min": _check(src, ("timeout_min",), raw["timeout_min"], _optional(_number(0))),
+        **{key: _check(src, (key,), raw[key], rule) for key, rule in TOP_RULES.items()},
         "resources": resources.to_json(),
         "slurm": _check_slurm(src, raw["slurm"], resources).to_json(),
     }

@@ -169,9 +169,10 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
                         _one_of("local", "slurm")),
         job=job, grid=grid, points=points, resources=resources,
         slurm=_check_slurm(src, raw.get("slurm"), resources),
-        max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0), _int(0, 1000)),
+        max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0),
+                           TOP_RULES["max_retries"]),
         timeout_min=_check(src, ("timeout_min",), raw.get("timeout_min"),
-                           _optional(_number(0, 10**8))),
+                           TOP_RULES["timeout_min"]),
         source_path=str(path), source_text=text, overrides=tuple(overrides), locations=src,
     )
 
@@ -293,6 +294,8 @@ SLURM_RULES = {
     "array_parallelism": _optional(_int(1, 10**6)), "sbatch_lines": _lines("#SBATCH "),
     "setup": _lines(""),
 }
+# The top-level numbers, also checked when `launch sweep --resume` changes them (resume.py).
+TOP_RULES = {"max_retries": _int(0, 1000), "timeout_min": _optional(_number(0, 10**8))}
 TOP_KEYS = ("name", "executor", "job", "grid", "points", "seeds", "resources", "max_retries",
             "timeout_min", "slurm")
 

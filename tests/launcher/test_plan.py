@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.config.plan import job_id_for, make_sweep_id, plan_jobs, render_plan, slug
+from launcher.config.ids import job_id_for, make_sweep_id, slug
+from launcher.config.plan import plan_jobs, render_plan
 from launcher.config.sweepfile import load_sweep
 from launcher.config.yamlsource import SweepFileError
 from launcher.show.text import value_slug

@@ -131,8 +131,14 @@ def test_keys_lists_every_key_with_its_default(capsys):
                 *(f"slurm.{k}" for k in SLURM_RULES), "job.command", "job.seed_from_env",
                 "job.epochs", "job.optimizer.lr"]:
         assert any(line.startswith(f"{key}: ") for line in lines), key
-    assert "job.epochs: an integer >= 1 (default 22); passes over the training split" in lines
-    assert "resources.gpus_per_job: an integer >= 0; 0 runs jobs on the CPU (default 1)" in lines
+    epochs = next(line for line in lines if line.startswith("job.epochs: "))
+    assert epochs.startswith("job.epochs: an integer >= 1") and "(default 22); passes" in epochs
+    # what a key allows is read from the rule that checks it, so the two cannot drift apart
+    assert keys.allows(RESOURCE_RULES["gpus_per_job"]) == "an integer >= 0 and <= 64"
+    assert keys.allows(RESOURCE_RULES["device"]) == "auto | cpu | gpu"
+    assert keys.allows(SLURM_RULES["mem_gb"]).endswith(", or null")
+    assert "resources.gpus_per_job: an integer >= 0 and <= 64 (default 1); GPUs each job " \
+           "holds; 0 runs jobs on the CPU" in lines
 
 
 MACHINE = [

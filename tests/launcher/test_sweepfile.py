@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from launcher import cli
-from launcher.config.plan import make_sweep_id, plan_jobs, render_plan, resolved_yaml
+from launcher.config.ids import make_sweep_id
+from launcher.config.plan import plan_jobs, render_plan, resolved_yaml
 from launcher.config.sweepfile import load_sweep
 from launcher.config.yamlsource import CMDLINE, SweepFileError
 from launcher.machine.cpus import default_cpu_budget

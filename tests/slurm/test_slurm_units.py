@@ -18,7 +18,7 @@ from rundirs import make_sweep, set_state, view_of
 
 from launcher.cli import main
 from launcher.commands import sweep as sweeping
-from launcher.config.plan import make_sweep_id
+from launcher.config.ids import make_sweep_id
 from launcher.config.sweepfile import SlurmConfig
 from launcher.errors import UserError
 from launcher.machine.cpus import CpuShare
