@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import NVML_FIXTURES
+from snapshots import NVML_FIXTURES
 
 from launcher import contract
 from launcher.cli import main
