@@ -24,6 +24,11 @@ from jobs.spec import SPEC_SCHEMA, SpecError, validate_spec
 from launcher import contract
 from launcher.config.axes import SEED_FROM_ENV, key_paths, placeholders, template_pieces
 from launcher.config.ids import canonical_json, fit_slug, slug_piece
+
+# Ids have a module of their own (ids.py); these names stay importable from here too.
+from launcher.config.ids import job_id_for as job_id_for
+from launcher.config.ids import make_sweep_id as make_sweep_id
+from launcher.config.ids import slug as slug
 from launcher.config.sweepfile import Sweep
 from launcher.config.yamlsource import CMDLINE, SweepFileError, dotted, printable
 from launcher.show.text import plural
