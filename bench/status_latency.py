@@ -66,7 +66,8 @@ def main() -> int:
                         help="hold N GPU leases of the fixture while timing")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "LAUNCH_RUNS_DIR": f"{tmp}/runs", "LAUNCH_LOCK_DIR": f"{tmp}/locks"}
+        env = {**os.environ, "LAUNCH_RUNS_DIR": f"{tmp}/runs", "LAUNCH_LOCK_DIR": f"{tmp}/locks",
+               "XDG_STATE_HOME": f"{tmp}/state"}  # an index of sweeps of its own
         # As on a user's machine, modules load from cached bytecode, not from a fresh compile.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         if not args.real:

@@ -115,5 +115,18 @@ def _main(args: argparse.Namespace, stop: dict) -> int:
     return EXIT_OK
 
 
+def run() -> int:
+    """Runs main; a reader that stops early (`--check | head`) ends it quietly."""
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Nothing more can be written; point stdout at /dev/null so that the interpreter's
+        # final flush does not print a second traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

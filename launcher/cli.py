@@ -23,19 +23,26 @@ examples:
   launch logs cifar/model=resnet9_seed=0 -f      follow one job's output
   launch results cifar --plot curves.png         mean +- std over seeds, learning curves
   launch cancel cifar                            stop a sweep (or SWEEP/JOB for one job)
+  launch ls                                      your sweeps, from any folder
+  launch keys                                    every key of a sweep file, its default
 
-SWEEP is a sweep id or its prefix (the newest match wins). JOB is a job id, a part of it
-that only one job has, the id as `launch status` shortens it (with ~), or the 8-hex hash
-that ends it. Runs live under $LAUNCH_RUNS_DIR (default ./runs). GPU leases and the CPU
-budget are shared by every user of the machine through $LAUNCH_LOCK_DIR (default
+SWEEP is a sweep id or its prefix (the newest match wins); left out, it is your newest
+sweep. JOB is a job id, a part of it that only one job has, the id as `launch status`
+shortens it (with ~), or the 8-hex hash that ends it. Runs live under $LAUNCH_RUNS_DIR
+(default ./runs); each sweep is also recorded in your index ($XDG_STATE_HOME/launch,
+default ~/.local/state/launch), so every command finds it from any folder. GPU leases and
+the CPU budget are shared by every user of the machine through $LAUNCH_LOCK_DIR (default
 /tmp/launch-leases).
 """
 
-SWEEP_HELP = "sweep id or its prefix, e.g. cifar (the newest match wins)"
+SWEEP_HELP = ("sweep id or its prefix, e.g. cifar (the newest match wins); default: your "
+              "newest sweep")
 TARGET_HELP = ("SWEEP, or SWEEP/JOB for one job: JOB is its id, a part only it has, "
-               "or its 8-hex hash")
+               "or its 8-hex hash; default: your newest sweep")
 KEY_VALUE_HELP = ("override a key with a dotted path; job.KEY=V sets KEY for every job, over "
-                  "grid and points (job.epochs=1); a comma list sweeps it (grid.seed=0,1,2)")
+                  "grid and points (job.epochs=1); a comma list sweeps it (grid.seed=0,1,2), "
+                  "brackets make one list value (job.members=[alexnet,inception])")
+YES_HELP = "do not ask, even at a terminal, when SWEEP was a prefix or left out"
 
 EXAMPLES = {
     "sweep": """\
@@ -45,12 +52,17 @@ EXAMPLES = {
   launch sweep configs/cifar.yaml job.epochs=1 seeds=1 --dry-run   the plan, nothing runs
   launch sweep configs/cifar.yaml --executor slurm   one Slurm job array
   launch sweep --resume cifar                    rerun what failed, was cancelled or never ran
-  launch sweep --resume cifar --restart 19478088 and begin that job again, from epoch 0""",
+  launch sweep --resume cifar --restart 19478088 and begin that job again, from epoch 0
+  launch sweep --resume cifar max_retries=2 timeout_min=240   resume with more room
+  launch sweep --resume --dry-run                what a resume of your newest sweep would run
+
+every key of a sweep file, with its default and what it allows: `launch keys`""",
     "status": """\
   launch status                                  GPUs, their users, your recent sweeps
   launch status cifar                            every job of the newest cifar sweep
   launch status --full                           nvidia-smi style GPU and process tables
-  launch status --watch 5                        redraw every 5 s; Ctrl-C exits 0
+  launch status --watch                          redraw every 2 s; Ctrl-C exits 0
+  launch status --watch 5                        redraw every 5 s
   launch status --json > status.json             everything, machine-readable""",
     "snapshot": """\
   launch snapshot > snap.json                    record this machine's GPUs
@@ -59,17 +71,29 @@ EXAMPLES = {
     "logs": """\
   launch logs cifar -f                           follow the supervisor's log of a sweep
   launch logs cifar/model=resnet9_seed=0 -n 20   the last 20 lines of one job's output
-  launch logs cifar/19478088 -f                  a job named by the hash ending its id""",
+  launch logs cifar/19478088 -f                  a job named by the hash ending its id
+  launch logs -f                                 the supervisor's log of your newest sweep""",
     "results": """\
   launch results cifar                           per job, then mean +- std per configuration
   launch results cifar --csv > cifar.csv         one row per job, every field
   launch results cifar --json                    rows and summary, stable keys
-  launch results cifar --plot curves.png         also draw the learning curves""",
+  launch results cifar --plot curves.png         also draw the learning curves
+  launch results                                 your newest sweep""",
     "cancel": """\
   launch cancel cifar                            every job of the newest cifar sweep
   launch cancel cifar/model=resnet9_seed=0       one job; the others go on
   launch cancel cifar --grace 60                 a minute to write checkpoints before SIGKILL
+  launch cancel cifar --yes                      no question, even at a terminal
   launch sweep --resume cifar                    afterwards: run the cancelled jobs again""",
+    "ls": """\
+  launch ls                                      your sweeps, newest first, from any folder
+  launch status cifar                            then one of them in full""",
+    "forget": """\
+  launch forget cifar-20261122-193455            drop it from `launch ls`; its folder stays
+  launch forget cifar --delete                   remove its folder too (asks at a terminal)""",
+    "keys": """\
+  launch keys                                    every key, its default, what it allows
+  launch keys | grep resources.                  only the resources section""",
     "setup": """\
   sudo launch setup                              protect /tmp/launch-leases for every user
   sudo LAUNCH_LOCK_DIR=/var/lib/launch launch setup   another lease directory
@@ -94,10 +118,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Plan a sweep, then run it here or submit it to Slurm."""
     from launcher.commands import sweep
 
-    if args.resume:
-        if args.file or args.overrides:
-            raise UserError("--resume SWEEP takes no sweep file or overrides")
-        return sweep.resume_sweep(args.resume, detach=args.detach, restart=args.restart)
+    if args.resume is not None:
+        target, overrides = args.resume, [*filter(None, [args.file]), *args.overrides]
+        if "=" in target:  # `--resume max_retries=2`: sweep ids never hold "="
+            target, overrides = "", [target, *overrides]
+        not_overrides = [text for text in overrides if "=" not in text]
+        if not_overrides:
+            raise UserError(f"--resume SWEEP takes KEY=VALUE overrides, not {not_overrides[0]!r}"
+                            " (the sweep's own file is what it resumes)")
+        return sweep.resume_sweep(target or None, overrides, detach=args.detach,
+                                  dry_run=args.dry_run, restart=args.restart)
     if args.restart:
         raise UserError("--restart JOB goes with --resume SWEEP")
     if not args.file:
@@ -134,6 +164,28 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return logs.run_logs(args.target, follow=args.follow, lines=args.lines)
 
 
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List your sweeps, newest first, wherever they were started: state, jobs, folder."""
+    from launcher.commands import ls
+
+    return ls.run_ls()
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Drop a sweep from your index (`launch ls`); --delete also removes its folder."""
+    from launcher.commands import ls
+
+    return ls.run_forget(args.sweep, delete=args.delete, yes=args.yes)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """List every key of a sweep file and of a job, with its default and what it allows."""
+    from launcher.config import keys
+
+    print("\n".join(keys.key_lines()))
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     """Print a sweep's results: one row per job, mean +- std over seeds per configuration."""
     from launcher.commands import results
@@ -146,7 +198,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel a sweep's jobs, or one job."""
     from launcher.commands import cancel
 
-    return cancel.cancel(args.target, grace_s=args.grace)
+    return cancel.cancel(args.target, grace_s=args.grace, yes=args.yes)
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
@@ -163,6 +215,23 @@ def cmd_setup(args: argparse.Namespace) -> int:
     return setup.run_setup(args.dir, args.slots_per_gpu, args.tmpfiles)
 
 
+class VersionAction(argparse.Action):
+    """--version: looked up only when asked, so that other commands do not pay for it."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("launch")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        print(f"launch {version}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -171,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = subparser(sub, "sweep", "run a sweep file here, or submit it to Slurm", cmd_sweep)
@@ -178,11 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=KEY_VALUE_HELP)
     p.add_argument("--executor", choices=("local", "slurm"),
                    help="where the jobs run (default: the file's `executor`, else local)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, start nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (with --resume: what it would rerun), start nothing")
     p.add_argument("--detach", action="store_true",
                    help="return at once, printing the sweep id, instead of following")
-    p.add_argument("--resume", metavar="SWEEP",
-                   help="rerun what failed, was cancelled or never ran; finished jobs stay")
+    p.add_argument("--resume", metavar="SWEEP", nargs="?", const="",
+                   help="rerun what failed, was cancelled or never ran; finished jobs stay "
+                        "(default: your newest sweep); KEY=VALUE may change max_retries, "
+                        "timeout_min, resources.* and slurm.*, never what a job computes")
     p.add_argument("--restart", metavar="JOB", action="append", default=[],
                    help="with --resume: begin JOB again (its checkpoints and metrics go), "
                         "finished or not; repeatable")
@@ -192,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show every job of this sweep (id or prefix)")
     p.add_argument("--full", action="store_true", help="nvidia-smi style GPU and process tables")
     p.add_argument("--json", action="store_true", help="everything as JSON with stable keys")
-    p.add_argument("--watch", type=float, metavar="SECONDS",
-                   help="redraw every SECONDS until Ctrl-C (which exits 0)")
+    p.add_argument("--watch", type=float, metavar="SECONDS", nargs="?", const=2.0,
+                   help="redraw every SECONDS (default 2) until Ctrl-C (which exits 0)")
 
     p = subparser(sub, "snapshot", "record NVML's view as JSON (replay: LAUNCH_NVML_SNAPSHOT)",
                   cmd_snapshot)
@@ -201,22 +274,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace host, user names, UUIDs and command lines with stable fakes")
 
     p = subparser(sub, "logs", "a sweep's supervisor log, or one job's output", cmd_logs)
-    p.add_argument("target", metavar="SWEEP[/JOB]", help=TARGET_HELP)
+    p.add_argument("target", metavar="SWEEP[/JOB]", nargs="?", help=TARGET_HELP)
     p.add_argument("-f", "--follow", action="store_true",
                    help="keep printing as it grows, until it ends (Ctrl-C exits 0)")
     p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
 
     p = subparser(sub, "results", "results table, mean +- std over seeds, plots", cmd_results)
-    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    p.add_argument("sweep", metavar="SWEEP", nargs="?", help=SWEEP_HELP)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="one CSV row per job")
     fmt.add_argument("--json", action="store_true", help="rows and summary as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the learning curves (matplotlib)")
 
     p = subparser(sub, "cancel", "cancel a sweep, or one job of it", cmd_cancel)
-    p.add_argument("target", metavar="SWEEP[/JOB]", help=TARGET_HELP)
+    p.add_argument("target", metavar="SWEEP[/JOB]", nargs="?", help=TARGET_HELP)
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="time between SIGTERM and SIGKILL (default 10)")
+    p.add_argument("-y", "--yes", action="store_true", help=YES_HELP)
+
+    subparser(sub, "ls", "your sweeps, newest first, from any folder", cmd_ls)
+
+    p = subparser(sub, "forget", "drop a sweep from `launch ls` (--delete: its folder too)",
+                  cmd_forget)
+    p.add_argument("sweep", metavar="SWEEP", nargs="?", help=SWEEP_HELP)
+    p.add_argument("--delete", action="store_true",
+                   help="also remove the sweep's folder (asks first at a terminal)")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask, even at a terminal")
+
+    subparser(sub, "keys", "every sweep-file and job key, its default, what it allows",
+              cmd_keys)
 
     p = subparser(sub, "sbatch", "write a standalone Slurm array script for a sweep file",
                   cmd_sbatch)

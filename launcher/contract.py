@@ -34,6 +34,7 @@ EXIT_REQUEUE = 75  # stopped by SIGTERM/SIGUSR2 after writing its checkpoint: ru
 ENV_SWEEP_ID = "LAUNCH_SWEEP_ID"
 ENV_JOB_ID = "LAUNCH_JOB_ID"
 ENV_JOB_DIR = "LAUNCH_JOB_DIR"  # the job's folder: write result.json and metrics.jsonl here
+ENV_SEED = "LAUNCH_SEED"  # the job's seed (its spec's `seed`; 0 when it has none)
 ENV_NUM_WORKERS = "LAUNCH_NUM_WORKERS"  # DataLoader workers within the job's CPU share
 ENV_DATA = "LAUNCH_DATA"  # where data sets live (the built-in job's data_root default)
 ENV_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # intra-op threads within the share
@@ -50,9 +51,15 @@ def job_argv(spec: Mapping, spec_path: Path | None, job_dir: Path,
     return [python, "-m", "jobs", str(spec_path), "--out", str(job_dir)]
 
 
+def job_seed(spec: Mapping) -> int:
+    """Return a job's seed: its spec's `seed`, 0 for a job that sets none."""
+    seed = spec.get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
 def job_env(base: Mapping[str, str], *, sweep_id: str, job_id: str, job_dir: Path,
             num_workers: int, num_threads: int,
-            gpus: Sequence[str] | None) -> dict[str, str]:
+            gpus: Sequence[str] | None, seed: int) -> dict[str, str]:
     """Return the environment of a job: base plus what it was given.
 
     gpus lists the GPU or MIG UUIDs the job may use ([] for none, so CUDA sees no device);
@@ -60,7 +67,8 @@ def job_env(base: Mapping[str, str], *, sweep_id: str, job_id: str, job_dir: Pat
     """
     env = dict(base)
     env.update({ENV_SWEEP_ID: sweep_id, ENV_JOB_ID: job_id, ENV_JOB_DIR: str(job_dir),
-                ENV_NUM_WORKERS: str(num_workers), ENV_DEVICE_ORDER: DEVICE_ORDER})
+                ENV_NUM_WORKERS: str(num_workers), ENV_DEVICE_ORDER: DEVICE_ORDER,
+                ENV_SEED: str(seed)})
     env.update({name: str(num_threads) for name in ENV_THREADS})
     if gpus is not None:
         # UUIDs make the choice immune to CUDA's default FASTEST_FIRST renumbering.

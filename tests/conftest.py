@@ -1,7 +1,8 @@
 """Fixtures every test folder shares: a private runs directory, lease directory and machine.
 
-Each test gets its own $LAUNCH_RUNS_DIR and $LAUNCH_LOCK_DIR under tmp_path, so tests never
-see each other's sweeps or leases (nor the user's), and the working directory is tmp_path.
+Each test gets its own $LAUNCH_RUNS_DIR, $LAUNCH_LOCK_DIR and $XDG_STATE_HOME (the index of
+sweeps) under tmp_path, so tests never see each other's sweeps or leases (nor the user's),
+and the working directory is tmp_path.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def lock_dir(tmp_path, monkeypatch) -> Path:
     """
     path = tmp_path / "leases"
     monkeypatch.setenv("LAUNCH_LOCK_DIR", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path, monkeypatch) -> Path:
+    """Return a fresh $XDG_STATE_HOME: the per-user index of sweeps (launcher/rundir/index.py)
+    of every test is its own, and no test writes into the real home."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(path))
     return path
 
 

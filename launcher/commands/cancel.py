@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
+from launcher.commands.picking import confirm_guess, pick
 from launcher.rundir import state as js
 from launcher.rundir.layout import SweepPaths
-from launcher.rundir.names import split_target
 from launcher.rundir.state import ENDED_STATES, read_state, write_state
 from launcher.rundir.sweepdir import read_info, request_cancel, supervisor_alive
 from launcher.show.text import counted, plural
@@ -64,9 +65,14 @@ def states_of(paths: SweepPaths, job_ids: list[str]) -> dict[str, str]:
     return {j: read_state(paths.job(j)).state for j in job_ids}
 
 
-def cancel(target: str, grace_s: float) -> int:
-    """Cancel a sweep or one job: SIGTERM to its processes, SIGKILL after grace_s."""
-    paths, only = split_target(target)
+def cancel(target: str | None, grace_s: float, yes: bool = False) -> int:
+    """Cancel a sweep or one job: SIGTERM to its processes, SIGKILL after grace_s.
+
+    target None is the user's newest sweep. Where the target was guessed (a prefix, or the
+    newest), a person at a terminal is asked first unless yes.
+    """
+    picked = pick(target)
+    paths, only = picked.paths, picked.job_id
     sweep_id = paths.sweep_id
     info = read_info(paths)
     job_ids = [only] if only else info.job_ids
@@ -75,6 +81,11 @@ def cancel(target: str, grace_s: float) -> int:
         # An ended state is final (a retry goes back to pending first): no mark, no signal.
         print(nothing_to_cancel(sweep_id, only, before))
         return 0
+    live = counted(s for s in before.values() if s not in ENDED_STATES)
+    what = f"job {only} of {sweep_id}" if only else f"sweep {sweep_id}"
+    if not confirm_guess(picked, f"cancel {what} ({live})", yes):
+        print("nothing cancelled", file=sys.stderr)
+        return 1
     if info.executor == "slurm":
         from launcher.slurm import submit
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.commands.picking import pick
 from launcher.errors import UserError
 from launcher.rundir.layout import SweepPaths
 from launcher.rundir.names import split_target
@@ -48,7 +49,11 @@ class Target:
 
 def resolve_target(text: str, runs: Path | None = None) -> Target:
     """Return the log file that "SWEEP" or "SWEEP/JOB" (prefixes allowed) names."""
-    paths, job_id = split_target(text, runs)
+    return target_of(*split_target(text, runs))
+
+
+def target_of(paths: SweepPaths, job_id: str | None) -> Target:
+    """Return the log of a sweep (its supervisor's) or of one of its jobs."""
     if job_id is None:
         return Target(paths, None, paths.supervisor_log)
     return Target(paths, job_id, paths.job(job_id).stdout_log)
@@ -172,11 +177,14 @@ def follow_log(target: Target, lines: int | None, pace: Pace | None = None) -> s
                 pace.sleep(POLL_S)
 
 
-def run_logs(target: str, follow: bool, lines: int | None, pace: Pace | None = None) -> int:
-    """Return the exit code of `launch logs`: print (or follow) the named log."""
+def run_logs(target: str | None, follow: bool, lines: int | None,
+             pace: Pace | None = None) -> int:
+    """Return the exit code of `launch logs`: print (or follow) the named log (None: the
+    newest sweep's)."""
     if lines is not None and lines < 0:
         raise UserError(f"-n takes a number of lines >= 0, not {lines}")
-    tgt = resolve_target(target)
+    picked = pick(target)
+    tgt = target_of(picked.paths, picked.job_id)
     if follow:
         try:
             reason = follow_log(tgt, lines, pace)

@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import sys
 
+from launcher.commands.picking import pick
 from launcher.errors import UserError
-from launcher.rundir.names import resolve_sweep
 from launcher.show.results import collect_results, results_csv, results_json
 from launcher.show.results_render import render_results
 
 
-def run_results(target: str, fmt: str, plot_path: str | None) -> int:
-    """Return the exit code of `launch results`: print the table (text, CSV or JSON), maybe plot."""
+def run_results(target: str | None, fmt: str, plot_path: str | None) -> int:
+    """Return the exit code of `launch results`: print the table (text, CSV or JSON), maybe plot.
+
+    target None means the user's newest sweep.
+    """
     if fmt not in ("table", "csv", "json"):
         raise UserError(f"unknown results format {fmt!r} (allowed: table, csv, json)")
-    if "/" in target:
+    if target and "/" in target:
         raise UserError(f"launch results takes a sweep, not a job: {target!r}")
-    paths = resolve_sweep(target)
+    paths = pick(target).paths
     table = collect_results(paths)
     if plot_path is not None:
         from launcher.show.plot import plot_learning_curves  # matplotlib: only when asked

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from launcher.commands.sweep import create_run_dir, load_plan
 from launcher.errors import UserError
+from launcher.rundir import index
 
 
 def write_sbatch_script(file: str, overrides: list[str], output: str) -> int:
@@ -25,6 +26,7 @@ def write_sbatch_script(file: str, overrides: list[str], output: str) -> int:
         import shutil  # a run dir without its script would show pending forever
 
         shutil.rmtree(paths.root, ignore_errors=True)
+        index.forget({str(paths.root)})
         raise
     print(f"wrote {output} for sweep {paths.sweep_id} ({len(plans)} jobs); "
           f"submit: sbatch {output}")

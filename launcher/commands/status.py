@@ -17,7 +17,8 @@ from launcher.machine.holders import HeldLocks
 from launcher.machine.leases import lock_dir, protected, read_gpu_leases
 from launcher.machine.nvml import Snapshot
 from launcher.machine.users import current_user
-from launcher.rundir.sweepdir import list_sweeps
+from launcher.rundir.index import known_sweeps
+from launcher.rundir.layout import SweepPaths
 from launcher.show.status_render import render_full, render_status, status_json
 from launcher.show.views import SweepView, load_or_say_why
 
@@ -27,31 +28,64 @@ UNPROTECTED = ("leases: not protected: any user can delete a lease file and put 
                "on its GPU (the admin's `sudo launch setup` prevents it)")
 
 
+def _sweeps(sweep: str | None) -> list[tuple[SweepPaths, SweepView]]:
+    """Return the sweeps status shows, with their views as their files say."""
+    if sweep:
+        from launcher.rundir.names import resolve_sweep
+
+        paths = resolve_sweep(sweep)
+        return [(paths, load_or_say_why(paths))]
+    me = current_user()
+    found = [(paths, load_or_say_why(paths)) for paths in known_sweeps()[-SWEEPS_READ:]]
+    return [(paths, view) for paths, view in found if view.user == me]
+
+
+class _Asked:
+    """Slurm's one answer for every sweep shown, asked in a thread while NVML answers."""
+
+    def __init__(self, names: list[str]) -> None:
+        import threading
+
+        from launcher.slurm import query
+
+        self.rows: list[dict] | None = None
+        self._thread = threading.Thread(target=self._ask, args=(query, names), daemon=True)
+        self._thread.start()
+
+    def _ask(self, query, names: list[str]) -> None:
+        self.rows = query.ask_by_name(names)
+
+    def answer(self) -> list[dict] | None:
+        """Return squeue's rows, or None when it did not answer in time."""
+        self._thread.join()
+        return self.rows
+
+
 def _gather(sweep: str | None,
             locks: HeldLocks) -> tuple[Snapshot | None, str | None, tuple, list[SweepView]]:
-    """Return what status shows now: snapshot (or the NVML error), leases, sweeps."""
+    """Return what status shows now: snapshot (or the NVML error), leases, sweeps.
+
+    Slurm is asked once, for every Slurm sweep shown, with a short timeout, while NVML
+    answers; a sweep whose jobs have all ended costs no question.
+    """
+    views = _sweeps(sweep)
+    slurm = [(paths, view) for paths, view in views if view.executor == "slurm"]
+    asked = None
+    if slurm:  # only when a Slurm sweep is shown: it costs an import
+        from launcher.slurm import query
+
+        names = [view.sweep_id for _, view in slurm if query.needs_asking(view)]
+        asked = _Asked(names) if names else None
     snapshot, error = None, None
     try:
         snapshot = nvml.query()
     except nvml.NvmlUnavailable as exc:
         error = str(exc)
     held = read_gpu_leases(locks=locks)
-    if sweep:
-        from launcher.rundir.names import resolve_sweep
-
-        found = [resolve_sweep(sweep)]
-    else:
-        found = list_sweeps()[-SWEEPS_READ:]
-    views = [(paths, load_or_say_why(paths)) for paths in found]
-    if not sweep:
-        me = current_user()
-        views = [(paths, view) for paths, view in views if view.user == me]
-    if any(view.executor == "slurm" for _, view in views):
-        # only when a Slurm sweep is shown: it costs an import
-        from launcher.slurm.query import with_slurm_states
-
-        views = [(paths, with_slurm_states(view, paths) if view.executor == "slurm" else view)
-                 for paths, view in views]
+    if slurm:
+        rows = asked.answer() if asked else []
+        views = [(paths, query.with_answer(view, paths, rows) if view.executor == "slurm"
+                  else view) for paths, view in views]
     return snapshot, error, held, [view for _, view in views]
 
 
@@ -61,6 +95,8 @@ def _render_now(full: bool, as_json: bool, sweep: str | None) -> tuple[str, int]
     locks = HeldLocks()  # /proc/locks at most once, for the GPU leases and the CPU tokens
     locks.read_ahead(lock_dir(create=False))  # while NVML answers
     snapshot, error, held, views = _gather(sweep, locks)
+    if sweep and views and views[0].executor == "slurm":
+        error = None  # this box's GPUs are not that sweep's: a login node need have none
     now, host = time.time(), socket.gethostname()
     cpus_now = cpu_use(locks=locks)
     safe = protected(lock_dir(create=False))

@@ -19,6 +19,10 @@ MAX_JOBS = 100_000  # of one sweep: plan, folder and status stay quick, and a ty
 MAX_FORMAT_WIDTH = 1000  # of a placeholder's width or precision, e.g. {lr:.6f}
 # A placeholder names a key of the job mapping, dotted for nested keys: {lr}, {optimizer.lr}.
 _PLACEHOLDER = re.compile(r"[^.{}\[\]!:\s]+(?:\.[^.{}\[\]!:\s]+)*")
+SEED_FROM_ENV = "seed_from_env"  # a command job's key: its program reads $LAUNCH_SEED itself
+# Keys a command job has whether or not a placeholder uses them: the seed reaches every job
+# as $LAUNCH_SEED (launcher/contract.py).
+COMMAND_KEYS = ("seed", SEED_FROM_ENV)
 
 
 def check_axes(src: SourceMap, raw: dict) -> tuple[dict, dict[str, list], tuple[dict, ...]]:
@@ -64,6 +68,12 @@ def _check_job(src: SourceMap, job: Any) -> dict:
     _check_value(src, ("job",), job, job_keys=True)
     if "command" not in job:
         return job
+    if "model" in job:
+        raise src.error(("job", "model"), "a job is a built-in model (job.model) or your own "
+                        "program (job.command), not both: keep one of the two keys")
+    if not isinstance(job.get(SEED_FROM_ENV, False), bool):
+        raise src.error(("job", SEED_FROM_ENV), "must be true or false: true says the "
+                        "program reads its seed from $LAUNCH_SEED")
     path = ("job", "command")
     command = job["command"]
     if isinstance(command, str):
@@ -165,6 +175,31 @@ def _check_reachable(src: SourceMap, job: dict, path: tuple, key: str) -> None:
             raise src.error(path, "no such key in job: a command job's sweepable values "
                             "are its own keys (add a default there)", key_paths(job))
         node = node.get(part) if isinstance(node, dict) else None
+
+
+def placeholders(job: dict) -> list[str]:
+    """Return the keys the placeholders of a command job's template name, in order."""
+    keys = [key for arg in job.get("command", ()) for _, key, _ in template_pieces(arg) if key]
+    return list(dict.fromkeys(keys))
+
+
+def check_command_overrides(src: SourceMap, job: dict) -> None:
+    """Raise when the command line sets or sweeps a key of a command job that no placeholder
+    uses: the jobs would differ in their ids alone (a typo like job.lrr=0.5)."""
+    if "command" not in job:
+        return
+    used = placeholders(job)
+    for path, line in src.lines.items():
+        if line is not None or len(path) < 2 or path[0] not in ("job", "grid"):
+            continue
+        key = dotted(path[1:]) if path[0] == "job" else path[1]
+        if path[0] == "job" and key.startswith("command") or key in COMMAND_KEYS:
+            continue
+        if any(key == u or u.startswith(key + ".") or key.startswith(u + ".") for u in used):
+            continue
+        raise src.error(path, "no placeholder of the command uses it, so it would change "
+                        "nothing but the job ids", [f"{{{u}}}" for u in used] or ["(none)"],
+                        key=src.name_of(path, dotted(path)))
 
 
 def key_paths(job: dict, prefix: str = "") -> list[str]:

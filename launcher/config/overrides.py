@@ -1,8 +1,10 @@
 """Command-line overrides: parse `KEY=VALUE` and apply it to a sweep file's raw data.
 
 An override's key is dotted like the file's (`job.epochs=1`, `grid.seed=0,1`); its value is
-read as YAML, and a comma list sweeps it. Applied keys are recorded as coming from the
-command line, so errors about them say `<command line>` instead of a line of the file.
+read as YAML, and a comma list sweeps it, while brackets make one list value, as in Hydra
+(`job.members=[alexnet,inception]`). Applied keys are recorded as coming from the command
+line, so errors about them say `<command line>` instead of a line of the file, and name the
+key as the user wrote it (`job.lr`, where `job.lr=0.1,0.01` became the grid axis `lr`).
 """
 
 from __future__ import annotations
@@ -18,17 +20,24 @@ _LIST_KEYS = ("include_gpus", "exclude_gpus", "sbatch_lines", "setup")
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Return (dotted key, value) of `KEY=VALUE`; a comma list gives a list of values."""
+    key, value, _ = parse_sweep_override(text)
+    return key, value
+
+
+def parse_sweep_override(text: str) -> tuple[str, Any, bool]:
+    """Return (dotted key, value, whether it sweeps) of `KEY=VALUE`: `a,b` sweeps the values
+    a and b, `[a,b]` is the one list value [a, b]."""
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise SweepFileError(CMDLINE, None, printable(text), "an override is KEY=VALUE, "
                              "e.g. job.epochs=1 or grid.seed=0,1")
     if key == "name":  # a name is data: keep it exactly as typed
-        return key, value
+        return key, value, False
     value = value.strip()
     if value[:1] in ("[", "{", "'", '"') or "," not in value:
-        return key, _yaml_value(key, value)
-    return key, [_yaml_value(key, part.strip()) for part in value.split(",")]
+        return key, _yaml_value(key, value), False
+    return key, [_yaml_value(key, part.strip()) for part in value.split(",")], True
 
 
 def _yaml_value(key: str, text: str) -> Any:
@@ -40,27 +49,32 @@ def _yaml_value(key: str, text: str) -> Any:
 
 
 def apply_overrides(raw: dict, lines: dict, overrides: Sequence[str],
-                    top_keys: Sequence[str]) -> None:
+                    top_keys: Sequence[str]) -> dict[tuple, str]:
     """Apply overrides to the raw file data in place; their keys point at the command line.
+    Return the key path -> the key as typed, where the two differ.
 
     `job.KEY=V` pins KEY for every job (taking it out of the grid and the points);
-    `job.KEY=a,b` and `grid.KEY=a,b` sweep it; `seeds=N` and a seed axis replace each other.
-    An override whose first part is not one of `top_keys` is an error.
+    `job.KEY=a,b` and `grid.KEY=a,b` sweep it; `job.KEY=[a,b]` sets one list value;
+    `seeds=N` and a seed axis replace each other. An override whose first part is not one
+    of `top_keys` is an error.
     """
+    typed: dict[tuple, str] = {}
     seeds_by = [t for t in overrides
                 if t.partition("=")[0].strip() in ("seeds", "grid.seed", "job.seed")]
     if len(seeds_by) > 1:  # each replaces the other: which one won would depend on order
         raise SweepFileError(CMDLINE, None, "seeds", f"set twice ({', '.join(seeds_by)}); "
                              "give seeds=N or grid.seed=a,b,..., not both")
     for text in overrides:
-        key, value = parse_override(text)
+        key, value, sweeps = parse_sweep_override(text)
         top, _, rest = key.partition(".")
         parts = tuple(rest.split(".")) if rest else ()
-        if top == "grid" or (top == "job" and isinstance(value, list) and rest != "command"):
+        if top == "grid" or (top == "job" and sweeps and rest != "command"):
             if not rest:
                 raise SweepFileError(CMDLINE, None, key, "say which key to sweep: grid.KEY=a,b")
             _set(raw, lines, ("grid", rest), value if isinstance(value, list) else [value],
                  top_keys)
+            if top == "job":
+                typed[("grid", rest)] = key
             if rest == "seed":
                 raw.pop("seeds", None)
             continue
@@ -71,6 +85,7 @@ def apply_overrides(raw: dict, lines: dict, overrides: Sequence[str],
             _pin(raw, lines, rest)
         if top == "seeds" and isinstance(raw.get("grid"), dict):
             raw["grid"].pop("seed", None)
+    return typed
 
 
 def _pin(raw: dict, lines: dict, key: str) -> None:

@@ -14,21 +14,24 @@ import itertools
 import json
 import re
 import shlex
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import yaml
 
 from jobs.spec import SPEC_SCHEMA, SpecError, validate_spec
-from launcher.config.axes import key_paths, template_pieces
+from launcher import contract
+from launcher.config.axes import SEED_FROM_ENV, key_paths, placeholders, template_pieces
+from launcher.config.ids import canonical_json, fit_slug, slug_piece
+
+# Ids have a module of their own (ids.py); these names stay importable from here too.
+from launcher.config.ids import job_id_for as job_id_for
+from launcher.config.ids import make_sweep_id as make_sweep_id
+from launcher.config.ids import slug as slug
 from launcher.config.sweepfile import Sweep
 from launcher.config.yamlsource import CMDLINE, SweepFileError, dotted, printable
 from launcher.show.text import plural
-
-SLUG_MAX = 48
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,10 @@ class JobPlan:
 def plan_jobs(sweep: Sweep) -> list[JobPlan]:
     """Return one JobPlan per job, each validated; SweepFileError names the line at fault."""
     # Slug pieces are made once per grid value and per point, not once per job.
-    axes = [(key, values, [_slug_piece(key, v) for v in values])
+    axes = [(key, values, [slug_piece(key, v) for v in values])
             for key, values in sweep.grid.items()]
     points = sweep.points or ({},)
-    point_pieces = [{k: _slug_piece(k, v) for k, v in point.items()} for point in points]
+    point_pieces = [{k: slug_piece(k, v) for k, v in point.items()} for point in points]
     template = [template_pieces(arg) for arg in sweep.job["command"]] if sweep.is_command else None
     plans: list[JobPlan] = []
     seen: dict[str, tuple] = {}
@@ -64,13 +67,32 @@ def plan_jobs(sweep: Sweep) -> list[JobPlan]:
             spec, command = _resolve(sweep, params, template, origin)
             spec_json = canonical_json(spec)
             digest = hashlib.sha256(spec_json.encode()).hexdigest()
-            job_slug = _fit_slug({**pieces, **point_pieces[p_index]})
+            job_slug = fit_slug({**pieces, **point_pieces[p_index]})
             plan = JobPlan(f"{job_slug}-{digest[:8]}", params, spec, command, spec_json)
             if digest in seen:
                 raise _duplicate(sweep, seen[digest], origin)
             seen[digest] = (plan, origin)
             plans.append(plan)
+    _check_seed_use(sweep, plans)
     return plans
+
+
+def _check_seed_use(sweep: Sweep, plans: list[JobPlan]) -> None:
+    """Raise when a command job runs several seeds without using them: every seed would
+    run the same program, and "mean +- std over seeds" would average copies of one run."""
+    if not sweep.is_command or sweep.job.get(SEED_FROM_ENV):
+        return
+    seeds = {json.dumps(p.spec.get("seed")) for p in plans}
+    command = sweep.job["command"]
+    if len(seeds) < 2 or "seed" in placeholders(sweep.job) or any(
+            contract.ENV_SEED in arg for arg in command):
+        return
+    path = ("grid", "seed") if "seed" in sweep.grid else ("job", "command")
+    raise sweep.locations.error(
+        path, f"{len(seeds)} seeds, but the command uses neither {{seed}} nor "
+        f"${contract.ENV_SEED}, so every seed would run the same program: pass it, e.g. "
+        f"[python, train.py, --seed, \"{{seed}}\"], or set job.{SEED_FROM_ENV}: true if the "
+        f"program reads ${contract.ENV_SEED} itself", key="seeds" if path[0] == "grid" else None)
 
 
 def _resolve(sweep: Sweep, params: dict, template: list | None,
@@ -203,6 +225,7 @@ def _spec_error(sweep: Sweep, exc: SpecError, params: dict, origin: tuple) -> Sw
     allowed = _unknown_key(parts)
     message = exc.message if allowed is None else "not a key of the job spec"
     path, shown = _swept_origin(sweep, params, parts, origin)
+    shown = sweep.locations.name_of(path, shown)  # as typed: job.lr, not the axis grid.lr
     if params and path[0] == "job":
         message += f" (in the job with {_params_text(params)})"
     pinned = _pinned_text(sweep)
@@ -233,57 +256,6 @@ def _duplicate(sweep: Sweep, first: tuple, origin: tuple) -> SweepFileError:
     return sweep.locations.error(
         path, f"gives the same job as {_params_text(first_plan.params) or 'another'} "
         f"(job {first_plan.job_id}): every job must differ", key=dotted(path[:2]))
-
-
-# ---------------------------------------------------------------- ids
-
-def canonical_json(spec: dict) -> str:
-    """Return the canonical JSON of a resolved job mapping: sorted keys, compact separators."""
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def slug(params: dict) -> str:
-    """Return the readable part of a job id: swept values, only [A-Za-z0-9._=-], <= 48 chars."""
-    return _fit_slug({k: _slug_piece(k, v) for k, v in params.items()})
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
-
-
-def _slug_piece(key: str, value: Any) -> str:
-    return _UNSAFE.sub("-", f"{key.rsplit('.', 1)[-1]}={_slug_text(value)}")
-
-
-def _fit_slug(pieces: dict[str, str]) -> str:
-    parts = [pieces[k] for k in sorted(pieces, key=lambda k: (k == "seed", k))]  # any order
-    # Trim the longest parts first, so that every swept key (the seed too) keeps a piece.
-    width = max((len(p) for p in parts), default=0)
-    while width > 1 and sum(min(len(p), width) for p in parts) + len(parts) - 1 > SLUG_MAX:
-        width -= 1
-    text = "_".join(p[:width].rstrip("-") for p in parts).strip("._=-")
-    return text[:SLUG_MAX].rstrip("._=-") or "job"
-
-
-def _slug_text(value: Any) -> str:
-    if isinstance(value, dict):  # {layer: fc2, min: 1} -> fc2-1: the table shows the keys
-        return "-".join(_slug_text(v) for v in value.values())
-    if isinstance(value, list):
-        return "-".join(_slug_text(v) for v in value)
-    return _arg_text(value)
-
-
-def job_id_for(spec: dict, params: dict) -> str:
-    """Return the stable id `<slug>-<hash8>` of a job from its resolved spec and swept values."""
-    return f"{slug(params)}-{hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:8]}"
-
-
-def make_sweep_id(name: str, now: datetime | float | None = None) -> str:
-    """Return the sweep id: the name made path-safe, "-", local time as YYYYmmdd-HHMMSS."""
-    if not isinstance(now, datetime):
-        now = datetime.fromtimestamp(time.time() if now is None else now)
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-    clean = re.sub(r"--+", "-", clean).strip("._-")[:40].rstrip("._-") or "sweep"
-    return f"{clean}-{now:%Y%m%d-%H%M%S}"
 
 
 # ---------------------------------------------------------------- what gets shown and written

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launcher.config.axes import check_axes
+from launcher.config.axes import check_axes, check_command_overrides
 from launcher.config.overrides import apply_overrides
-from launcher.config.yamlsource import SourceMap, read_yaml
+from launcher.config.yamlsource import CMDLINE, SourceMap, SweepFileError, read_yaml
 from launcher.machine.cpus import default_cpu_budget
 from launcher.machine.gpus import GpuPolicy
 from launcher.machine.placement import Needs
@@ -150,25 +150,55 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
         raw = {}
     if not isinstance(raw, dict):
         raise src.error((), "a sweep file is a mapping of keys", TOP_KEYS, key="(top level)")
-    apply_overrides(raw, lines, overrides, TOP_KEYS)
+    for text in overrides:
+        top = text.partition("=")[0].strip().partition(".")[0]
+        if "=" in text and top not in TOP_KEYS:
+            raise SweepFileError(CMDLINE, None, top, _unknown(top, raw), TOP_KEYS)
+    typed = apply_overrides(raw, lines, overrides, TOP_KEYS)
     for key in raw:
         if key not in TOP_KEYS:
-            raise src.error((key,), "unknown key", TOP_KEYS)
-    if "seeds" in raw:
-        src = SourceMap(str(path), lines, {("grid", "seed"): ("seeds",)})
+            raise src.error((key,), _unknown(key, raw), TOP_KEYS)
+    aliases = {("grid", "seed"): ("seeds",)} if "seeds" in raw else {}
+    src = SourceMap(str(path), lines, aliases, typed)
     job, grid, points = check_axes(src, raw)
+    check_command_overrides(src, job)
     resources = _check_resources(src, raw.get("resources"))
     return Sweep(
-        name=_check(src, ("name",), raw.get("name", Path(path).stem), _name),
+        name=_check(src, ("name",), raw.get("name", _plain_name(Path(path).stem)), _name),
         executor=_check(src, ("executor",), raw.get("executor", "local"),
                         _one_of("local", "slurm")),
         job=job, grid=grid, points=points, resources=resources,
         slurm=_check_slurm(src, raw.get("slurm"), resources),
-        max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0), _int(0, 1000)),
+        max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0),
+                           TOP_RULES["max_retries"]),
         timeout_min=_check(src, ("timeout_min",), raw.get("timeout_min"),
-                           _optional(_number(0, 10**8))),
+                           TOP_RULES["timeout_min"]),
         source_path=str(path), source_text=text, overrides=tuple(overrides), locations=src,
     )
+
+
+def _plain_name(stem: str) -> str:
+    """Return a file's name made a plain sweep name: what the user did not write is not
+    refused, only cleaned."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "sweep"
+
+
+def _unknown(key: str, raw: dict) -> str:
+    """Return "unknown key", with where it belongs when it is a key of a section: `lr` of a
+    job that has one is `job.lr`, `gpus_per_job` is `resources.gpus_per_job`."""
+    job = raw.get("job")
+    where = None
+    if isinstance(job, dict) and "command" in job:
+        where = f"job.{key}" if key in job else None
+    else:
+        from jobs.spec import SPEC_SCHEMA  # only on this error: status never pays for it
+
+        where = f"job.{key}" if key in SPEC_SCHEMA else next(
+            (f"job.{name}.{key}" for name, f in SPEC_SCHEMA.items()
+             if f.kind == "section" and key in f.fields), None)
+    for section, rules in (("resources", RESOURCE_RULES), ("slurm", SLURM_RULES)):
+        where = where or (f"{section}.{key}" if key in rules else None)
+    return f"unknown key; did you mean {where}?" if where else "unknown key"
 
 
 # Value rules: each returns an error message (and the allowed values) or None when fine.
@@ -205,8 +235,12 @@ def _optional(rule: Any) -> Any:
 
 
 def _name(value: Any) -> tuple[str, tuple] | None:
-    ok = isinstance(value, str) and value.strip()
-    return None if ok else (f"must be a non-empty string, got {value!r}", ())
+    # The name becomes the sweep's folder and its Slurm job name: a path or a shell's
+    # delight must be refused, not silently rewritten into something else.
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        return None
+    return ("must be a plain name of letters, digits, '.', '_' and '-' (starting with a "
+            f"letter or digit), got {value!r}", ())
 
 
 def _token(value: Any) -> tuple[str, tuple] | None:
@@ -260,6 +294,8 @@ SLURM_RULES = {
     "array_parallelism": _optional(_int(1, 10**6)), "sbatch_lines": _lines("#SBATCH "),
     "setup": _lines(""),
 }
+# The top-level numbers, also checked when `launch sweep --resume` changes them (resume.py).
+TOP_RULES = {"max_retries": _int(0, 1000), "timeout_min": _optional(_number(0, 10**8))}
 TOP_KEYS = ("name", "executor", "job", "grid", "points", "seeds", "resources", "max_retries",
             "timeout_min", "slurm")
 

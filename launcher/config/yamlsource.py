@@ -65,6 +65,16 @@ class SourceMap:
     lines: Mapping[tuple, int | None]
     # The `seeds:` shorthand becomes the grid axis `seed`; errors should still point at `seeds`.
     aliases: Mapping[tuple, tuple] = field(default_factory=dict)
+    # Keys as the user typed them where they differ from their path (`job.lr=0.1,0.01` is
+    # the grid axis `lr`): errors name what was typed.
+    typed: Mapping[tuple, str] = field(default_factory=dict)
+
+    def name_of(self, path: tuple, shown: str) -> str:
+        """Return the key to show for path: as typed on the command line, else shown."""
+        for prefix, name in self.typed.items():
+            if tuple(path[: len(prefix)]) == prefix:
+                return name
+        return shown
 
     def locate(self, path: tuple) -> tuple[str, int | None]:
         """Return (file label, line) for a key path, walking up to the nearest known key."""
@@ -83,7 +93,8 @@ class SourceMap:
               key: str | None = None) -> SweepFileError:
         """Return the error for `path` (raise it); `key` overrides the displayed key."""
         file, line = self.locate(tuple(path))
-        return SweepFileError(file, line, dotted(path) if key is None else key, message, allowed)
+        shown = self.name_of(tuple(path), dotted(path)) if key is None else key
+        return SweepFileError(file, line, shown, message, allowed)
 
 class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):
     """Safe YAML, plus YAML 1.2 floats without a dot (`1e-3`), which YAML 1.1 reads as text."""

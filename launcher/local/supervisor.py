@@ -205,7 +205,8 @@ class Supervisor:
         prev = self.state(job_id)
         env = contract.job_env(os.environ, sweep_id=self.sweep_id, job_id=job_id, job_dir=job.dir,
                                num_workers=grant.share.num_workers,
-                               num_threads=grant.share.num_threads, gpus=grant.uuids)
+                               num_threads=grant.share.num_threads, gpus=grant.uuids,
+                               seed=contract.job_seed(spec))
         argv = contract.job_argv(spec, spec_path, job.dir)
         with open(job.stdout_log, "ab") as out:
             if prev.runs:  # where one run's output ends and the next one's begins

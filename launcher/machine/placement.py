@@ -65,24 +65,55 @@ def check_devices(needs: Needs) -> str | None:
     return f"{problem}: jobs run on the CPU, as the CPU budget allows"
 
 
-def check_satisfiable(snap: nvml.Snapshot, policy: gpus.GpuPolicy, want: int) -> None:
-    """Raise UserError when no state of the machine could ever give a job its GPUs.
+def check_satisfiable(snap: nvml.Snapshot, policy: gpus.GpuPolicy, want: int) -> list[str]:
+    """Raise UserError when no state of the machine could ever give a job its GPUs; return
+    warnings for what may change (a GPU named by a UUID this machine does not have now).
 
-    Busy GPUs are worth waiting for; GPUs excluded, left free or missing are not.
+    Busy GPUs are worth waiting for; GPUs excluded, left free, missing or too small are not.
     """
-    allowed = [u for _, u in gpus.units(snap) if u is not None and u.uuid and
-               (not policy.include or gpus.matches(u, policy.include)) and
-               not gpus.matches(u, policy.exclude)]
+    every = [u for _, u in gpus.units(snap) if u is not None and u.uuid]
+    warnings = []
+    for key, names in (("include_gpus", policy.include), ("exclude_gpus", policy.exclude)):
+        for name in names:
+            if any(gpus.matches(u, (name,)) for u in every):
+                continue
+            if name.replace(":", "").isdigit():
+                raise UserError(f"resources.{key} names GPU {name}, but this machine has "
+                                f"{_gpus_named(every)}")
+            warnings.append(f"resources.{key}: no GPU of this machine has UUID {name} now")
+    allowed = [u for u in every if (not policy.include or gpus.matches(u, policy.include))
+               and not gpus.matches(u, policy.exclude)]
     usable = len(allowed) - policy.leave_free
     if want > usable:
         raise UserError(
             f"resources.gpus_per_job is {want}, but at most {max(usable, 0)} of this machine's "
-            f"{len(allowed)} GPUs can ever be given (after include_gpus, exclude_gpus and "
-            f"leave_free={policy.leave_free})")
+            f"{len(every)} GPUs can ever be given ({len(allowed)} after include_gpus and "
+            f"exclude_gpus, leave_free={policy.leave_free})")
     whole = [u for u in allowed if not u.uuid.startswith("MIG-")]
     if want > 1 and len(whole) - policy.leave_free < want:
         raise UserError(f"resources.gpus_per_job is {want}, but a CUDA process sees only one "
                         f"MIG device and this machine has {len(whole)} GPUs without MIG")
+    sizes = [u.memory_total_bytes for u in allowed if u.memory_total_bytes]
+    need_mib = policy.job_memory_mib
+    if want and need_mib and sizes and need_mib * nvml.MIB > max(sizes):
+        raise UserError(f"resources.gpu_memory_mib is {need_mib}, but the largest GPU this "
+                        f"sweep may use has {max(sizes) // nvml.MIB} MiB: no job would start")
+    return warnings
+
+
+def _gpus_named(units: list[gpus.Unit]) -> str:
+    labels = [u.label for u in units]
+    return f"{len(labels)} GPUs ({', '.join(labels)})" if labels else "no GPUs"
+
+
+def machine_warnings(needs: Needs) -> list[str]:
+    """Return what may stop this sweep's jobs on this machine but may also change."""
+    if needs.gpus == 0:
+        return []
+    try:
+        return check_satisfiable(nvml.query(), needs.policy, needs.gpus)
+    except nvml.NvmlUnavailable:
+        return []
 
 
 @dataclass
@@ -121,7 +152,7 @@ class Grant:
         where = "on the CPU"
         if self.gpu_indices:
             where = "on GPU " + ",".join(map(str, self.gpu_indices))
-        return f"{where}, {self.share.cpus} CPUs"
+        return f"{where}, {self.share.cpus} CPU{'' if self.share.cpus == 1 else 's'}"
 
     def handed_to(self, pid: int) -> None:
         """Name the job's pid in what status shows of its leases.
@@ -320,9 +351,10 @@ class Placer:
             self.waits(fairshare.CPUS)
             use = cpus.cpus_in_use(self.cpu_budget, self.lock_dir)
             budget = min(self.cpu_budget, cpus.machine_cpus())
-            who = f" ({use.holders()})" if use.by_user else ""
-            return (f"CPU budget spent: {use.held} of {budget} CPUs in use{who}, "
-                    f"a job needs {self.cpus_per_job}")
+            # Who holds them, as a GPU's reason names its users: "held by alice 2, bob 1".
+            who = f" held by {use.holders()}" if use.by_user else " in use"
+            return (f"CPU budget spent: {use.held} of {budget} CPU{'' if budget == 1 else 's'}"
+                    f"{who}; a job needs {self.cpus_per_job}")
         self.done_waiting()
         share = cpus.cpu_share(self.cpus_per_job, bool(gpu_leases), spec)
         self.own[job_id] = tuple(lease.path for lease in gpu_leases + cpu_leases)

@@ -10,22 +10,34 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from launcher.errors import UserError
+from launcher.rundir.index import known_sweeps
 from launcher.rundir.layout import SweepPaths, runs_dir
-from launcher.rundir.sweepdir import list_sweeps, read_info
+from launcher.rundir.sweepdir import read_info
 
 JOB_CANDIDATES_SHOWN = 8
 _HASH8 = re.compile(r"[0-9a-f]{8}")
+
+
+class Picked(NamedTuple):
+    """What a SWEEP[/JOB] argument named, and how: by full id (or a job's hash), or not."""
+
+    paths: SweepPaths
+    job_id: str | None
+    exact: bool  # every part named in full: nothing was guessed from a prefix
+    newest: bool  # no SWEEP was given: the user's newest sweep
 
 
 def resolve_sweep(text: str, runs: Path | None = None) -> SweepPaths:
     """Return the sweep that text names: an exact id, or the newest whose id starts so.
 
     `launch status cifar` means the newest sweep whose id starts with "cifar", of yours
-    where the runs folder has some.
+    where the runs folder has some. Sweeps are looked for in the runs folder and, unless
+    runs is given, in the user's index (launcher/rundir/index.py) too.
     """
-    found = list_sweeps(runs)
+    found = known_sweeps(runs)
     ids = [p.sweep_id for p in found]
     if text in ids:
         return found[ids.index(text)]
@@ -35,9 +47,18 @@ def resolve_sweep(text: str, runs: Path | None = None) -> SweepPaths:
     matches = mine or matches
     if not matches:
         known = ", ".join(reversed(ids[-5:])) or "none"
-        raise UserError(f"no sweep matches {text!r} in {runs or runs_dir()} "
-                        f"(newest first: {known})")
+        where = runs or f"{runs_dir()} or your index (`launch ls`)"
+        raise UserError(f"no sweep matches {text!r} in {where} (newest first: {known})")
     return matches[-1]
+
+
+def newest_sweep(runs: Path | None = None) -> SweepPaths:
+    """Return the user's newest sweep (of the runs folder and the index); UserError if none."""
+    mine = [p for p in known_sweeps(runs) if _owner(p) == os.getuid()]
+    if not mine:
+        raise UserError(f"no sweeps of yours in {runs or runs_dir()} or your index: "
+                        "`launch sweep FILE` starts one")
+    return mine[-1]
 
 
 def _owner(paths: SweepPaths) -> int | None:
@@ -93,10 +114,21 @@ def pick_job(sweep_id: str, text: str, ids: Sequence[str]) -> str:
     raise UserError("\n".join([*lines, hint]))
 
 
-def split_target(text: str, runs: Path | None = None) -> tuple[SweepPaths, str | None]:
-    """Return (sweep, job id or None) from "SWEEP" or "SWEEP/JOB" (see match_jobs)."""
+def pick_target(text: str | None, runs: Path | None = None) -> Picked:
+    """Return what "SWEEP" or "SWEEP/JOB" names (see match_jobs); None: the newest sweep."""
+    if not text:
+        return Picked(newest_sweep(runs), None, False, True)
     sweep_text, _, job_text = text.partition("/")
     paths = resolve_sweep(sweep_text, runs)
+    exact = sweep_text == paths.sweep_id
     if not job_text:
-        return paths, None
-    return paths, pick_job(paths.sweep_id, job_text, read_info(paths).job_ids)
+        return Picked(paths, None, exact, False)
+    job_id = pick_job(paths.sweep_id, job_text, read_info(paths).job_ids)
+    exact = exact and job_text.strip() in (job_id, job_id[-8:])
+    return Picked(paths, job_id, exact, False)
+
+
+def split_target(text: str | None, runs: Path | None = None) -> tuple[SweepPaths, str | None]:
+    """Return (sweep, job id or None) from "SWEEP" or "SWEEP/JOB" (see match_jobs)."""
+    picked = pick_target(text, runs)
+    return picked.paths, picked.job_id

@@ -175,6 +175,19 @@ def _rename_unique(tmp: SweepPaths, info: SweepInfo, runs: Path) -> SweepPaths:
     raise UserError(f"too many sweeps named {info.sweep_id} in {runs}")
 
 
+def update_plan(paths: SweepPaths, changes: Mapping[str, Any], note: str) -> None:
+    """Change fields of a sweep's plan (a resume's new max_retries, resources...) in place.
+
+    The resolved sweep file gets a comment saying so: the plan holds the values in force.
+    """
+    raw = read_json(paths.sweep_json)
+    if not isinstance(raw, dict):
+        raise UserError(f"{paths.sweep_json} is not a sweep plan")
+    atomic_write_json(paths.sweep_json, {**raw, **changes})
+    with open(paths.sweep_yaml, "a") as f:
+        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {note}\n")
+
+
 def read_specs(paths: SweepPaths) -> dict[str, dict]:
     """Return every job's spec of a sweep, by job id, from its one specs file."""
     return {line["id"]: line["spec"] for line in read_jsonl(paths.specs_jsonl)

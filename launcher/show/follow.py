@@ -14,7 +14,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import TextIO
 
 from launcher.contract import format_duration as duration
@@ -33,21 +33,26 @@ ID_WIDTH_MAX = 44  # job ids are padded to line up the events, up to this many c
 
 
 def follow_sweep(paths: SweepPaths, refresh_s: float = REFRESH_S, out: TextIO | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> int:
+                 sleep: Callable[[float], None] = time.sleep,
+                 finished_before: Collection[str] = ()) -> int:
     """Show the sweep until it ends; return 0 if every job finished, 1 otherwise, 2 when its
     supervisor stopped on a user error, 130 on Ctrl-C.
 
-    sleep is called between looks (tests hand in one that makes the next thing happen).
+    finished_before names the jobs a resumed sweep had finished before it started again:
+    the caller knows, where the first look cannot tell them from jobs that finished since
+    (a quick job, retried and finished before that look). sleep is called between looks
+    (tests hand in one that makes the next thing happen).
     """
     out = out or sys.stdout
     tty = out.isatty()
     sweep_id = paths.sweep_id
     view = views.load_sweep_view(paths)
-    out.write(header(view, shown_path(paths.root)) + "\n")
+    before = [j for j in view.jobs if j.job_id in finished_before and j.state == "finished"]
+    out.write(header(view, shown_path(paths.root), len(before)) + "\n")
     out.flush()
     # Jobs a resumed sweep had finished before are counted in the header, not listed again.
-    seen = {j.job_id: j for j in view.jobs if j.state == "finished"}
-    shown_epochs = {j.job_id: j.epoch or 0 for j in view.jobs if j.state == "finished"}
+    seen = {j.job_id: j for j in before}
+    shown_epochs = {j.job_id: j.epoch or 0 for j in before}
     frame_lines = 0
     try:
         while True:
@@ -76,9 +81,9 @@ def shown_path(path: os.PathLike) -> str:
     return absolute if relative.startswith("..") else relative
 
 
-def header(view: views.SweepView, path: str) -> str:
-    """Return the first line: the sweep id, its size, its run folder and what Ctrl-C does."""
-    done = view.counts().get("finished", 0)
+def header(view: views.SweepView, path: str, done: int = 0) -> str:
+    """Return the first line: the sweep id, its size (done: how many had finished before),
+    its run folder and what Ctrl-C does."""
     size = plural(len(view.jobs), "job")
     size += f" ({done} finished before)" if done else ""
     return f"sweep {view.sweep_id}: {size}, {path}; Ctrl-C stops following, not the sweep"

@@ -90,7 +90,7 @@ def render_status(snapshot: Snapshot | None, leases: Sequence[GpuLease],
     """Return the gpustat-like view: header, one line per GPU, then the sweeps and jobs."""
     lines = [_header(snapshot, host, now)]
     if snapshot is None:
-        lines.append(f"launch: {nvml_error}")
+        lines += [f"launch: {nvml_error}"] if nvml_error else []
     else:
         name_w = max([len(g.name or "?") for g in snapshot.gpus] + [0])
         for gpu in snapshot.gpus:
@@ -200,8 +200,10 @@ def render_full(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                 note: str | None = None) -> str:
     """Return the nvidia-smi style tables (GPUs, MIG devices, processes), then the sweeps."""
     if snapshot is None:
-        lines = [_header(None, host, now), f"launch: {nvml_error}",
-                 "(no GPU or process tables: they come from the NVIDIA driver)"]
+        lines = [_header(None, host, now)]
+        lines += [f"launch: {nvml_error}",
+                  "(no GPU or process tables: they come from the NVIDIA driver)"] \
+            if nvml_error else []
     else:
         lines = gpu_tables(snapshot, leases, now)
     if cpu_use is not None:

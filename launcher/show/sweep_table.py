@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from launcher.contract import format_duration as duration
 from launcher.machine.nvml import Snapshot
-from launcher.rundir.state import ENDED_STATES, STATES
-from launcher.show.text import percent
-from launcher.show.views import JobView, SweepView
+from launcher.rundir.state import ENDED_STATES
+from launcher.show.text import fmt_value, percent, value_slug
+from launcher.show.views import LOST, SHOWN_STATES, JobView, SweepView
 
 SHOWN_PER_STATE = {"finished": 10, "pending": 5}  # per sweep; the newest finished, next pending
 ENDED_SWEEPS_SHOWN = 3
@@ -58,19 +58,20 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
     width = min(44, max([len(j.job_id) for j in shown] + [3]))
     gpu = {id(j): _job_gpu(j, labels) for j in shown}
     gpu_w = max([5, *map(len, gpu.values())])
+    values = _value_columns(shown, width)
     # Two spaces after STATE: the longest states (cancelled, preempted) fill its 9 columns.
-    rows = [f"  {'JOB':<{width}}  {'STATE':<9}  {'GPU':<{gpu_w}} {'EPOCH':>6} {'VAL_ACC':>8} "
-            f"{'ELAPSED':>8} {'ETA':>8}"]
+    rows = [f"  {'JOB':<{width}}  {values[0]}{'STATE':<9}  {'GPU':<{gpu_w}} {'EPOCH':>6} "
+            f"{'VAL_ACC':>8} {'ELAPSED':>8} {'ETA':>8}"]
     for j in shown:
         started = j.epoch is not None or j.state not in ("pending", "waiting")
         epoch = f"{j.epoch or 0}/{j.epochs}" if j.epochs and started else "-"
-        row = (f"  {short_id(j.job_id, width):<{width}}  {j.state:<9}  {gpu[id(j)]:<{gpu_w}} "
-               f"{epoch:>6} {percent(j.val_accuracy):>8} {duration(j.elapsed_s):>8} "
-               f"{duration(j.eta_s):>8}")
+        row = (f"  {short_id(j.job_id, width):<{width}}  {values[1](j)}{j.state:<9}  "
+               f"{gpu[id(j)]:<{gpu_w}} {epoch:>6} {percent(j.val_accuracy):>8} "
+               f"{duration(j.elapsed_s):>8} {duration(j.eta_s):>8}")
         why = j.reason or ("queued" if j.state == "pending" else "")
         # Slurm's word (PENDING with its reason, RUNNING on which node) is worth a column
         # in every state; the local executor explains only jobs that are not running.
-        explained = ("pending", "waiting", "failed", "timeout", "preempted")
+        explained = ("pending", "waiting", "failed", "timeout", "preempted", LOST)
         if why and (j.state in explained or view.executor == "slurm"):
             row += f"  {why}"
         rows.append(row.rstrip())
@@ -78,11 +79,28 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
     return rows
 
 
+def _value_columns(jobs: Sequence[JobView], width: int):
+    """Return (header, row function) of the swept values' columns: shown only when an id
+    is cut to fit (or left values out), so that jobs still read apart by their values."""
+    told = all(len(j.job_id) <= width and all(value_slug(v) in j.job_id
+                                              for v in j.params.values()) for j in jobs)
+    keys = list(dict.fromkeys(k for j in jobs for k in j.params))
+    if told or not keys:
+        return "", lambda job: ""
+    cells = {id(j): [fmt_value(j.params.get(k)) for k in keys] for j in jobs}
+    widths = [max([len(k), *(len(cells[id(j)][i]) for j in jobs)]) for i, k in enumerate(keys)]
+    header = "".join(f"{k.upper():<{w}}  " for k, w in zip(keys, widths, strict=True))
+    return header, lambda job: "".join(f"{c:<{w}}  " for c, w in zip(cells[id(job)], widths,
+                                                                     strict=True))
+
+
 def _sweep_title(view: SweepView) -> str:
     if view.supervisor == "unreadable":
         return f"{view.sweep_id}  cannot be shown: {view.error}"
+    if view.supervisor == "unsubmitted":  # a script waiting for its user, not a queue
+        return f"{view.sweep_id}  slurm  {view.error}: {len(view.jobs)} jobs"
     counts = view.counts()
-    summary = ", ".join(f"{counts[s]} {s}" for s in STATES if s in counts)
+    summary = ", ".join(f"{counts[s]} {s}" for s in SHOWN_STATES if s in counts)
     dead = f"SUPERVISOR DEAD (launch sweep --resume {view.sweep_id})"
     if view.error:  # it stopped on an error the user must fix first: resuming would not help
         dead = f"SUPERVISOR STOPPED: {view.error}"
@@ -93,14 +111,15 @@ def _sweep_title(view: SweepView) -> str:
 
 
 def _active(view: SweepView) -> bool:
-    return any(j.state not in ENDED_STATES for j in view.jobs)
+    return view.supervisor != "unsubmitted" and any(j.state not in ENDED_STATES
+                                                   for j in view.jobs)
 
 
 def render_sweeps(sweeps: Sequence[SweepView], snapshot: Snapshot | None,
                   one_sweep: bool = False) -> list[str]:
     """Return the jobs section: active sweeps with their jobs, the newest ended ones briefly."""
     if not sweeps:
-        return ["no sweeps of yours here (`launch sweep FILE` starts one)"]
+        return ["no sweeps of yours, here or in your index (`launch sweep FILE` starts one)"]
     labels = _gpu_labels(snapshot)
     lines: list[str] = []
     recent = {id(v) for v in [v for v in sweeps if not _active(v)][-ENDED_SWEEPS_SHOWN:]}

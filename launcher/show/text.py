@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,3 +38,18 @@ def fmt_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def value_slug(value: Any) -> str:
+    """Return a swept value as a job id spells it: [A-Za-z0-9._=-] only, dicts and lists as
+    their values joined by "-" (`{layer: fc2, min: 1}` -> fc2-1)."""
+    if isinstance(value, dict):
+        return "-".join(value_slug(v) for v in value.values())
+    if isinstance(value, list):
+        return "-".join(value_slug(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _UNSAFE.sub("-", str(value))

@@ -12,7 +12,16 @@ import time
 from typing import NamedTuple
 
 from launcher.rundir.layout import JobPaths, SweepPaths
-from launcher.rundir.state import ENDED_STATES, FAILED, RUNNING, TIMEOUT, end_reason, read_state
+from launcher.rundir.state import (
+    ENDED_STATES,
+    FAILED,
+    RUNNING,
+    STATES,
+    STOPPING,
+    TIMEOUT,
+    end_reason,
+    read_state,
+)
 from launcher.rundir.store import read_json, read_last_jsonl
 from launcher.rundir.sweepdir import read_info, read_supervisor, supervisor_alive
 
@@ -134,6 +143,27 @@ def load_or_say_why(paths: SweepPaths, now: float | None = None) -> SweepView:
         return unreadable_view(paths, f"cannot read it: {err.strerror or err}")
 
 
+LOST = "lost"  # shown, never written: its state says running, but nothing runs it any more
+SHOWN_STATES = (*STATES[:2], LOST, *STATES[2:])  # running, stopping, lost, waiting, ...
+
+
+def lost_or_not(paths: SweepPaths, job: JobView) -> JobView:
+    """Return the job as status shows it under a dead supervisor: `lost` when its state says
+    it runs here but the process it names (pid and create time) is gone."""
+    if job.state not in (RUNNING, STOPPING):
+        return job
+    import socket
+
+    from launcher.machine import procs
+
+    st = read_state(paths.job(job.job_id))
+    if st.host not in (None, socket.gethostname()) or (
+            st.pid is not None and procs.same_process(st.pid, st.pid_create_time)):
+        return job
+    return job._replace(state=LOST, elapsed_s=None, eta_s=None,
+                        reason=f"supervisor dead; launch sweep --resume {paths.sweep_id}")
+
+
 def load_sweep_view(paths: SweepPaths, now: float | None = None) -> SweepView:
     """Return the view of one sweep, read from its run directory."""
     now = time.time() if now is None else now
@@ -148,6 +178,7 @@ def load_sweep_view(paths: SweepPaths, now: float | None = None) -> SweepView:
         supervisor = "ended"
     else:
         supervisor = "dead"
+        jobs = tuple(lost_or_not(paths, job) for job in jobs)
     record = read_supervisor(paths) if supervisor != "none" else None
     return SweepView(
         sweep_id=paths.sweep_id,

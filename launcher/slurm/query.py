@@ -24,6 +24,9 @@ from launcher.rundir.sweepdir import SweepInfo, cancel_requested, parse_info
 from launcher.show.views import SweepView
 
 QUERY_TIMEOUT_S = 10.0
+# `launch status` asks Slurm once, for every sweep it shows, while NVML answers: a login
+# node whose controller hangs must not hold up the GPU view for long.
+STATUS_TIMEOUT_S = 2.0
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
 ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED",
           "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
@@ -53,11 +56,12 @@ def run_query(argv: Sequence[str], timeout_s: float | None = None) -> str | None
     return done.stdout if done.returncode == 0 else None
 
 
-def max_array_size() -> int:
-    """Return the cluster's MaxArraySize (`scontrol show config`), or Slurm's default."""
-    out = run_query(["scontrol", "show", "config"]) or ""
+def max_array_size(timeout_s: float | None = None, default: int | None = DEFAULT_MAX_ARRAY_SIZE
+                   ) -> int | None:
+    """Return the cluster's MaxArraySize (`scontrol show config`), or default without one."""
+    out = run_query(["scontrol", "show", "config"], timeout_s) or ""
     match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
-    return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
+    return int(match.group(1)) if match else default
 
 
 def expand_ids(text: str) -> list[str]:
@@ -73,7 +77,7 @@ def expand_ids(text: str) -> list[str]:
 
 
 def parse_table(text: str) -> list[dict]:
-    """Return the rows of `squeue`/`sacct` output in our "id|state|reason|node" format."""
+    """Return the rows of `squeue`/`sacct` output in our "id|state|reason|node[|name]" format."""
     rows = []
     for line in text.splitlines():
         parts = line.split("|")
@@ -82,8 +86,10 @@ def parse_table(text: str) -> list[dict]:
         state = parts[1].split()[0] if parts[1].split() else ""  # "CANCELLED by 0"
         reason = parts[2] if parts[2] not in ("", "None", "(null)") else None
         node = parts[3] if parts[3] not in ("", "None assigned", "(null)") else None
+        named = {"name": parts[4]} if len(parts) > 4 else {}
         for job in expand_ids(parts[0].strip()):
-            rows.append({"id": job, "state": state.rstrip("+"), "reason": reason, "node": node})
+            rows.append({"id": job, "state": state.rstrip("+"), "reason": reason, "node": node,
+                         **named})
     return rows
 
 
@@ -105,8 +111,12 @@ def slurm_ids(paths: SweepPaths, info: SweepInfo) -> dict[str, str]:
     return mapping
 
 
-def by_name_ids(rows: list[dict], paths: SweepPaths) -> dict[str, str]:
-    """Return job id -> Slurm task id for array tasks found by job name (`launch sbatch`)."""
+def by_name_ids(rows: list[dict], paths: SweepPaths,
+                max_size: int | None = None) -> dict[str, str]:
+    """Return job id -> Slurm task id for array tasks found by job name (`launch sbatch`).
+
+    max_size is the cluster's MaxArraySize (None: ask Slurm for it).
+    """
     try:
         order = paths.slurm_jobs_txt.read_text().split()
     except OSError:
@@ -119,7 +129,7 @@ def by_name_ids(rows: list[dict], paths: SweepPaths) -> dict[str, str]:
     # Slices of a sweep over MaxArraySize (LAUNCH_ARRAY_OFFSET), or a resubmission: squeue
     # cannot say which array holds which offset, even when only one slice is left in it, so
     # such a task is named only by the state it records when it starts.
-    if len(tasks) != 1 or len(order) > max_array_size():
+    if len(tasks) != 1 or len(order) > (max_size or max_array_size()):
         return {}
     return {order[index]: task for index, task in next(iter(tasks.values()))}
 
@@ -184,6 +194,7 @@ def ask_slurm(paths: SweepPaths) -> tuple[dict[str, SlurmState], int | None]:
 
 
 NOT_KNOWN = "not known to Slurm (squeue; sacct where there is accounting)"
+NOT_SUBMITTED = "script written, not submitted"
 
 
 def merged_state(slurm: SlurmState, file_state: str, cancel_marked: bool = False,
@@ -233,7 +244,7 @@ def unknown_reason(record: dict, states: dict[str, SlurmState], file_states: Seq
     if record.get("mode") != "sbatch" or not script or submitted:
         return NOT_KNOWN
     shown = os.path.relpath(script, cwd)
-    return f"script written, not submitted (sbatch {script if shown.startswith('..') else shown})"
+    return f"{NOT_SUBMITTED} (sbatch {script if shown.startswith('..') else shown})"
 
 
 def with_slurm_states(view: SweepView, paths: SweepPaths) -> SweepView:
@@ -244,8 +255,14 @@ def with_slurm_states(view: SweepView, paths: SweepPaths) -> SweepView:
     if all(job.state in ENDED_STATES for job in view.jobs):
         return view
     states, named = ask_slurm(paths)
-    unknown = unknown_reason(slurm_record(paths), states,
-                             [job.state for job in view.jobs], os.getcwd(), named)
+    return _merged(view, paths, states, named)
+
+
+def _merged(view: SweepView, paths: SweepPaths, states: dict[str, SlurmState],
+            named: int | None) -> SweepView:
+    record = slurm_record(paths)
+    unknown = unknown_reason(record, states, [job.state for job in view.jobs], os.getcwd(),
+                             named)
     jobs = []
     for job in view.jobs:
         slurm = states.get(job.job_id)
@@ -256,4 +273,52 @@ def with_slurm_states(view: SweepView, paths: SweepPaths) -> SweepView:
         state, reason = merged_state(slurm, job.state, marked, unknown)
         jobs.append(job._replace(state=state, reason=reason or job.reason,
                                  slurm_job_id=slurm.slurm_job_id or job.slurm_job_id))
-    return view._replace(jobs=tuple(jobs))
+    view = view._replace(jobs=tuple(jobs))
+    if unknown.startswith(NOT_SUBMITTED):
+        # Not a sweep waiting in a queue: a script waiting for its user (`launch ls` and
+        # `launch forget --delete` deal with one never submitted).
+        view = view._replace(supervisor="unsubmitted", error=unknown)
+    return view
+
+
+# -- the one question `launch status` asks ------------------------------------------------
+
+NOT_ANSWERING = f"Slurm not answering (squeue gave no answer in {STATUS_TIMEOUT_S:g} s)"
+
+
+def needs_asking(view: SweepView) -> bool:
+    """Return whether status must ask Slurm about a sweep: a Slurm one with jobs not ended."""
+    return view.executor == "slurm" and any(j.state not in ENDED_STATES for j in view.jobs)
+
+
+def ask_by_name(names: Sequence[str], timeout_s: float = STATUS_TIMEOUT_S) -> list[dict] | None:
+    """Return squeue's rows (with "name") of every task of the arrays named so, or None when
+    Slurm did not answer. Every array of a sweep is named by the sweep's id (sbatch.py)."""
+    answer = run_query(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T|%r|%N|%j",
+                        f"--name={','.join(names)}"], timeout_s)
+    return None if answer is None else parse_table(answer)
+
+
+def with_answer(view: SweepView, paths: SweepPaths, rows: list[dict] | None) -> SweepView:
+    """Return the sweep's view with Slurm's word from one squeue answer for all sweeps
+    (ask_by_name); rows None: Slurm did not answer, and the jobs say so."""
+    if not needs_asking(view):
+        return view
+    if rows is None:
+        return view._replace(jobs=tuple(
+            j if j.state in ENDED_STATES else j._replace(reason=NOT_ANSWERING)
+            for j in view.jobs))
+    info = parse_info(read_json(paths.sweep_json) or {"jobs": []}, paths)
+    found = [row for row in rows if row.get("name") == view.sweep_id]
+    ids = slurm_ids(paths, info)
+    if len(ids) < len(info.jobs) and found:
+        recorded = slurm_record(paths).get("max_array_size")
+        ids = {**by_name_ids(found, paths, recorded if isinstance(recorded, int) else 1), **ids}
+    live = {row["id"]: row for row in found}
+    states = {}
+    for job_id in info.job_ids:
+        task = ids.get(job_id)
+        row = live.get(task) if task else None
+        states[job_id] = SlurmState(job_id, task, None, None, None, "files") if row is None \
+            else SlurmState(job_id, task, row["state"], row["reason"], row["node"], "squeue")
+    return _merged(view, paths, states, len(found))

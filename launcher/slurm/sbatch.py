@@ -129,11 +129,10 @@ def render_sbatch(sweep_id: str, sweep_dir: Path, n_jobs: int, cfg,
     for line in cfg.sbatch_lines:
         parse_sbatch_line(line)
         lines.append(line)
-    if cfg.setup:
-        lines += ["", "# setup (from the sweep file's slurm.setup)", *cfg.setup]
+    lines += ["", "set -euo pipefail"]
+    if cfg.setup:  # after `set -e`: a failing `module load` stops the task, not the job later
+        lines += ["# setup (from the sweep file's slurm.setup)", *cfg.setup]
     lines += [
-        "",
-        "set -euo pipefail",
         f"SWEEP_DIR={shlex.quote(where)}",
         'INDEX=$((SLURM_ARRAY_TASK_ID + ${LAUNCH_ARRAY_OFFSET:-0}))',
         f'JOB_ID=$(sed -n "$((INDEX + 1))p" "$SWEEP_DIR/{jobs_txt}")',
@@ -169,10 +168,14 @@ def write_sbatch(sweep, plans, sweep_dir: Path, script: Path | None = None) -> s
     text = render_sbatch(paths.sweep_id, paths.root, len(job_ids), sweep.slurm)
     write_jobs_list(paths, job_ids)
     atomic_write_text(paths.slurm_script, text)
+    from launcher.slurm.query import STATUS_TIMEOUT_S, max_array_size
+
+    # Kept so that status can map tasks found by name to jobs without asking Slurm again.
+    most = max_array_size(STATUS_TIMEOUT_S, default=None)
     atomic_write_json(paths.slurm_json, {
         "format": "launch-slurm/1", "mode": "sbatch", "job_name": paths.sweep_id,
         "jobs_list": str(paths.slurm_jobs_txt), "submissions": [], "jobs": {},
-        "script": str(script or paths.slurm_script)})
+        "script": str(script or paths.slurm_script), "max_array_size": most})
     note = shared_storage_warning(paths.root)
     if note:
         print(f"launch: warning: {note}", file=sys.stderr)

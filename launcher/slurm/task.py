@@ -81,7 +81,7 @@ def task_share(cpus: int, spec: dict) -> CpuShare:
 
 
 def task_env(base: Mapping, share: CpuShare, sweep_id: str, job: JobPaths,
-             gpus_requested: int = 0) -> dict:
+             gpus_requested: int = 0, seed: int = 0) -> dict:
     """Return the child's environment: Slurm's GPUs untouched, threads and workers from share.
 
     A task that asked for no GPU sees none. One that asked for GPUs keeps whatever Slurm
@@ -95,7 +95,7 @@ def task_env(base: Mapping, share: CpuShare, sweep_id: str, job: JobPaths,
     keep = contract.ENV_VISIBLE_DEVICES in base or gpus_requested
     return contract.job_env(base, sweep_id=sweep_id, job_id=job.job_id, job_dir=job.dir,
                             num_workers=share.num_workers, num_threads=share.num_threads,
-                            gpus=None if keep else [])
+                            gpus=None if keep else [], seed=seed)
 
 
 @dataclass
@@ -174,7 +174,8 @@ class Task:
         """Start the child and record the job `running`; return the child."""
         share = task_share(allocated_cpus(self.env, self.info.slurm), self.spec)
         gpus_requested = int(self.info.slurm.get("gpus_per_node") or 0)
-        env = task_env(self.env, share, self.info.sweep_id, self.job, gpus_requested)
+        env = task_env(self.env, share, self.info.sweep_id, self.job, gpus_requested,
+                       seed=contract.job_seed(self.spec))
         gpus = allocated_gpus(self.env)
         prev = read_state(self.job)
         cwd = self.info.cwd if self.info.cwd and os.path.isdir(self.info.cwd) else str(self.job.dir)

@@ -26,6 +26,7 @@ record = {
     "workers": int(os.environ["LAUNCH_NUM_WORKERS"]),
     "threads": int(os.environ["OMP_NUM_THREADS"]),
     "sweep": os.environ["LAUNCH_SWEEP_ID"],
+    "seed": int(os.environ["LAUNCH_SEED"]),
 }
 terminated = []
 signal.signal(signal.SIGTERM, lambda *_: terminated.append(1))

@@ -40,7 +40,7 @@ side_by_side = pytest.mark.skipif(CPUS < 2, reason="needs two CPUs to run two jo
 def sweep_file(path: Path, name: str, grid: dict, resources: dict, **extra) -> Path:
     """Write a sweep of fake jobs and return its path."""
     job = {"command": [sys.executable, str(FAKE_JOB), "{behaviour}", "{seconds}"],
-           "behaviour": "ok", "seconds": 0.3, "seed": 0}
+           "behaviour": "ok", "seconds": 0.3, "seed": 0, "seed_from_env": True}
     job.update(extra.pop("job", {}))
     doc = {"name": name, "job": job, "grid": grid, "resources": resources, **extra}
     path.write_text(yaml.safe_dump(doc))
@@ -310,12 +310,17 @@ def test_without_a_gpu_jobs_run_on_the_cpu_within_the_budget(lab, monkeypatch, c
     assert "resources.device: gpu" in capsys.readouterr().err
 
 
-def test_hostile_names_and_values_reach_the_job_as_data(lab):
+def test_hostile_names_are_refused_and_values_reach_the_job_as_data(lab):
     pwned = lab / "pwned"
     nasty = f"a b 'q' \"dq\" $(touch {pwned}); touch {pwned} `touch {pwned}`"
     path = lab / "h.yaml"
+    path.write_text(yaml.safe_dump({"name": f"x; touch {pwned}", "job": {"command": ["true"]}}))
+    out = subprocess.run([sys.executable, "-m", "launcher.cli", "sweep", str(path), "--detach"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 2 and "must be a plain name" in out.stderr
+    assert not pwned.exists() and not list_sweeps()
     path.write_text(yaml.safe_dump({
-        "name": f"x; touch {pwned} $(touch {pwned})",
+        "name": "hostile-values",
         "job": {"command": [sys.executable, "-c",
                             "import os, sys; open(os.environ['LAUNCH_JOB_DIR'] + '/argv', 'w')"
                             ".write(sys.argv[1])", "{value}"], "value": nasty},

@@ -14,7 +14,7 @@ import sys
 import pytest
 import yaml
 from rundirs import make_sweep, set_state
-from test_executor import start
+from test_executor import start, wait_for
 
 from launcher.rundir.layout import SweepPaths
 from launcher.rundir.state import read_state
@@ -24,7 +24,7 @@ from launcher.show import follow
 SWEEP = "demo-20261122-221414"
 A, B = "a-s0-00000001", "b-s1-00000002"
 STARTED = 1795376000.0
-WAIT = "CPU budget spent: 2 of 2 CPUs in use, a job needs 2"
+WAIT = "CPU budget spent: 2 of 2 CPUs held by alice 2; a job needs 2"
 OUTPUT = "\n".join([*(f"step {i}" for i in range(8)), "50%|####  \r100%|########",
                     "RuntimeError: \x1b[31mbad\x1b[0m"])
 
@@ -150,7 +150,7 @@ def test_a_resumed_sweep_counts_what_had_finished_instead_of_listing_it(scripted
     set_state(paths(), B, "pending", reason="resumed")
     out = io.StringIO()
     killed = steps(lambda: set_state(paths(), B, "failed", signal=9))
-    assert follow.follow_sweep(paths(), out=out, sleep=killed) == 1
+    assert follow.follow_sweep(paths(), out=out, sleep=killed, finished_before={A}) == 1
     assert without_clock(out.getvalue()) == [
         f"sweep {SWEEP}: 2 jobs (1 finished before), runs/{SWEEP}; Ctrl-C stops following, "
         "not the sweep",
@@ -238,25 +238,51 @@ def test_epochs_come_with_their_own_time_and_a_rerun_from_an_older_checkpoint_sh
     assert [text.split()[1] for _, text in again] == ["2/4", "3/4"]
 
 
+ONCE_JOB = """\
+import os, sys, time
+mark = os.path.join(os.environ['LAUNCH_JOB_DIR'], 'x')
+print('boom', flush=True)
+if not os.path.exists(mark):  # the first run waits for the test's gate, then fails
+    open(mark, 'w').close()
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.02)
+    sys.exit(3)
+"""
+
+
 @pytest.mark.usefixtures("lab")
-def test_a_quick_retry_is_shown_with_why_and_its_log_marks_the_new_run(tmp_path):
-    script = tmp_path / "once.py"  # fails on its first run only
-    script.write_text("import os, sys\nmark = os.path.join(os.environ['LAUNCH_JOB_DIR'], 'x')\n"
-                      "print('boom', flush=True)\nif not os.path.exists(mark):\n"
-                      "    open(mark, 'w').close()\n    sys.exit(3)\n")
+@pytest.mark.parametrize("first_look", ["after_it_all", "while_the_first_run_runs"])
+def test_a_quick_retry_is_shown_with_why_and_its_log_marks_the_new_run(tmp_path, first_look):
+    script, gate = tmp_path / "once.py", tmp_path / "gate"
+    script.write_text(ONCE_JOB)
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({
         "name": "retry", "max_retries": 1,
-        "job": {"command": [sys.executable, str(script)], "seed": 0},
+        "job": {"command": [sys.executable, str(script), str(gate)], "seed": 0},
         "resources": {"gpus_per_job": 1, "cpu_budget": 1, "cpus_per_job": 1}}))
     sweep = SweepPaths.of(start(path))
-    out = io.StringIO()
-    assert follow.follow_sweep(sweep, refresh_s=0.05, out=out) == 0
-    lines = without_clock(out.getvalue())
     (job,) = read_info(sweep).job_ids
-    # However quick the retry (it may all happen between two looks), the follower says so.
+
+    def retried_and_finished(_s: float = 0) -> None:
+        gate.touch()
+        wait_for("the retry to finish", lambda: read_state(sweep.job(job)).state == "finished")
+
+    # The follower's looks are placed around the job's life by events, not by the machine's
+    # speed: its first look comes after the failure, the retry and its end, or while the
+    # first run still runs, the rest happening during its one pause.
+    if first_look == "after_it_all":
+        retried_and_finished()
+        sleep = retried_and_finished
+    else:
+        wait_for("the first run", lambda: (read_state(sweep.job(job)).state, sweep.job(
+            job).stdout_log.exists()) == ("running", True))
+        sleep = retried_and_finished
+    out = io.StringIO()
+    assert follow.follow_sweep(sweep, refresh_s=0.05, out=out, sleep=sleep) == 0
+    lines = without_clock(out.getvalue())
+    assert lines[0].startswith(f"sweep {sweep.sweep_id}: 1 job, "), lines  # none finished before
     said = [line for line in lines if line.startswith(job)]
-    assert any("retry" in line for line in said), lines
+    assert f"{job}  attempt 1 failed; retrying" in said, lines
     assert said[-1].startswith(f"{job}  finished"), lines
     assert read_state(sweep.job(job)).log_tail is None  # not the failed run's
     log = sweep.job(job).stdout_log.read_text().splitlines()

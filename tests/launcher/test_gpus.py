@@ -124,7 +124,7 @@ def test_reason_says_what_a_waiting_job_waits_for():
 
 def job_env(uuids: list[str]) -> dict[str, str]:
     env = contract.job_env({}, sweep_id="s", job_id="j", job_dir=Path("/j"), num_workers=0,
-                           num_threads=1, gpus=uuids)
+                           num_threads=1, gpus=uuids, seed=0)
     return {k: env[k] for k in ("CUDA_DEVICE_ORDER", "CUDA_VISIBLE_DEVICES")}
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher.config.plan import job_id_for, make_sweep_id, plan_jobs, render_plan
+from launcher.config.ids import job_id_for, make_sweep_id, slug
+from launcher.config.plan import plan_jobs, render_plan
 from launcher.config.sweepfile import load_sweep
 from launcher.config.yamlsource import SweepFileError
+from launcher.show.text import value_slug
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 ID = re.compile(r"[A-Za-z0-9._=-]{1,48}-[0-9a-f]{8}")
@@ -79,14 +81,35 @@ def test_ids_do_not_depend_on_grid_order_or_new_values(tmp_path):
     assert len(set(grown.values())) == 6
 
 
-def test_slug_is_short_safe_and_keeps_every_key(tmp_path):
-    _, plans = plan(tmp_path, JOB.replace("{", "{command: [x, '{tag}'], tag: a, ")
-                    + "grid:\n  tag: ['$(rm -rf ~); \"x\"' , 'a very long value indeed, with "
-                      "spaces and ünïcode and more and more']\nseeds: [12]\n")
+def test_slug_is_short_safe_and_keeps_values_whole(tmp_path):
+    long = "a very long value indeed, with spaces and ünïcode and more and more"
+    _, plans = plan(tmp_path, "job: {command: [x, '{tag}'], tag: a}\n"
+                    "grid:\n  tag: ['$(rm -rf ~); \"x\"' , '" + long + "']\nseeds: [12]\n")
     for p in plans:
         slug = p.job_id[:-9]
         assert re.fullmatch(r"[A-Za-z0-9._=-]{1,48}", slug) and "seed=12" in slug
-        assert slug.startswith("tag=")
+    assert plans[0].job_id.startswith("tag=-rm--rf-x-_seed=12-")
+    assert plans[1].job_id[:-9] == "seed=12"  # the value does not fit whole: left out
+
+
+@pytest.mark.parametrize("params", [
+    {"grad_noise": "annealed", "stochastic_depth": 0.5, "model": "tutorial_cnn_repeat",
+     "seed": 0},
+    {"model": "inception", "grad_noise": {"mode": "annealed", "eta": 0.3}, "seed": 10},
+    {"optimizer.lr": 0.001, "optimizer.weight_decay": 0.0005, "lr_schedule.name": "onecycle",
+     "stochastic_depth": {"p_L": 0.5}, "seed": 2},
+])
+def test_ids_shorten_keys_never_values(params):
+    text = slug(params)
+    assert len(text) <= 48 and text.endswith(f"_seed={params['seed']}")
+    kept = 0
+    for key, value in params.items():  # every value there is whole, or not there at all
+        whole = value_slug(value)
+        kept += f"={whole}_" in text + "_"
+        cuts = [whole[:k] for k in range(1, len(whole))  # cut within a word
+                if whole[k - 1].isalnum() and whole[k].isalnum()]
+        assert not any(f"={cut}_" in text + "_" for cut in cuts), (key, text)
+    assert kept >= 3, text
 
 
 def test_command_templates(tmp_path):

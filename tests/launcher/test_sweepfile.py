@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from launcher import cli
-from launcher.config.plan import make_sweep_id, plan_jobs, render_plan, resolved_yaml
+from launcher.config.ids import make_sweep_id
+from launcher.config.plan import plan_jobs, render_plan, resolved_yaml
 from launcher.config.sweepfile import load_sweep
 from launcher.config.yamlsource import CMDLINE, SweepFileError
 from launcher.machine.cpus import default_cpu_budget
@@ -113,8 +114,8 @@ def test_missing_file(tmp_path):
 def test_overrides(tmp_path):
     path = write(tmp_path, BASE)
     sweep = load_sweep(path, ["job.epochs=1", "grid.optimizer.lr=0.1,0.01", "seeds=1",
-                              "resources.cpu_budget=4", "name=a, b c", "max_retries=2"])
-    assert sweep.job["epochs"] == 1 and sweep.name == "a, b c" and sweep.max_retries == 2
+                              "resources.cpu_budget=4", "name=a-b.c_d", "max_retries=2"])
+    assert sweep.job["epochs"] == 1 and sweep.name == "a-b.c_d" and sweep.max_retries == 2
     assert sweep.grid == {"model": ["alexnet", "resnet9"], "optimizer.lr": [0.1, 0.01],
                           "seed": [0]}
     assert sweep.resources.cpu_budget == 4
@@ -185,11 +186,13 @@ def test_hostile_names_and_values_stay_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     marker = tmp_path / "pwned"
     values = [v.format(marker=marker) for v in HOSTILE]
-    sweep = load_sweep(write(tmp_path, "job: {command: [echo, '{msg}'], msg: x}\n"),
-                       ["name=" + "\n".join(values), "grid.msg=" + json.dumps(values)])
+    file = write(tmp_path, "job: {command: [echo, '{msg}'], msg: x}\n")
+    with pytest.raises(SweepFileError) as info:  # a name names a folder: never a path
+        load_sweep(file, ["name=" + "\n".join(values)])
+    assert "must be a plain name of letters, digits, '.', '_' and '-'" in str(info.value)
+    sweep = load_sweep(file, ["grid.msg=" + json.dumps(values)])
     plans = plan_jobs(sweep)
     assert [p.command for p in plans] == [["echo", v] for v in values]
-    assert sweep.name == "\n".join(values)
     assert re.fullmatch(r"[A-Za-z0-9._-]+-\d{8}-\d{6}", make_sweep_id(sweep.name, 0.0))
     table = render_plan(sweep, plans)
     assert len(table.splitlines()) == len(values) + 4  # a newline in a value stays escaped

@@ -12,7 +12,7 @@ from launcher.slurm import query as slurm_status
 pytestmark = pytest.mark.slurm
 
 SLEEPERS = """\
-name: cancel me
+name: cancel-me
 job:
   command: [sleep, "{secs}"]
   secs: 300

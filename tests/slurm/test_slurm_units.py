@@ -6,6 +6,7 @@ No cluster needed. Regenerate the golden scripts after an intended change with
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,11 +14,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from rundirs import set_state, view_of
+from rundirs import make_sweep, set_state, view_of
 
 from launcher.cli import main
 from launcher.commands import sweep as sweeping
-from launcher.config.plan import make_sweep_id
+from launcher.config.ids import make_sweep_id
 from launcher.config.sweepfile import SlurmConfig
 from launcher.errors import UserError
 from launcher.machine.cpus import CpuShare
@@ -31,6 +32,7 @@ from launcher.slurm import submit as slurm
 from launcher.slurm import task as slurm_task
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "sbatch"
+NVML = Path(__file__).parent.parent / "fixtures" / "nvml"
 DEMO = Path(__file__).parents[2] / "configs" / "demo.yaml"
 UPDATE = os.environ.get("LAUNCH_UPDATE_GOLDEN") == "1"
 PYTHON = "/opt/venv/bin/python"
@@ -328,3 +330,80 @@ def test_a_task_marked_cancelled_does_not_start_its_job(runs, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert ran.exists() and read_state(job).state == "finished"
+
+
+def two_slurm_sweeps(runs) -> list[SweepPaths]:
+    """Two Slurm sweeps, submitted (their tasks known), one job each still pending."""
+    out = []
+    for n, name in enumerate(("one-20261122-221414", "two-20261122-221415")):
+        paths = make_sweep(name, [(f"a-0000000{n}", {"seed": 0}, {"command": ["true"]})],
+                           runs, executor="slurm")
+        atomic_write_json(paths.slurm_json, {"mode": "submitit", "jobs": {
+            f"a-0000000{n}": f"7{n}_0"}})
+        out.append(paths)
+    return out
+
+
+def test_status_asks_slurm_once_and_says_when_it_does_not_answer(runs, tmp_path,
+                                                                  monkeypatch, capsys):
+    calls = tmp_path / "calls"
+    fake_tools(tmp_path, monkeypatch, squeue=f"echo \"$@\" >> {calls}\nexec sleep 600",
+               sacct=f"echo sacct >> {calls}\nexec sleep 600")
+    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(NVML / "idle4.json"))
+    sweeps = two_slurm_sweeps(runs)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(slurm_status.NOT_ANSWERING) == 2, out
+    assert "not known to Slurm" not in out
+    (call,) = calls.read_text().splitlines()  # one question for both sweeps, no sacct
+    assert f"--name={sweeps[0].sweep_id},{sweeps[1].sweep_id}" in call
+
+
+def test_status_reads_slurm_s_one_answer_for_every_sweep(runs, tmp_path, monkeypatch, capsys):
+    calls = tmp_path / "calls"
+    rows = "70_0|RUNNING|None|node1|one-20261122-221414\\n71_0|PENDING|Priority|"
+    fake_tools(tmp_path, monkeypatch, squeue=f"echo call >> {calls}\nprintf '{rows}|"
+               "two-20261122-221415\\n'")
+    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(NVML / "idle4.json"))
+    two_slurm_sweeps(runs)
+    assert main(["status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    jobs = {s["sweep_id"]: s["jobs"][0] for s in data["sweeps"]}
+    assert jobs["one-20261122-221414"]["state"] == "running"
+    assert jobs["one-20261122-221414"]["reason"] == "slurm RUNNING on node1"
+    assert jobs["two-20261122-221415"]["reason"] == "slurm PENDING (Priority)"
+    assert calls.read_text().count("call") == 1
+
+
+def test_status_of_a_slurm_sweep_on_a_login_node_without_gpus(runs, tmp_path, monkeypatch,
+                                                               capsys):
+    fake_tools(tmp_path, monkeypatch, squeue="exit 0")
+    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(NVML / "nodriver.json"))
+    (paths, _) = two_slurm_sweeps(runs)
+    assert main(["status", paths.sweep_id]) == 0  # the driver is not that sweep's business
+    out = capsys.readouterr().out
+    assert "NVIDIA" not in out and "driver" not in out and paths.sweep_id in out
+    assert main(["status"]) == 3  # this machine's own view still says it has no driver
+    assert "driver" in capsys.readouterr().out
+
+
+def test_a_script_never_submitted_is_no_pending_sweep(written, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LAUNCH_NVML_SNAPSHOT", str(NVML / "idle4.json"))
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith(written.sweep_id))
+    assert line == (f"{written.sweep_id}  slurm  script written, not submitted "
+                    "(sbatch x.sbatch): 6 jobs")
+    assert "pending" not in out  # no jobs listed as waiting in a queue
+    assert main(["forget", written.sweep_id, "--delete"]) == 0
+    assert not written.root.exists()
+
+
+def test_setup_lines_run_after_set_e_so_a_failing_one_stops_the_task(tmp_path):
+    cfg = SlurmConfig(gpus_per_node=0, cpus_per_task=1, setup=("false", "touch ran"))
+    text = sbatch.render_sbatch("s-20260101-120000", tmp_path / "s-20260101-120000", 1, cfg)
+    script = tmp_path / "x.sbatch"
+    script.write_text(text)
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "SLURM_ARRAY_TASK_ID": "0"}, timeout=60)
+    assert done.returncode == 1 and not (tmp_path / "ran").exists(), done.stderr
