@@ -64,7 +64,9 @@ EXAMPLES = {
   launch results cifar                           per job, then mean +- std per configuration
   launch results cifar --csv > cifar.csv         one row per job, every field
   launch results cifar --json                    rows and summary, stable keys
-  launch results cifar --plot curves.png         also draw the learning curves""",
+  launch results cifar --plot curves.png         also draw the learning curves
+  launch results cifar --metric val_accuracy --plot val.png   best first; its curves, +- std
+  launch results mt --metric bleu                a number your own script reported""",
     "cancel": """\
   launch cancel cifar                            every job of the newest cifar sweep
   launch cancel cifar/model=resnet9_seed=0       one job; the others go on
@@ -139,7 +141,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from launcher.commands import results
 
     fmt = "csv" if args.csv else "json" if args.json else "table"
-    return results.run_results(args.sweep, fmt=fmt, plot_path=args.plot)
+    return results.run_results(args.sweep, fmt=fmt, plot_path=args.plot, metric=args.metric,
+                               order=args.order)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -211,7 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="one CSV row per job")
     fmt.add_argument("--json", action="store_true", help="rows and summary as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="draw the learning curves (matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the learning curves, mean +- std over seeds (matplotlib)")
+    p.add_argument("--metric", metavar="KEY",
+                   help="sort by this number of the jobs' results or metrics lines, best "
+                        "first, and plot it (e.g. val_accuracy, or a script's own f1)")
+    p.add_argument("--order", choices=("high", "low"),
+                   help="which end of --metric comes first (default: low for a name with "
+                        "loss or error in it, else high)")
 
     p = subparser(sub, "cancel", "cancel a sweep, or one job of it", cmd_cancel)
     p.add_argument("target", metavar="SWEEP[/JOB]", help=TARGET_HELP)
