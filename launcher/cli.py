@@ -45,7 +45,8 @@ EXAMPLES = {
   launch sweep configs/cifar.yaml job.epochs=1 seeds=1 --dry-run   the plan, nothing runs
   launch sweep configs/cifar.yaml --executor slurm   one Slurm job array
   launch sweep --resume cifar                    rerun what failed, was cancelled or never ran
-  launch sweep --resume cifar --restart 19478088 and begin that job again, from epoch 0""",
+  launch sweep --resume cifar --restart 19478088 and begin that job again, from epoch 0
+  launch sweep configs/cifar.yaml --notify 'mail -s "{message}" me@lab.org'   told when done""",
     "status": """\
   launch status                                  GPUs, their users, your recent sweeps
   launch status cifar                            every job of the newest cifar sweep
@@ -97,16 +98,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from launcher.commands import sweep
 
     if args.resume:
-        if args.file or args.overrides:
+        if args.file or args.overrides or args.notify:
             raise UserError("--resume SWEEP takes no sweep file or overrides")
         return sweep.resume_sweep(args.resume, detach=args.detach, restart=args.restart)
     if args.restart:
         raise UserError("--restart JOB goes with --resume SWEEP")
     if not args.file:
         raise UserError("give a sweep file (launch sweep configs/demo.yaml) or --resume SWEEP")
+    from launcher.config.overrides import notify_override
+
     return sweep.start_sweep(
         args.file,
-        args.overrides,
+        [*args.overrides, *([notify_override(args.notify)] if args.notify else [])],
         executor=args.executor,
         dry_run=args.dry_run,
         detach=args.detach,
@@ -189,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", metavar="JOB", action="append", default=[],
                    help="with --resume: begin JOB again (its checkpoints and metrics go), "
                         "finished or not; repeatable")
+    p.add_argument("--notify", metavar="CMD",
+                   help="run CMD when the sweep ends (notify.command; split as a shell "
+                        "would, run without one), e.g. --notify 'mail -s \"{message}\" me@lab.org'")
 
     p = subparser(sub, "status", "GPUs, who uses them, and your sweeps", cmd_status)
     p.add_argument("sweep", nargs="?", metavar="SWEEP",
