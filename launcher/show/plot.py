@@ -27,6 +27,7 @@ from launcher.show.text import plural
 
 DEFAULT_CURVES = ("train_loss", "val_accuracy")  # the built-in job's; else the first curve
 BAND_ALPHA = 0.2
+MAX_EPOCH_TICKS = 12  # fewer epochs than this get a tick each
 
 
 def figure_api() -> tuple[Any, Any]:
@@ -46,8 +47,8 @@ def figure_api() -> tuple[Any, Any]:
 
 def config_label(table: ResultsTable, config: ConfigRow, same: Mapping[str, str]) -> str:
     """Return a configuration in words: the values that differ between configurations."""
-    keys = [k for k in table.config_keys if k not in same]
-    return ", ".join(f"{k}={fmt_cell(config.values.get(k))}" for k in keys) or "all jobs"
+    keys = [k for k in table.config_keys if k not in same and config.values.get(k) is not None]
+    return ", ".join(f"{k}={fmt_cell(config.values[k])}" for k in keys) or "all jobs"
 
 
 def mean_band(runs: Sequence[Mapping[int, float]]) -> tuple[list[int], list[float], list[float]]:
@@ -81,7 +82,7 @@ def curves_figure(paths: SweepPaths, table: ResultsTable, metrics: Sequence[str]
     fig = figure(figsize=(5.2 * max(len(metrics), 1) + 3.2, 4.2), layout="constrained")
     axes = fig.subplots(1, max(len(metrics), 1), squeeze=False)[0]
     same = constant_columns(table)
-    handles, labels = [], []
+    handles, labels, seen = [], [], set()
     for colour, config in enumerate(table.configs):
         style = {"color": f"C{colour % 10}"}
         for ax, metric in zip(axes, metrics, strict=False):
@@ -92,10 +93,15 @@ def curves_figure(paths: SweepPaths, table: ResultsTable, metrics: Sequence[str]
             label = f"{config_label(table, config, same)} ({plural(len(runs), 'seed')})"
             (line,) = ax.plot(epochs, means, marker="o", markersize=3, linewidth=1.4,
                               label=label, **style)
-            band = ax.fill_between(epochs, [m - s for m, s in zip(means, stds, strict=True)],
-                                   [m + s for m, s in zip(means, stds, strict=True)],
-                                   alpha=BAND_ALPHA, linewidth=0, **style)
+            if len(epochs) > 1:
+                band = ax.fill_between(epochs, [m - s for m, s in zip(means, stds, strict=True)],
+                                       [m + s for m, s in zip(means, stds, strict=True)],
+                                       alpha=BAND_ALPHA, linewidth=0, **style)
+            else:  # a band over one epoch has no width: an error bar shows the std there
+                band = ax.errorbar(epochs, means, yerr=stds, fmt="none", capsize=4,
+                                   **style).lines[2][0]
             band.set_gid(f"band {label}")
+            seen.update(epochs)
             if label not in labels:  # one legend entry per configuration, not per panel
                 handles.append(line)
                 labels.append(label)
@@ -105,7 +111,10 @@ def curves_figure(paths: SweepPaths, table: ResultsTable, metrics: Sequence[str]
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(locator(integer=True))
+        if len(seen) <= MAX_EPOCH_TICKS:  # every epoch, also the one of a one-epoch sweep
+            ax.set_xticks(sorted(seen))
+        else:
+            ax.xaxis.set_major_locator(locator(integer=True))
     finish(fig, table, handles, labels, same)
     return fig
 

@@ -107,6 +107,9 @@ def constant_columns(table: ResultsTable) -> dict[str, str]:
 
 # Short column names for the built-in job's metrics; a script's keys are their own names.
 HEADERS = {"test_accuracy": "test_acc"}
+# Numbers of the built-in job's result that describe the model rather than measure the run:
+# the same for every seed, so a column of them says nothing (--metric shows one).
+DESCRIPTIVE = ("num_parameters",)
 
 
 def header(metric: str) -> str:
@@ -121,7 +124,7 @@ def shown_metrics(table: ResultsTable) -> list[str]:
     learning rate, throughput); a result has the few that sum a run up. The others are named
     in a note, and --metric, CSV and JSON give them.
     """
-    keys = list(table.result_keys) or list(table.metric_keys)
+    keys = [k for k in table.result_keys if k not in DESCRIPTIVE] or list(table.metric_keys)
     if table.sorted_by is not None and table.sorted_by in table.metric_keys:
         keys = [table.sorted_by, *(k for k in keys if k != table.sorted_by)]
     return keys

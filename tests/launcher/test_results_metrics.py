@@ -198,3 +198,16 @@ def test_plot_of_an_unknown_metric_is_a_user_error(script_sweep, tmp_path):
     table = results.collect_results(script_sweep)
     with pytest.raises(UserError, match="no metric 'nope'"):
         plot.plot_results(script_sweep, table, tmp_path / "x.png", metric="nope")
+
+
+def test_a_one_epoch_sweep_shows_its_std_as_an_error_bar(script_sweep):
+    for lr, s in F1:  # a smoke test's sweep: every job stopped after its first epoch
+        path = script_sweep.job(job_id(lr, s)).metrics_jsonl
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+    table = results.collect_results(script_sweep)
+    fig = plot.results_figure(script_sweep, table, metric="val_f1")
+    _, (bar,) = curves_of(fig, "lr=0.1 (3 seeds)")
+    ((_, low), (_, high)), = bar.get_segments()
+    m, s = mean_std([F1[0.1, seed] / 3 for seed in (0, 1, 2)])
+    assert (low, high) == (pytest.approx(m - s), pytest.approx(m + s))
+    assert list(fig.axes[0].get_xticks()) == [1]
