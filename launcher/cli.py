@@ -55,6 +55,7 @@ EXAMPLES = {
   launch sweep --resume cifar --restart 19478088 and begin that job again, from epoch 0
   launch sweep --resume cifar max_retries=2 timeout_min=240   resume with more room
   launch sweep --resume --dry-run                what a resume of your newest sweep would run
+  launch sweep configs/cifar.yaml --notify 'mail -s "{message}" me@lab.org'   told when done
 
 every key of a sweep file, with its default and what it allows: `launch keys`""",
     "status": """\
@@ -78,7 +79,9 @@ every key of a sweep file, with its default and what it allows: `launch keys`"""
   launch results cifar --csv > cifar.csv         one row per job, every field
   launch results cifar --json                    rows and summary, stable keys
   launch results cifar --plot curves.png         also draw the learning curves
-  launch results                                 your newest sweep""",
+  launch results                                 your newest sweep
+  launch results cifar --metric val_accuracy --plot val.png   best first; its curves, +- std
+  launch results mt --metric bleu                a number your own script reported""",
     "cancel": """\
   launch cancel cifar                            every job of the newest cifar sweep
   launch cancel cifar/model=resnet9_seed=0       one job; the others go on
@@ -119,6 +122,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from launcher.commands import sweep
 
     if args.resume is not None:
+        if args.notify:
+            raise UserError("--notify goes with a sweep file; a resume keeps the sweep's own")
         target, overrides = args.resume, [*filter(None, [args.file]), *args.overrides]
         if "=" in target:  # `--resume max_retries=2`: sweep ids never hold "="
             target, overrides = "", [target, *overrides]
@@ -132,9 +137,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError("--restart JOB goes with --resume SWEEP")
     if not args.file:
         raise UserError("give a sweep file (launch sweep configs/demo.yaml) or --resume SWEEP")
+    from launcher.config.overrides import notify_override
+
     return sweep.start_sweep(
         args.file,
-        args.overrides,
+        [*args.overrides, *([notify_override(args.notify)] if args.notify else [])],
         executor=args.executor,
         dry_run=args.dry_run,
         detach=args.detach,
@@ -191,7 +198,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from launcher.commands import results
 
     fmt = "csv" if args.csv else "json" if args.json else "table"
-    return results.run_results(args.sweep, fmt=fmt, plot_path=args.plot)
+    return results.run_results(args.sweep, fmt=fmt, plot_path=args.plot, metric=args.metric,
+                               order=args.order)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -259,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", metavar="JOB", action="append", default=[],
                    help="with --resume: begin JOB again (its checkpoints and metrics go), "
                         "finished or not; repeatable")
+    p.add_argument("--notify", metavar="CMD",
+                   help="run CMD when the sweep ends (notify.command; split as a shell "
+                        "would, run without one), e.g. --notify 'mail -s \"{message}\" me@lab.org'")
 
     p = subparser(sub, "status", "GPUs, who uses them, and your sweeps", cmd_status)
     p.add_argument("sweep", nargs="?", metavar="SWEEP",
@@ -284,7 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="one CSV row per job")
     fmt.add_argument("--json", action="store_true", help="rows and summary as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="draw the learning curves (matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the learning curves, mean +- std over seeds (matplotlib)")
+    p.add_argument("--metric", metavar="KEY",
+                   help="sort by this number of the jobs' results or metrics lines, best "
+                        "first, and plot it (e.g. val_accuracy, or a script's own f1)")
+    p.add_argument("--order", choices=("high", "low"),
+                   help="which end of --metric comes first (default: low for a name with "
+                        "loss or error in it, else high)")
 
     p = subparser(sub, "cancel", "cancel a sweep, or one job of it", cmd_cancel)
     p.add_argument("target", metavar="SWEEP[/JOB]", nargs="?", help=TARGET_HELP)

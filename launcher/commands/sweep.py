@@ -58,7 +58,12 @@ def create_run_dir(sweep, plans, executor: str) -> SweepPaths:
         grid_keys=tuple(sorted({k for p in plans for k in p.params})),
         resources=sweep.resources.to_json(), slurm=sweep.slurm.to_json(),
         max_retries=sweep.max_retries, timeout_min=sweep.timeout_min, cwd=os.getcwd(),
-        source=str(Path(sweep.source_path).absolute()) if sweep.source_path else None)
+        source=str(Path(sweep.source_path).absolute()) if sweep.source_path else None,
+        notify=sweep.notify.to_json() if sweep.notify else {})
+    if sweep.notify and executor == "slurm":
+        from launcher.local.notify import SLURM_NOTE
+
+        print(f"launch: warning: {SLURM_NOTE}", file=sys.stderr)
     paths = create_sweep(info, plan.resolved_yaml(sweep), [spec_text(p) for p in plans])
     index.record(paths, info.created)  # found from any folder (launcher/rundir/index.py)
     return paths

@@ -120,3 +120,16 @@ def _set(raw: dict, lines: dict, path: tuple, value: Any, top_keys: Sequence[str
 def _forget(lines: dict, path: tuple) -> None:
     for known in [p for p in lines if p[: len(path)] == path]:
         del lines[known]
+
+
+def notify_override(command: str) -> str:
+    """Return the override that `launch sweep --notify CMD` stands for: notify.command=[...]."""
+    import json
+    import shlex
+
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:
+        raise SweepFileError(CMDLINE, None, "--notify", f"cannot split {command!r}: {err}") \
+            from None
+    return f"notify.command={json.dumps(argv)}"

@@ -270,6 +270,8 @@ def resolved_yaml(sweep: Sweep) -> str:
     }
     if not sweep.points:
         del data["points"]
+    if sweep.notify is not None:
+        data["notify"] = sweep.notify.to_json()
     header = f"# resolved from {printable(sweep.source_path)}"
     if sweep.overrides:
         header += " with " + printable(shlex.join(sweep.overrides))

@@ -134,6 +134,7 @@ class Sweep:
     source_path: str
     source_text: str
     overrides: tuple[str, ...] = ()
+    notify: Notify | None = None
     locations: SourceMap = field(default=SourceMap("", {}), compare=False, repr=False)
 
     @property
@@ -169,6 +170,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
                         _one_of("local", "slurm")),
         job=job, grid=grid, points=points, resources=resources,
         slurm=_check_slurm(src, raw.get("slurm"), resources),
+        notify=_check_notify(src, raw.get("notify")),
         max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0),
                            TOP_RULES["max_retries"]),
         timeout_min=_check(src, ("timeout_min",), raw.get("timeout_min"),
@@ -297,7 +299,7 @@ SLURM_RULES = {
 # The top-level numbers, also checked when `launch sweep --resume` changes them (resume.py).
 TOP_RULES = {"max_retries": _int(0, 1000), "timeout_min": _optional(_number(0, 10**8))}
 TOP_KEYS = ("name", "executor", "job", "grid", "points", "seeds", "resources", "max_retries",
-            "timeout_min", "slurm")
+            "timeout_min", "slurm", "notify")
 
 
 def _section(src: SourceMap, name: str, raw: Any, rules: dict, defaults: dict) -> dict:
@@ -334,3 +336,60 @@ def _check_resources(src: SourceMap, raw: Any) -> Resources:
 def _check_slurm(src: SourceMap, raw: Any, res: Resources) -> SlurmConfig:
     defaults = {"gpus_per_node": res.gpus_needed, "cpus_per_task": res.cpus_per_job}
     return SlurmConfig(**_section(src, "slurm", raw, SLURM_RULES, defaults))
+
+
+@dataclass(frozen=True)
+class Notify:
+    """The `notify:` section, sent by launcher/local/notify.py: the sweep ended, a job failed.
+
+    A webhook given as `${NAME}` is read from the environment when it is sent, so that a
+    secret URL stays out of the run directory."""
+
+    command: tuple[str, ...] = ()       # argv run when it happens, never through a shell
+    webhook: str | None = None          # gets a JSON summary POSTed (Slack, ntfy)
+    topic: str | None = None            # ntfy's topic, for a webhook at the server's root
+    on: tuple[str, ...] = ("end",)      # end | failure
+    timeout_s: float = 10.0             # each notification's limit
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the record as the sweep's plan keeps it."""
+        return _json_ready(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Notify:
+        """Return the record the sweep's plan keeps (to_json)."""
+        return cls(**_known_fields(cls, raw))
+
+
+NOTIFY_EVENTS = ("end", "failure")
+
+
+def _argv(value: Any) -> tuple[str, tuple] | None:
+    ok = isinstance(value, list) and value and _lines("")(value) is None and all(value)
+    return None if ok else (f"must be a non-empty list of arguments, got {value!r}", ())
+
+
+def _url(value: Any) -> tuple[str, tuple] | None:
+    if isinstance(value, str) and re.fullmatch(r"(https?://[^\s]+|\$\{[A-Za-z_]\w*\})", value):
+        return None
+    return f"must be an http(s):// URL or ${{NAME}} of one in the environment, got {value!r}", ()
+
+
+def _events(value: Any) -> tuple[str, tuple] | None:
+    ok = isinstance(value, list) and value and all(v in NOTIFY_EVENTS for v in value)
+    return None if ok else (f"must be a non-empty list of events, got {value!r}", NOTIFY_EVENTS)
+
+
+NOTIFY_RULES = {"command": _argv, "webhook": _optional(_url), "topic": _optional(_token),
+                "on": _events, "timeout_s": _number(0, 600)}
+
+
+def _check_notify(src: SourceMap, raw: Any) -> Notify | None:
+    if raw is None:
+        return None
+    notify = Notify(**_section(src, "notify", raw, NOTIFY_RULES, {}))
+    if not notify.command and not notify.webhook:
+        raise src.error(("notify",), "says whom to tell: a command, a webhook or both",
+                        ("command", "webhook"))
+    return notify
+

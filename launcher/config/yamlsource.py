@@ -183,6 +183,8 @@ class _Builder:
             line = key_node.start_mark.line + 1
             key = self.loader.construct_object(key_node) if isinstance(
                 key_node, yaml.ScalarNode) else None
+            if isinstance(key, bool):  # YAML 1.1 reads `on:`, `yes:` so; a key is a name
+                key = key_node.value
             if not isinstance(key, str):
                 raise SweepFileError(self.src.file, line, dotted(path) or "(top level)",
                                      f"keys must be strings, got {key!r}; quote it")

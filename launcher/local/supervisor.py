@@ -26,7 +26,7 @@ from pathlib import Path
 from launcher import contract
 from launcher.config.sweepfile import Resources
 from launcher.errors import EXIT_USER_ERROR, UserError
-from launcher.local import leftovers, takeover
+from launcher.local import leftovers, notify, takeover
 from launcher.machine import placement, procs
 from launcher.rundir import state as js
 from launcher.rundir.layout import SweepPaths
@@ -110,6 +110,7 @@ class Supervisor:
         self.prefix = procs.pdeathsig_prefix()
         self.specs = read_specs(paths)
         self.cancel_checked = 0.0
+        self.notifier = notify.Notifier(paths, self.info, log)
 
     # -- state ------------------------------------------------------------------------------
     def state(self, job_id: str) -> JobState:
@@ -117,6 +118,7 @@ class Supervisor:
 
     def write(self, job_id: str, state: JobState) -> None:
         write_state(self.paths.job(job_id), state)
+        self.notifier.job_state(job_id, state)  # a failure may be news (local/notify.py)
 
     def load_queue(self) -> None:
         """Queue every job that has not ended; stop what a dead supervisor left behind."""
@@ -339,6 +341,7 @@ class Supervisor:
         self.placer.close()
         states = sorted(self.state(job_id).state for job_id in self.info.job_ids)
         log(f"sweep ended: {counted(states)}")
+        self.notifier.sweep_ended(states)
         return 0
 
 
@@ -380,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 def stopped_on(paths: SweepPaths, record: SupervisorInfo, error: str, code: int) -> int:
     """Record the error the supervisor stops on, where status and follow show it."""
     log(f"stopped: {error}")
+    notify.supervisor_stopped(paths, error, log)
     try:
         if read_supervisor(paths) == record:  # still ours: a resume may have replaced it
             write_supervisor(paths, record._replace(error=error))

@@ -52,6 +52,7 @@ class SweepInfo(NamedTuple):
     timeout_min: float | None = None
     cwd: str | None = None  # where the jobs run: the folder `launch sweep` was started in
     source: str | None = None  # the sweep file
+    notify: Mapping[str, Any] = {}  # who is told when it ends (config/sweepfile.py: Notify)
 
     @property
     def job_ids(self) -> list[str]:
@@ -86,7 +87,8 @@ def parse_info(raw: Any, paths: SweepPaths) -> SweepInfo:
     def text(key: str, default: str) -> str:
         return foreign.text(raw.get(key), default)
 
-    mapping = {k: raw[k] if isinstance(raw.get(k), dict) else {} for k in ("resources", "slurm")}
+    mapping = {k: raw[k] if isinstance(raw.get(k), dict) else {}
+               for k in ("resources", "slurm", "notify")}
     executor = raw.get("executor") if raw.get("executor") in ("local", "slurm") else "local"
     return SweepInfo(
         sweep_id=paths.sweep_id, name=text("name", paths.sweep_id), executor=executor,

@@ -5,18 +5,20 @@ device, a key no job varies) moves to one note line, dict values are written as 
 cut in the middle past VALUE_WIDTH (unless that would make two values look alike), and job
 ids give way to the 8-hex hash that ends each of them (`launch logs SWEEP/HASH` takes it)
 when the table would pass TABLE_WIDTH. A sweep of demo.yaml's size fits 100 columns; one
-that varies many keys, like cifar.yaml (four), is wider. CSV and JSON (results.py) keep
-every field in full.
+that varies many keys, like cifar.yaml (four), is wider. The metrics shown are the numbers
+the jobs' results carry (the sorted one first); a metrics line's many others are named in a
+note. CSV and JSON (results.py) keep every field and metric in full.
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 from launcher.rundir.state import ENDED_STATES
-from launcher.show.results import JobRow, ResultsTable, Stat
+from launcher.show.results import NO_STAT, JobRow, ResultsTable, Stat
 from launcher.show.text import fmt_value, plural
 
 SEED_KEY = "seed"
@@ -37,16 +39,18 @@ def fmt_cell(value: Any) -> str:
     return text[:head] + "~" + text[len(text) - (VALUE_WIDTH - 1 - head):]
 
 
-def fmt_num(value: float | None, digits: int = 4) -> str:
-    """Return a number with fixed decimals, or "-" when absent."""
-    return "-" if value is None else f"{value:.{digits}f}"
+def fmt_metric(value: float | None) -> str:
+    """Return a metric with four decimals, a large one (a parameter count) without; "-"."""
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.0f}"
 
 
 def fmt_stat(stat: Stat) -> str:
     """Return "mean +- std", "mean +- -" for a single seed, or "-" with no result."""
     if stat.mean is None:
         return "-"
-    return f"{stat.mean:.4f} +- {fmt_num(stat.std)}"
+    return f"{fmt_metric(stat.mean)} +- {fmt_metric(stat.std)}"
 
 
 def fmt_done(done: int | None, planned: int | None) -> str:
@@ -101,42 +105,91 @@ def constant_columns(table: ResultsTable) -> dict[str, str]:
     return out
 
 
+# Short column names for the built-in job's metrics; a script's keys are their own names.
+HEADERS = {"test_accuracy": "test_acc"}
+# Numbers of the built-in job's result that describe the model rather than measure the run:
+# the same for every seed, so a column of them says nothing (--metric shows one).
+DESCRIPTIVE = ("num_parameters",)
+
+
+def header(metric: str) -> str:
+    """Return a metric's column name: its key, shortened for the built-in job's."""
+    return HEADERS.get(metric, metric)
+
+
+def shown_metrics(table: ResultsTable) -> list[str]:
+    """Return the metrics the text shows: the sorted one, then the results' (else the lines').
+
+    A metrics line has many numbers per epoch (the built-in job's: losses, accuracies, the
+    learning rate, throughput); a result has the few that sum a run up. The others are named
+    in a note, and --metric, CSV and JSON give them.
+    """
+    keys = [k for k in table.result_keys if k not in DESCRIPTIVE] or list(table.metric_keys)
+    if table.sorted_by is not None and table.sorted_by in table.metric_keys:
+        keys = [table.sorted_by, *(k for k in keys if k != table.sorted_by)]
+    return keys
+
+
 def job_block(table: ResultsTable, same: dict[str, str], hashes: bool) -> list[str]:
     """Return the per-job block: id (or hash), varying swept values, state and numbers."""
     keys = [k for k in (*table.config_keys, SEED_KEY) if k not in same]
-    tail = [c for c in ("state", "test_acc", "test_loss", "done", "wall_s", "device")
-            if c not in same]
-    header = ["job", *keys, *tail]
+    metrics = shown_metrics(table)
+    before = [c for c in ("state",) if c not in same]
+    after = [c for c in ("done", "wall_s", "device") if c not in same]
+    if all(j.wall_time_s is None for j in table.jobs) and "wall_s" in after:
+        after.remove("wall_s")  # a command job may write no result: no column of "-"
+    head = ["job", *keys, *before, *map(header, metrics), *after]
     columns = {k: value_cells([key_values(j, k) for j in table.jobs]) for k in keys}
     rows = []
     for n, j in enumerate(table.jobs):
-        cells = {"state": j.state, "test_acc": fmt_num(j.test_accuracy),
-                 "test_loss": fmt_num(j.test_loss), "done": fmt_done(j.epochs_done, j.epochs),
-                 "wall_s": "-" if j.wall_time_s is None else f"{j.wall_time_s:.1f}",
-                 "device": j.device or "-"}
+        fields = {"state": j.state, "done": fmt_done(j.epochs_done, j.epochs),
+                  "wall_s": "-" if j.wall_time_s is None else f"{j.wall_time_s:.1f}",
+                  "device": j.device or "-"}
         job = short_job(j.job_id) if hashes else j.job_id
-        rows.append([job, *(columns[k][n] for k in keys), *(cells[c] for c in tail)])
-    # A number no job has (a command job may write no result) is a column of "-": drop it.
-    empty = {i for i, c in enumerate(header) if c in ("test_acc", "test_loss", "wall_s")
-             and all(row[i] == "-" for row in rows)}
-    header = [c for i, c in enumerate(header) if i not in empty]
-    rows = [[cell for i, cell in enumerate(row) if i not in empty] for row in rows]
-    numeric = {SEED_KEY, "test_acc", "test_loss", "done", "wall_s"}
-    return align(header, rows, right={i for i, c in enumerate(header) if c in numeric})
+        rows.append([job, *(columns[k][n] for k in keys), *(fields[c] for c in before),
+                     *(fmt_metric(j.metrics.get(m)) for m in metrics),
+                     *(fields[c] for c in after)])
+    numeric = [k == SEED_KEY for k in keys] + [False] * len(before) + [True] * len(metrics)
+    numeric += [c != "device" for c in after]
+    return align(head, rows, right={i + 1 for i, right in enumerate(numeric) if right})
 
 
 def config_block(table: ResultsTable, same: dict[str, str]) -> list[str]:
     """Return the per-configuration block: varying swept values, seeds with results, mean +- std."""
     keys = [k for k in table.config_keys if k not in same]
-    header = [*(keys or ("configuration",)), "n", "test_acc mean +- std", "test_loss mean +- std"]
+    metrics = shown_metrics(table)
+    head = [*(keys or ("configuration",)), "n", *(f"{header(m)} mean +- std" for m in metrics)]
     columns = {k: value_cells([c.values.get(k) for c in table.configs]) for k in keys}
     rows = []
     for n, c in enumerate(table.configs):
         values = [columns[k][n] for k in keys] or ["all"]
-        stats = [fmt_stat(c.test_accuracy), fmt_stat(c.test_loss)]
+        stats = [fmt_stat(c.stats.get(m, NO_STAT)) for m in metrics]
         rows.append([*values, f"{c.n}/{len(c.job_ids)}", *stats])
     n = max(len(keys), 1)
-    return align(header, rows, right={n, n + 1, n + 2})
+    return align(head, rows, right=set(range(n, len(head))))
+
+
+def thread_notes(table: ResultsTable, hashes: bool) -> list[str]:
+    """Return a note naming the jobs of one configuration that ran with other thread counts.
+
+    On a CPU the weights depend on the thread count (a reduction's order changes with it),
+    so such jobs are not the reruns of one another they seem to be.
+    """
+    lines = []
+    same = constant_columns(table)
+    keys = [k for k in table.config_keys if k not in same]
+    for c in table.configs:
+        if len(c.threads) < 2:
+            continue
+        label = " ".join(f"{k}={fmt_cell(c.values.get(k))}" for k in keys) or "every job"
+        groups = "; ".join(f"{plural(n, 'thread')}: "
+                           + ", ".join(short_job(i) if hashes else i for i in ids)
+                           for n, ids in c.threads.items())
+        lines.append(f"  {label}: {groups}")
+    if lines:
+        lines.insert(0, "jobs of one configuration ran with different thread counts "
+                        "(on CPU the weights depend on it):")
+    return lines
 
 
 def state_summary(table: ResultsTable) -> str:
@@ -151,14 +204,19 @@ def render_results(table: ResultsTable) -> str:
     """Return the results as aligned text: a block per job, then one per configuration."""
     count = plural(len(table.jobs), "job")
     lines = [f"sweep {table.sweep_id}: {count} ({state_summary(table) or 'none'})"]
+    if table.sorted_by is not None:
+        lines.append(f"sorted by {table.sorted_by}, "
+                     f"{'highest' if table.highest_first else 'lowest'} first")
     same = constant_columns(table)
     # the line above counts the states; a column of "-" only says nothing, so it just goes
     notes = [f"{k}={v}" for k, v in same.items() if k != "state" and v != "-"]
     if notes:
         lines.append(f"every job: {', '.join(notes)}")
-    jobs = job_block(table, same, hashes=False)
+    hashes = False
+    jobs = job_block(table, same, hashes)
     if max(map(len, jobs)) > TABLE_WIDTH:
-        jobs = job_block(table, same, hashes=True)
+        hashes = True
+        jobs = job_block(table, same, hashes)
         lines.append(f"job: the hash that ends its id (launch logs {table.sweep_id}/HASH)")
     lines += ["", *jobs, ""]
     if table.finished() == 0:
@@ -168,4 +226,12 @@ def render_results(table: ResultsTable) -> str:
     else:
         lines.append("per configuration, over seeds (n = seeds with a result / jobs):")
         lines.extend(config_block(table, same))
+    others = [k for k in table.metric_keys if k not in shown_metrics(table)]
+    if others:
+        lines += ["", "other metrics (--metric KEY shows one; --csv and --json have all):",
+                  *textwrap.wrap(", ".join(others), TABLE_WIDTH, initial_indent="  ",
+                                 subsequent_indent="  ", break_on_hyphens=False)]
+    threads = thread_notes(table, hashes)
+    if threads:
+        lines += ["", *threads]
     return "\n".join(lines) + "\n"

@@ -59,6 +59,9 @@ model    optimizer.lr    n  test_acc mean +- std  test_loss mean +- std
 alexnet  0.01          3/3      0.5200 +- 0.0200       1.3000 +- 0.1000
 alexnet  0.001         1/3           0.4100 +- -            1.9000 +- -
 resnet9  0.01          0/1                     -                      -
+
+other metrics (--metric KEY shows one; --csv and --json have all):
+  train_loss, val_accuracy, val_loss, train_accuracy, lr, images_per_s
 """
 
 
@@ -164,8 +167,10 @@ def test_unfinished_result_is_not_averaged(tmp_path):
 def test_csv_has_one_row_per_job(runs):
     text = results.results_csv(results.collect_results(SweepPaths(runs / SWEEP)))
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert list(rows[0]) == ["job_id", "model", "optimizer.lr", "state", "seed", "test_accuracy",
-                             "test_loss", "epochs_done", "wall_time_s", "device"]
+    assert list(rows[0]) == ["job_id", "model", "optimizer.lr", "state", "seed", "epochs_done",
+                             "wall_time_s", "device", "num_threads", "test_accuracy", "test_loss",
+                             "train_loss", "val_accuracy", "val_loss", "train_accuracy", "lr",
+                             "images_per_s"]
     assert [r["job_id"] for r in rows] == [j[0] for j in JOBS]
     assert rows[1]["test_accuracy"] == "0.52" and rows[1]["optimizer.lr"] == "0.01"
     assert rows[4]["state"] == "failed" and rows[4]["test_accuracy"] == ""
@@ -175,13 +180,16 @@ def test_csv_has_one_row_per_job(runs):
 
 def test_json_has_stable_keys(runs):
     out = results.results_json(results.collect_results(SweepPaths(runs / SWEEP)))
-    assert list(out) == ["format", "sweep_id", "name", "param_keys", "config_keys", "finished",
-                         "jobs", "configs"]
+    assert list(out) == ["format", "sweep_id", "name", "param_keys", "config_keys",
+                         "metric_keys", "sorted_by", "finished", "jobs", "configs"]
     assert out["format"] == "launch-results/1" and out["finished"] == 4
     assert list(out["jobs"][0]) == ["job_id", "params", "state", "seed", "test_accuracy",
-                                    "test_loss", "epochs_done", "wall_time_s", "device"]
+                                    "test_loss", "epochs_done", "wall_time_s", "device",
+                                    "num_threads", "metrics"]
     first = out["configs"][0]
-    assert list(first) == ["params", "job_ids", "n", "test_accuracy", "test_loss"]
+    assert list(first) == ["params", "job_ids", "n", "test_accuracy", "test_loss", "metrics",
+                           "num_threads"]
+    assert first["metrics"]["test_loss"] == first["test_loss"]
     assert first["test_loss"]["std"] == pytest.approx(mean_std([1.4, 1.3, 1.2])[1])
     assert out["configs"][1]["test_accuracy"] == {"n": 1, "mean": 0.41, "std": None}
     assert json.loads(json.dumps(out)) == out
@@ -206,14 +214,16 @@ def test_plot_writes_png(runs, tmp_path, capsys):
     data = png.read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 5000
     with pytest.raises(UserError, match="folder .* does not exist"):
-        plot.plot_learning_curves(SweepPaths(runs / SWEEP), tmp_path / "missing" / "x.png")
+        paths = SweepPaths(runs / SWEEP)
+        plot.plot_results(paths, results.collect_results(paths), tmp_path / "missing" / "x.png")
 
 
 def test_plot_without_metrics_is_a_clear_error(tmp_path):
     jobs = [("a-s0-11111111", {"model": "m", "optimizer.lr": 0.1, "seed": 0}, None, None, 0)]
     make_sweep(tmp_path, "x-20260101-000000", jobs)
     with pytest.raises(UserError, match="no metrics yet"):
-        plot.plot_learning_curves(SweepPaths(tmp_path / "x-20260101-000000"), tmp_path / "p.png")
+        paths = SweepPaths(tmp_path / "x-20260101-000000")
+        plot.plot_results(paths, results.collect_results(paths), tmp_path / "p.png")
     assert not (tmp_path / "p.png").exists()
 
 
@@ -294,18 +304,16 @@ def test_values_that_differ_only_past_the_cut_are_never_shown_alike():
     assert len(set(cells)) == 2 and all('"nesterov":' in c for c in cells)
 
 
-def test_numbers_no_job_has_are_not_columns_of_dashes():
-    from types import SimpleNamespace
-
-    from launcher.show import results_render
-
-    def job(n, acc=None):
-        return SimpleNamespace(job_id=f"lr={n}-0000000{n}", values={"lr": n}, seed=0,
-                               state="finished", test_accuracy=acc, test_loss=None,
-                               epochs_done=None, epochs=None, wall_time_s=None, device=None)
-
-    commands = SimpleNamespace(jobs=[job(1), job(2)], config_keys=("lr",))
-    header = results_render.job_block(commands, {}, hashes=False)[0].split()
-    assert header == ["job", "lr", "seed", "state", "done", "device"]
-    trained = SimpleNamespace(jobs=[job(1, 0.5), job(2)], config_keys=("lr",))
-    assert "test_acc" in results_render.job_block(trained, {}, hashes=False)[0]
+def test_numbers_no_job_has_are_not_columns_of_dashes(tmp_path):
+    # a command job that writes no result: no metric columns, and no wall_s column of "-"
+    jobs = [(f"lr={n}-0000000{n}", {"model": "m", "optimizer.lr": n, "seed": 0}, "finished",
+             None, 0) for n in (1, 2)]
+    make_sweep(tmp_path, "x-20260101-000000", jobs)
+    text = render_results(results.collect_results(SweepPaths(tmp_path / "x-20260101-000000")))
+    header = [line for line in text.splitlines() if line.startswith("job ")][0].split()
+    assert header == ["job", "optimizer.lr", "done"], text
+    # one job with a test accuracy makes it a column
+    d = tmp_path / "x-20260101-000000" / "jobs" / "lr=1-00000001"
+    write_json(d / "result.json", {"status": "finished", "test_accuracy": 0.5})
+    text = render_results(results.collect_results(SweepPaths(tmp_path / "x-20260101-000000")))
+    assert "test_acc" in [line for line in text.splitlines() if line.startswith("job ")][0]
