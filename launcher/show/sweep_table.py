@@ -58,15 +58,15 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
     width = min(44, max([len(j.job_id) for j in shown] + [3]))
     gpu = {id(j): _job_gpu(j, labels) for j in shown}
     gpu_w = max([5, *map(len, gpu.values())])
+    epochs = {id(j): epoch_cell(j) for j in shown}
+    epoch_w = max([6, *map(len, epochs.values())])
     # Two spaces after STATE: the longest states (cancelled, preempted) fill its 9 columns.
-    rows = [f"  {'JOB':<{width}}  {'STATE':<9}  {'GPU':<{gpu_w}} {'EPOCH':>6} {'VAL_ACC':>8} "
-            f"{'ELAPSED':>8} {'ETA':>8}"]
+    rows = [f"  {'JOB':<{width}}  {'STATE':<9}  {'GPU':<{gpu_w}} {'EPOCH':>{epoch_w}} "
+            f"{'VAL_ACC':>8} {'ELAPSED':>8} {'ETA':>8}"]
     for j in shown:
-        started = j.epoch is not None or j.state not in ("pending", "waiting")
-        epoch = f"{j.epoch or 0}/{j.epochs}" if j.epochs and started else "-"
         row = (f"  {short_id(j.job_id, width):<{width}}  {j.state:<9}  {gpu[id(j)]:<{gpu_w}} "
-               f"{epoch:>6} {percent(j.val_accuracy):>8} {duration(j.elapsed_s):>8} "
-               f"{duration(j.eta_s):>8}")
+               f"{epochs[id(j)]:>{epoch_w}} {percent(j.val_accuracy):>8} "
+               f"{duration(j.elapsed_s):>8} {duration(j.eta_s):>8}")
         why = j.reason or ("queued" if j.state == "pending" else "")
         # Slurm's word (PENDING with its reason, RUNNING on which node) is worth a column
         # in every state; the local executor explains only jobs that are not running.
@@ -76,6 +76,14 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
         rows.append(row.rstrip())
     rows += [f"  ... {n} more {state}" for state, n in hidden.items()]
     return rows
+
+
+def epoch_cell(job: JobView) -> str:
+    """Return a job's EPOCH cell: "3/22" epochs done, or "4/22 41%" within the fourth."""
+    if job.epochs and job.epoch_fraction is not None:
+        return f"{(job.epoch or 0) + 1}/{job.epochs} {int(100 * job.epoch_fraction)}%"
+    started = job.epoch is not None or job.state not in ("pending", "waiting")
+    return f"{job.epoch or 0}/{job.epochs}" if job.epochs and started else "-"
 
 
 def _sweep_title(view: SweepView) -> str:
