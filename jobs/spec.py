@@ -123,6 +123,12 @@ _SYNTHETIC = {
     "test_size": Field("int", 1000, "synthetic test images", minimum=1, maximum=2000000),
     "noise": Field("number", 1.0, "per-pixel noise std relative to the class pattern's",
                    minimum=0, maximum=1000),
+    "mix": Field("number", 0.6, "each sample is blended with another class's pattern at a "
+                 "weight uniform on [0, mix); past 0.5 that class dominates, so the best "
+                 "accuracy is below 100%; 0: every sample is clear (the easy data set)",
+                 minimum=0, maximum=1, max_exclusive=True),
+    "shift": Field("int", 4, "largest shift of a pattern, in pixels each way", minimum=0,
+                   maximum=16),
     "seed": Field("int", 0, "seed of the data set itself (fixed across job seeds, like CIFAR)",
                   minimum=0, maximum=SEED_MAX),
 }

@@ -52,7 +52,7 @@ def follow_sweep(paths: SweepPaths, refresh_s: float = REFRESH_S, out: TextIO | 
     # Jobs a resumed sweep had finished before are counted in the header, not listed again.
     seen = {j.job_id: j for j in view.jobs if j.state == "finished"}
     shown_epochs = {j.job_id: j.epoch or 0 for j in view.jobs if j.state == "finished"}
-    shown_progress: dict[str, tuple[float, tuple]] = {}
+    shown_progress: dict[str, tuple] = {}
     frame_lines = 0
     try:
         while True:
@@ -165,10 +165,13 @@ def epoch_text(line: dict) -> str:
     return "  ".join(words)
 
 
-def progress_lines(view: views.SweepView, shown: dict[str, tuple[float, tuple]], now: float,
+def progress_lines(view: views.SweepView, shown: dict[str, tuple], now: float,
                    every_s: float = PROGRESS_EVERY_S) -> list[str]:
-    """Return a line for each running job whose progress moved since its last line, if that
-    line is every_s old (by the clock that gave now); shown keeps (when, what) per job."""
+    """Return a line for each running job whose progress moved since the last look, when its
+    last line is every_s old (by the clock that gave now); shown keeps what each job showed.
+
+    Waiting for a move, not printing what was there, keeps each line as fresh as the look.
+    """
     width = min(ID_WIDTH_MAX, max([len(j.job_id) for j in view.jobs] + [3]))
     stamp = time.strftime("%H:%M:%S")
     lines = []
@@ -176,8 +179,9 @@ def progress_lines(view: views.SweepView, shown: dict[str, tuple[float, tuple]],
         if job.state != "running" or job.epoch_fraction is None:
             continue
         where = (job.epoch, job.epoch_fraction)
-        when, what = shown.get(job.job_id, (None, None))
-        if what == where or (when is not None and now - when < every_s):
+        printed_s, looked = shown.get(job.job_id, (None, None))
+        shown[job.job_id] = (printed_s, where)
+        if where == looked or (printed_s is not None and now - printed_s < every_s):
             continue
         shown[job.job_id] = (now, where)
         lines.append(f"{stamp} {job.job_id:<{width}}  {progress_text(job)}")

@@ -85,14 +85,14 @@ def test_the_follower_prints_progress_at_most_every_30_s_per_job(two_jobs):
                       ended=STARTED + 100, exit_code=0)
 
     looks = [at(10, a=20, b=5), at(29.9, a=30), at(30, a=40, b=15), at(59, b=20),
-             at(100), end]
+             at(100), at(101, a=50), end]
     out = io.StringIO()
     assert follow.follow_sweep(paths(), out=out, sleep=lambda _s: looks.pop(0)(),
                                clock=lambda: clock[0]) == 0
     said = [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in out.getvalue().splitlines()
             if " epoch " in line]
-    # A at 0 s, 30 s (40%, not the 30% of 29.9 s) and 100 s (nothing new: no line);
-    # B first at 10 s, then not before 40 s: at 59 s.
+    # A at 0 s, 30 s (40%, not the 30% of 29.9 s), then not the 40% it still shows at 100 s
+    # but its next move, at 101 s; B first at 10 s, then not before 40 s: at 59 s.
     assert [(line.split()[0], line.split()[3]) for line in said] == [
-        (A, "10%"), (B, "5%"), (A, "40%"), (B, "20%")], said
+        (A, "10%"), (B, "5%"), (A, "40%"), (B, "20%"), (A, "50%")], said
     assert re.fullmatch(rf"{A}  epoch 1/2 10%  loss 1.5000  312 img/s  eta 1m[34]\ds", said[0])
