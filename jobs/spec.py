@@ -203,7 +203,7 @@ SPEC_SCHEMA: dict[str, Field] = {
     "grad_noise": Field("section", None, "gradient noise", nullable=True, fields=_GRAD_NOISE),
     "progress_every_s": Field("number", 10.0, "seconds of training between progress lines "
                               "within an epoch (the job's log and its progress file); 0: none",
-                              minimum=0),
+                              minimum=0, maximum=86400),
     "tensorboard": Field("bool", False, "also write TensorBoard scalar events into the job's "
                          "folder (needs the tensorboard package: the [tensorboard] extra)"),
     "bf16": Field("bool", False, "bf16 autocast (CUDA only; ignored with a log line on CPU)"),

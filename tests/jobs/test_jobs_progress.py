@@ -99,9 +99,9 @@ def reads_from_the_device(monkeypatch, out, batch_size: int) -> int:
                 return _original(self, *args)
 
             patch.setattr(torch.Tensor, name, counting)
-        # Lines are never due: the 1e6 s to the first one outlasts the job. SGD: torch's Adam
+        # Lines are never due: the day to the first one outlasts the job. SGD: torch's Adam
         # reads its own CPU step counters per step, which no GPU waits for.
-        spec = tiny_spec(progress_every_s=1e6, batch_size=batch_size, val_size=0, epochs=1,
+        spec = tiny_spec(progress_every_s=86400, batch_size=batch_size, val_size=0, epochs=1,
                          optimizer={"name": "sgd", "lr": 0.01},
                          synthetic={"train_size": 256, "test_size": 32})
         train(spec, out, log=lambda line: None)
