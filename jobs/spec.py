@@ -10,7 +10,9 @@ text, so the list a user sees is always the list the validator enforces.
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +123,12 @@ _SYNTHETIC = {
     "test_size": Field("int", 1000, "synthetic test images", minimum=1, maximum=2000000),
     "noise": Field("number", 1.0, "per-pixel noise std relative to the class pattern's",
                    minimum=0, maximum=1000),
+    "mix": Field("number", 0.6, "each sample is blended with another class's pattern at a "
+                 "weight uniform on [0, mix); past 0.5 that class dominates, so the best "
+                 "accuracy is below 100%; 0: every sample is clear (the easy data set)",
+                 minimum=0, maximum=1, max_exclusive=True),
+    "shift": Field("int", 4, "largest shift of a pattern, in pixels each way", minimum=0,
+                   maximum=16),
     "seed": Field("int", 0, "seed of the data set itself (fixed across job seeds, like CIFAR)",
                   minimum=0, maximum=SEED_MAX),
 }
@@ -193,6 +201,11 @@ SPEC_SCHEMA: dict[str, Field] = {
     "stochastic_depth": Field("section", None, "ResNet9 stochastic depth (Huang et al. 2016)",
                               nullable=True, fields=_STOCHASTIC_DEPTH),
     "grad_noise": Field("section", None, "gradient noise", nullable=True, fields=_GRAD_NOISE),
+    "progress_every_s": Field("number", 10.0, "seconds of training between progress lines "
+                              "within an epoch (the job's log and its progress file); 0: none",
+                              minimum=0, maximum=86400),
+    "tensorboard": Field("bool", False, "also write TensorBoard scalar events into the job's "
+                         "folder (needs the tensorboard package: the [tensorboard] extra)"),
     "bf16": Field("bool", False, "bf16 autocast (CUDA only; ignored with a log line on CPU)"),
     "channels_last": Field("bool", False, "channels_last memory format (CUDA only)"),
 }
@@ -321,9 +334,24 @@ def _check_combinations(spec: dict) -> None:
         if repeat["min"] > repeat["max"]:
             raise SpecError("repeat.max", f"must be >= repeat.min ({repeat['min']}), "
                             f"got {repeat['max']}")
+    if spec["tensorboard"] and not tensorboard_installed():
+        raise SpecError("tensorboard", "true needs the tensorboard package, which this Python "
+                        f"({sys.executable}) cannot import: pip install 'launch[tensorboard]' "
+                        "(or tensorboard), or set tensorboard: false")
     if spec["stochastic_depth"] is not None and "resnet9" not in members:
         raise SpecError("stochastic_depth", "needs residual blocks: model resnet9, or an "
                         f"ensemble with a resnet9 member; got model {model}")
+
+
+@functools.lru_cache(maxsize=1)
+def tensorboard_installed() -> bool:
+    """Returns whether this Python can import tensorboard (looked up, not imported: cheap)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("tensorboard") is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        return False
 
 
 def repeatable_layers(model: str, members: list[str] | None = None) -> list[str]:

@@ -1,11 +1,12 @@
 """The training job, flat: train(spec, out_dir) -> result.
 
 One pass reads top to bottom: seed, load data, build, resume if DIR holds a
-checkpoint, train epoch by epoch (metrics line, log line, checkpoint each), test,
-write the result.  SIGTERM/SIGUSR2 only set a flag; at the end of the current
-batch the job writes a checkpoint of exactly that point and raises Preempted
-(EXIT_REQUEUE).  Every random draw is keyed so that a resumed run, mid-epoch or not,
-ends with the same weights as an uninterrupted one.
+checkpoint, train epoch by epoch (a progress line every progress_every_s within it; a
+metrics line, log line and checkpoint after it), test, write the result.
+SIGTERM/SIGUSR2 only set a flag; at the end of the current batch the job writes a
+checkpoint of exactly that point and raises Preempted (EXIT_REQUEUE).  Every random
+draw is keyed so that a resumed run, mid-epoch or not, ends with the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from jobs import checkpoint as ckpt
+from jobs.board import open_board
 from jobs.data import load_splits
 from jobs.evaluate import evaluate
 from jobs.loaders import Normalizer, augment_params, epoch_order, make_loader
 from jobs.models import build_model, count_parameters
 from jobs.optimizers import make_optimizer, make_scheduler
+from jobs.progress import EpochProgress
 from jobs.runinfo import (
     configure_threads,
     device_record,
@@ -53,7 +56,7 @@ from launcher.contract import (
 )
 
 # Keys that may differ between a checkpoint and the run resuming it: they do not change results.
-RESUME_FREE_KEYS = ("num_workers", "data_root", "download")
+RESUME_FREE_KEYS = ("num_workers", "data_root", "download", "progress_every_s", "tensorboard")
 
 
 class Preempted(Exception):
@@ -79,6 +82,7 @@ class Job:
     normalize: Normalizer
     autocast: object
     batches_per_epoch: int
+    board: object = None  # jobs/board.py's Board when the spec asks for TensorBoard
 
 
 @dataclass
@@ -143,14 +147,19 @@ def _run(spec: dict, out_dir: Path, stop: dict, log) -> dict:
     if state is not None:
         _restore(job, progress, state, out_dir)
     _truncate_metrics(out_dir / METRICS_FILE, progress.epoch)
+    job.board = open_board(spec, out_dir, progress.step)
     log(f"start: {spec['model']} on {device_record(device)[0]}, {len(data['train'])} train / "
         f"{len(data['val'])} val / {len(data['test'])} test images, {spec['epochs']} epochs of "
         f"{job.batches_per_epoch} batches, seed {spec['seed']}, {num_threads} threads, "
         f"{num_workers} workers"
         + (_resume_note(progress, spec["epochs"]) if state else ""))
-    while progress.epoch < spec["epochs"]:
-        _train_epoch(job, progress, stop, out_dir, log)
-    return _finish(job, progress, out_dir, env_record(num_threads, num_workers), log)
+    try:
+        while progress.epoch < spec["epochs"]:
+            _train_epoch(job, progress, stop, out_dir, log)
+        return _finish(job, progress, out_dir, env_record(num_threads, num_workers), log)
+    finally:
+        if job.board is not None:
+            job.board.close()
 
 
 def _resume_note(p: Progress, epochs: int) -> str:
@@ -197,12 +206,18 @@ def _train_epoch(job: Job, p: Progress, stop: dict, out_dir: Path, log) -> None:
     loss_sum = torch.tensor(p.loss_sum, dtype=torch.float64, device=job.device)
     correct = torch.tensor(p.correct, dtype=torch.int64, device=job.device)
     start_seen, start_s = p.seen, time.perf_counter()
+    reporter = EpochProgress(spec["progress_every_s"], out_dir, epoch=epoch + 1,
+                             epochs=spec["epochs"], batches=job.batches_per_epoch, batch=p.batch,
+                             seen=p.seen, log=log, elapsed_s=p.elapsed_s,
+                             scalars=job.board.add if job.board else None)
     for x, y in loader.batches(order, params, spec["batch_size"], p.batch, generator=gen):
         loss, out = _step(job, x, y, p.step)
         # Kept on the device: an .item() per batch would stall the GPU pipeline.
         loss_sum += loss.detach().double() * len(y)
         correct += (out.argmax(1) == y).sum()
         p.batch, p.step, p.seen = p.batch + 1, p.step + 1, p.seen + len(y)
+        if reporter.due() and p.batch < job.batches_per_epoch:  # read loss_sum only now
+            reporter.report(p.batch, p.seen, loss_sum, p.step)
         if stop and p.batch < job.batches_per_epoch:
             p.loss_sum, p.correct = loss_sum.item(), int(correct.item())
             _save(job, p, out_dir)
@@ -218,6 +233,8 @@ def _train_epoch(job: Job, p: Progress, stop: dict, out_dir: Path, log) -> None:
             "elapsed_s": p.elapsed_s(), "time": time.time()}
     with open(out_dir / METRICS_FILE, "a") as f:
         f.write(json.dumps(line) + "\n")
+    if job.board is not None:
+        job.board.add_epoch(line, p.step)
     p.epoch, p.batch, p.loss_sum, p.correct, p.seen = epoch + 1, 0, 0.0, 0, 0
     _save(job, p, out_dir)
     log(_epoch_line(line, p))
@@ -317,6 +334,9 @@ def _finish(job: Job, p: Progress, out_dir: Path, env: dict, log) -> dict:
         "weights_sha256": ckpt.weights_sha256(job.model.state_dict()),
         "env": env, "spec": job.spec,
     }
+    if job.board is not None:
+        job.board.add("test/accuracy", test["accuracy"], p.step)
+        job.board.add("test/loss", test["loss"], p.step)
     ckpt.atomic_write_json(out_dir / RESULT_FILE, result)
     log_acc = "n/a" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
     log(f"done: test_accuracy {log_acc} test_loss {test['loss']:.4f} "

@@ -22,6 +22,7 @@ RESULT_FILE = "result.json"  # {"status": "finished", ...}: the job is done, who
 METRICS_FILE = "metrics.jsonl"  # one JSON line per finished epoch (docs/design.md: Metrics)
 CHECKPOINT_FILE = "checkpoint.pt"  # what a rerun in the same folder continues from
 CHECKPOINT_PREVIOUS_FILE = "checkpoint.prev.pt"  # the one before: used when the last is torn
+PROGRESS_FILE = "progress.json"  # where the epoch in progress stands, rewritten every few seconds
 RESULT_FINISHED = "finished"  # the value of result.json's "status" that means done
 
 # -- exit codes of a job ---------------------------------------------------------------------

@@ -9,8 +9,8 @@
         cancel                present: `launch cancel` asked to stop the whole sweep
         slurm.json, slurm/    the Slurm submission and its logs
         jobs/<job-id>/        JobPaths: spec.json, state.json, stdout.log, cancel, and what the
-                              job itself writes: its result, metrics and checkpoints, under
-                              the names launcher/contract.py gives them
+                              job itself writes: its result, metrics, progress and
+                              checkpoints, under the names launcher/contract.py gives them
 
 Plain files, not a database, because Slurm jobs on other nodes write them over NFS. The two
 records are small slotted classes, not NamedTuples or dataclasses: `launch status` builds
@@ -102,6 +102,11 @@ class JobPaths(_Folder):
     @property
     def checkpoint_previous(self) -> Path:
         return self.dir / contract.CHECKPOINT_PREVIOUS_FILE
+
+    @property
+    def progress_json(self) -> Path:
+        """Where the built-in job's epoch in progress stands (docs/design.md: the job contract)."""
+        return self.dir / contract.PROGRESS_FILE
 
 
 class SweepPaths(_Folder):

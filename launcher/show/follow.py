@@ -3,8 +3,9 @@
 The follower only reads the run directory: Ctrl-C, a closed laptop or a dropped SSH
 connection end the following and nothing else. It prints a line per event (a job starts,
 waits and why, ends and how, with the tail of a failed job's output) and, where the output
-is no terminal (a pipe, a log file), a line per finished epoch. On a terminal the sweep's
-table is redrawn below the events instead, so epochs show there without a line each.
+is no terminal (a pipe, a log file), a line per finished epoch and, within an epoch, a
+progress line per job at most every PROGRESS_EVERY_S. On a terminal the sweep's table is
+redrawn below the events instead, so epochs and progress show there without a line each.
 """
 
 from __future__ import annotations
@@ -23,25 +24,27 @@ from launcher.rundir.layout import JobPaths, SweepPaths
 from launcher.rundir.state import ENDED_STATES, RETRY_REASON
 from launcher.rundir.store import read_jsonl
 from launcher.show import views
-from launcher.show.sweep_table import percent, render_sweeps
+from launcher.show.sweep_table import epoch_cell, percent, render_sweeps
 from launcher.show.text import plural
 
 REFRESH_S = 1.0
 TAIL_LINES = 5  # of a failed job's output, in the follower's lines; `launch logs` has the rest
 ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ID_WIDTH_MAX = 44  # job ids are padded to line up the events, up to this many columns
+PROGRESS_EVERY_S = 30.0  # per job: a 12-job sweep's jobs each write one every 10 s
 
 
 def follow_sweep(paths: SweepPaths, refresh_s: float = REFRESH_S, out: TextIO | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 finished_before: Collection[str] = ()) -> int:
+                 finished_before: Collection[str] = (),
+                 clock: Callable[[], float] = time.monotonic) -> int:
     """Show the sweep until it ends; return 0 if every job finished, 1 otherwise, 2 when its
     supervisor stopped on a user error, 130 on Ctrl-C.
 
     finished_before names the jobs a resumed sweep had finished before it started again:
     the caller knows, where the first look cannot tell them from jobs that finished since
     (a quick job, retried and finished before that look). sleep is called between looks
-    (tests hand in one that makes the next thing happen).
+    (tests hand in one that makes the next thing happen); clock spaces the progress lines.
     """
     out = out or sys.stdout
     tty = out.isatty()
@@ -53,10 +56,12 @@ def follow_sweep(paths: SweepPaths, refresh_s: float = REFRESH_S, out: TextIO | 
     # Jobs a resumed sweep had finished before are counted in the header, not listed again.
     seen = {j.job_id: j for j in before}
     shown_epochs = {j.job_id: j.epoch or 0 for j in before}
+    shown_progress: dict[str, tuple] = {}
     frame_lines = 0
     try:
         while True:
             events = changes(view, paths, seen, shown_epochs, progress=not tty)
+            events += [] if tty else progress_lines(view, shown_progress, clock())
             ended = all(j.state in ENDED_STATES for j in view.jobs)
             last = ended or view.supervisor == "dead"
             if tty:
@@ -161,6 +166,42 @@ def epoch_text(line: dict) -> str:
     eta_s = views.epoch_eta_s(line)
     if eta_s:
         words.append(f"eta {duration(eta_s)}")
+    return "  ".join(words)
+
+
+def progress_lines(view: views.SweepView, shown: dict[str, tuple], now: float,
+                   every_s: float = PROGRESS_EVERY_S) -> list[str]:
+    """Return a line for each running job whose progress moved since the last look, when its
+    last line is every_s old (by the clock that gave now); shown keeps what each job showed.
+
+    Waiting for a move, not printing what was there, keeps each line as fresh as the look.
+    """
+    width = min(ID_WIDTH_MAX, max([len(j.job_id) for j in view.jobs] + [3]))
+    stamp = time.strftime("%H:%M:%S")
+    lines = []
+    for job in view.jobs:
+        if job.state != "running" or job.epoch_fraction is None:
+            continue
+        where = (job.epoch, job.epoch_fraction)
+        printed_s, looked = shown.get(job.job_id, (None, None))
+        shown[job.job_id] = (printed_s, where)
+        if where == looked or (printed_s is not None and now - printed_s < every_s):
+            continue
+        shown[job.job_id] = (now, where)
+        lines.append(f"{stamp} {job.job_id:<{width}}  {progress_text(job)}")
+    return lines
+
+
+def progress_text(job: views.JobView) -> str:
+    """Return a job's progress within its epoch: "epoch 1/2 41%  loss 1.9312  312 img/s
+    eta 4m10s"."""
+    words = [f"epoch {epoch_cell(job)}"]
+    if job.train_loss is not None:
+        words.append(f"loss {job.train_loss:.4f}")
+    if job.images_per_s is not None:
+        words.append(f"{job.images_per_s:.0f} img/s")
+    if job.eta_s is not None:
+        words.append(f"eta {duration(job.eta_s)}")
     return "  ".join(words)
 
 

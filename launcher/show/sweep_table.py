@@ -59,14 +59,14 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
     gpu = {id(j): _job_gpu(j, labels) for j in shown}
     gpu_w = max([5, *map(len, gpu.values())])
     values = _value_columns(shown, width)
+    epochs = {id(j): epoch_cell(j) for j in shown}
+    epoch_w = max([6, *map(len, epochs.values())])
     # Two spaces after STATE: the longest states (cancelled, preempted) fill its 9 columns.
-    rows = [f"  {'JOB':<{width}}  {values[0]}{'STATE':<9}  {'GPU':<{gpu_w}} {'EPOCH':>6} "
-            f"{'VAL_ACC':>8} {'ELAPSED':>8} {'ETA':>8}"]
+    rows = [f"  {'JOB':<{width}}  {values[0]}{'STATE':<9}  {'GPU':<{gpu_w}} "
+            f"{'EPOCH':>{epoch_w}} {'VAL_ACC':>8} {'ELAPSED':>8} {'ETA':>8}"]
     for j in shown:
-        started = j.epoch is not None or j.state not in ("pending", "waiting")
-        epoch = f"{j.epoch or 0}/{j.epochs}" if j.epochs and started else "-"
         row = (f"  {short_id(j.job_id, width):<{width}}  {values[1](j)}{j.state:<9}  "
-               f"{gpu[id(j)]:<{gpu_w}} {epoch:>6} {percent(j.val_accuracy):>8} "
+               f"{gpu[id(j)]:<{gpu_w}} {epochs[id(j)]:>{epoch_w}} {percent(j.val_accuracy):>8} "
                f"{duration(j.elapsed_s):>8} {duration(j.eta_s):>8}")
         why = j.reason or ("queued" if j.state == "pending" else "")
         # Slurm's word (PENDING with its reason, RUNNING on which node) is worth a column
@@ -92,6 +92,14 @@ def _value_columns(jobs: Sequence[JobView], width: int):
     header = "".join(f"{k.upper():<{w}}  " for k, w in zip(keys, widths, strict=True))
     return header, lambda job: "".join(f"{c:<{w}}  " for c, w in zip(cells[id(job)], widths,
                                                                      strict=True))
+
+
+def epoch_cell(job: JobView) -> str:
+    """Return a job's EPOCH cell: "3/22" epochs done, or "4/22 41%" within the fourth."""
+    if job.epochs and job.epoch_fraction is not None:
+        return f"{(job.epoch or 0) + 1}/{job.epochs} {int(100 * job.epoch_fraction)}%"
+    started = job.epoch is not None or job.state not in ("pending", "waiting")
+    return f"{job.epoch or 0}/{job.epochs}" if job.epochs and started else "-"
 
 
 def _sweep_title(view: SweepView) -> str:

@@ -1,8 +1,9 @@
 """What status and follow show of a sweep and its jobs, read from the run directory.
 
 A job's view joins its state with the last line of its metrics (epoch, accuracy, elapsed
-time and the ETA drawn from them). The records are NamedTuples for the reason
-launcher/machine/nvml.py gives: `launch status` must not pay for importing dataclasses.
+time and the ETA drawn from them) and, while it runs, with its progress within the epoch.
+The records are NamedTuples for the reason launcher/machine/nvml.py gives: `launch status`
+must not pay for importing dataclasses.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class JobView(NamedTuple):
     signal: int | None
     slurm_job_id: str | None
     log_tail: str | None = None  # the last lines of a failed run's output, from its state
+    # Within the epoch in progress (epoch + 1), from the job's progress file; None if unknown.
+    epoch_fraction: float | None = None
+    train_loss: float | None = None  # the running training loss of that epoch
+    images_per_s: float | None = None
 
 
 class SweepView(NamedTuple):
@@ -78,8 +83,22 @@ def epoch_eta_s(line: dict) -> float | None:
     return elapsed_s / epoch * (epochs - epoch)
 
 
+def epoch_progress(job: JobPaths, epochs_done: int, started: float | None) -> dict | None:
+    """Return the job's progress record of the epoch after epochs_done, None if there is none.
+
+    A record of an earlier epoch, or one written before this run started, is stale.
+    """
+    rec = read_json(job.progress_json)
+    if not isinstance(rec, dict) or rec.get("epoch") != epochs_done + 1:
+        return None
+    batch, batches, at = (_number(rec.get(k)) for k in ("batch", "batches", "time"))
+    if batch is None or not batches or at is None or (started and at < started):
+        return None
+    return rec
+
+
 def load_job_view(job: JobPaths, params: dict, now: float) -> JobView:
-    """Return one job's view from its state and the last line of its metrics."""
+    """Return one job's view from its state, the last line of its metrics and its progress."""
     st = read_state(job)
     last = read_last_jsonl(job.metrics_jsonl) or {}
     elapsed = None
@@ -92,6 +111,13 @@ def load_job_view(job: JobPaths, params: dict, now: float) -> JobView:
     reason = st.reason
     if not reason and st.state in (FAILED, TIMEOUT):
         reason = end_reason(st.exit_code, st.signal)
+    eta_s = epoch_eta_s(last) if st.state == RUNNING else None
+    now_in = epoch_progress(job, epoch if isinstance(epoch, int) else 0, st.started) \
+        if st.state == RUNNING else None
+    if now_in:  # fresher than the last epoch's pace, and there from the first line on
+        left_s = _number(now_in.get("eta_s"))
+        eta_s = eta_s if left_s is None else max(0.0, left_s - (now - now_in["time"]))
+        epochs = now_in.get("epochs") if epochs is None else epochs
     return JobView(
         job_id=job.job_id,
         params=params,
@@ -105,12 +131,15 @@ def load_job_view(job: JobPaths, params: dict, now: float) -> JobView:
         epochs=epochs if isinstance(epochs, int) else None,
         val_accuracy=_number(last.get("val_accuracy")),
         elapsed_s=elapsed,
-        eta_s=epoch_eta_s(last) if st.state == RUNNING else None,
+        eta_s=eta_s,
         reason=reason,
         exit_code=st.exit_code,
         signal=st.signal,
         slurm_job_id=st.slurm_job_id,
         log_tail=st.log_tail,
+        epoch_fraction=now_in["batch"] / now_in["batches"] if now_in else None,
+        train_loss=_number(now_in.get("train_loss")) if now_in else None,
+        images_per_s=_number(now_in.get("images_per_s")) if now_in else None,
     )
 
 
