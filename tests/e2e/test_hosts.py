@@ -1,0 +1,359 @@
+"""`launch status --hosts` over real SSH: several loopback sshd, each one "host".
+
+Each host is its own sshd with generated keys and its own environment (NVML snapshot, run
+and lease directories, PATH) from a profile its sessions source (sshd.start_host). The
+client side is what a user has: an ~/.ssh/config-style file with one alias per host and the
+settings file of launcher/config/userconfig.py naming it, read through $LAUNCH_CONFIG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from sshd import SSHD, LoopbackSshd, free_port, start_host, write_ssh_config
+
+pytestmark = pytest.mark.ssh
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+ANSWER_TIMEOUT_S = 60  # hosts that do answer get all the time a busy machine needs
+RUN_TIMEOUT_S = 120
+SHORT_TIMEOUT_S = 2.0  # --timeout for hosts that never answer
+LAUNCH_SCRIPT = """#!/bin/sh
+PYTHONPATH={repo} exec {python} -m launcher.cli "$@"
+"""
+OLD_LAUNCH_SCRIPT = """#!/bin/sh
+echo "usage: launch status [-h]" >&2
+echo "launch: error: unrecognized arguments: --json" >&2
+exit 2
+"""
+
+
+def executable(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+class Lab:
+    """Hosts on loopback, the ssh config and settings file naming them, and `launch` here."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "bin"  # the `launch` every host with launch has on its PATH
+        self.bin.mkdir()
+        executable(self.bin / "launch", LAUNCH_SCRIPT.format(repo=REPO, python=sys.executable))
+        self.servers: list[LoopbackSshd] = []
+        self.ports: dict[str, tuple[int, Path]] = {}
+        self.envs: dict[str, dict[str, str]] = {}
+        self.settings: dict[str, dict] = {}
+        self.closers: list = []
+
+    def host(self, alias: str, snapshot: str | Path | None = None,
+             path: list[Path] | None = None, **settings) -> dict[str, str]:
+        """Start one host (snapshot: a fixture's name, or a file); return its environment."""
+        folder = self.root / alias
+        (folder / "locks").mkdir(parents=True, mode=0o1777)
+        env = {"PATH": ":".join(map(str, [*(path or [self.bin]), "/usr/bin", "/bin"])),
+               "LAUNCH_RUNS_DIR": str(folder / "runs"), "LAUNCH_LOCK_DIR": str(folder / "locks")}
+        if isinstance(snapshot, str):
+            snapshot = FIXTURES / "nvml" / f"{snapshot}.json"
+        if snapshot:
+            env["LAUNCH_NVML_SNAPSHOT"] = str(snapshot)
+        server = start_host(folder / "sshd", env)
+        self.servers.append(server)
+        self.ports[alias] = (server.port, server.key)
+        self.envs[alias], self.settings[alias] = env, settings
+        return env
+
+    def port(self, alias: str, port: int) -> None:
+        """Name a port that is no ssh server (closed, or silent) as a host."""
+        self.ports[alias] = (port, self.servers[0].key)
+        self.settings[alias] = {}
+
+    def config(self) -> Path:
+        """Return the settings file naming every host, with the ssh config beside it."""
+        user = self.servers[0].user
+        ssh_config = write_ssh_config(self.root / "ssh_config", self.ports, user)
+        path = self.root / "config.yaml"
+        path.write_text(yaml.safe_dump({"ssh_config": str(ssh_config), "hosts": self.settings},
+                                   sort_keys=False))
+        return path
+
+    def status(self, *args: str, timeout_s: float = RUN_TIMEOUT_S) -> tuple[
+            subprocess.CompletedProcess, float]:
+        """Return `launch status ARGS` run here, and the seconds from its start to its end."""
+        env = {**os.environ, "PYTHONPATH": str(REPO), "LAUNCH_CONFIG": str(self.config())}
+        start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "status", *args],
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=timeout_s)
+        ended_s = time.monotonic() - start
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), ended_s
+
+    def local(self, alias: str, *argv: str) -> subprocess.CompletedProcess:
+        """Return `launch ARGV` run here in a host's environment, as that host runs it."""
+        env = {**os.environ, **self.envs[alias], "PATH": os.environ["PATH"],
+               "PYTHONPATH": str(REPO)}
+        return subprocess.run([sys.executable, "-m", "launcher.cli", *argv], env=env,
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                              cwd=self.root)
+
+    def stop(self) -> None:
+        for close in self.closers:
+            close()
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    missing = [p for p in (shutil.which("ssh"), shutil.which("ssh-keygen")) if not p]
+    if not Path(SSHD).exists() or missing:
+        why = "needs openssh-server and openssh-client (/usr/sbin/sshd, ssh, ssh-keygen)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {why} are missing; .ci/run installs them")
+        pytest.skip(why)
+    hosts = Lab(tmp_path)
+    try:
+        yield hosts
+    finally:
+        hosts.stop()
+
+
+def start_sweep(lab: Lab, alias: str) -> str:
+    """Start a two-job sweep on a host (one job runs, one waits for CPUs); return its id."""
+    sweep = lab.root / "hold.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "hold", "grid": {"seed": [0, 1]},
+        "job": {"command": [sys.executable, "-c", "import time; time.sleep(300)"]},
+        "resources": {"gpus_per_job": 1, "cpus_per_job": 1, "cpu_budget": 1}}))
+    done = lab.local(alias, "sweep", str(sweep), "--detach")
+    assert done.returncode == 0, done.stderr
+    sweep_id = done.stdout.strip().splitlines()[-1]
+    lab.closers.append(lambda: lab.local(alias, "cancel", sweep_id, "--grace", "1"))
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:  # the event: one job running, the other waiting
+        states = sorted(j["state"] for s in local_json(lab, alias)["sweeps"] for j in s["jobs"])
+        if states == ["running", "waiting"]:
+            return sweep_id
+        time.sleep(0.2)
+    pytest.fail(f"sweep {sweep_id} never had a job running and one waiting: {states}")
+
+
+def local_json(lab: Lab, alias: str) -> dict:
+    done = lab.local(alias, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def comparable(status: dict) -> dict:
+    """Return what must agree between two looks at one host a moment apart."""
+    jobs = [[(j["job_id"], j["state"], j["gpus"]) for j in s["jobs"]] for s in status["sweeps"]]
+    return {"gpus": status["gpus"], "cpus": status["cpus"], "user": status["user"],
+            "driver_version": status["driver_version"], "nvml_error": status["nvml_error"],
+            "sweeps": [(s["sweep_id"], s["counts"], s["supervisor"]) for s in status["sweeps"]],
+            "jobs": jobs}
+
+
+def blocks(text: str) -> dict[str, list[str]]:
+    """Return host header -> the lines of its block, from the text view."""
+    found: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("=== "):
+            lines = found.setdefault(line, [])
+        else:
+            lines.append(line)
+    return found
+
+
+def stable_lines(lines: list[str]) -> list[str]:
+    """Return a status view's lines without the clock: no header time, job rows' id and state."""
+    out = []
+    for line in lines[1:]:  # the first line holds the time
+        out.append(" ".join(line.split()[:2]) if line.startswith("  ") else line.rstrip())
+    while out and not out[-1]:
+        out.pop()
+    return out
+
+
+def summary_row(text: str, alias: str) -> str:
+    """Return a host's summary line after its name, its spaces squeezed."""
+    line = next(line for line in text.splitlines() if line.split()[:1] == [alias])
+    return " ".join(line.split()[1:])
+
+
+def test_three_hosts_match_each_hosts_own_status(lab):
+    lab.host("idle", "idle4")
+    lab.host("busy", "busy4")
+    lab.host("mig", "mig")
+    sweep_id = start_sweep(lab, "idle")
+    done, _ = lab.status("--hosts", "all", "--json", "--timeout", str(ANSWER_TIMEOUT_S))
+    assert done.returncode == 0, done.stderr
+    answers = {h["host"]: h for h in json.loads(done.stdout)}
+    assert list(answers) == ["idle", "busy", "mig"]
+    for alias, answer in answers.items():
+        own = local_json(lab, alias)
+        assert answer["error"] is None and answer["source"] == "launch"
+        assert answer["hostname"] == own["host"]
+        assert comparable(answer) == comparable(own), alias
+        assert set(own) <= set(answer)  # the same keys as local --json, plus ours
+    assert answers["idle"]["sweeps"][0]["sweep_id"] == sweep_id
+    summaries = {alias: answers[alias]["summary"] for alias in answers}
+    # idle4: four idle A100s, one leased by the running job; busy4: only GPU 2 is idle;
+    # mig: MIG device 0:1 (13 MiB used) and the whole GPU 1 are free
+    assert [summaries[a]["free"] for a in ("idle", "busy", "mig")] == [3, 1, 2]
+    assert summaries["idle"]["jobs"] == [1, 1, 0] and summaries["busy"]["jobs"] == [0, 0, 0]
+    me = answers["busy"]["user"]
+    others = {p["pid"] for g in answers["busy"]["gpus"] for p in g["processes"]
+              if p["user"] != me}
+    assert summaries["busy"]["others_processes"] == len(others) == 5 - (me == "root")
+
+    text, _ = lab.status("--hosts", "all", "--timeout", str(ANSWER_TIMEOUT_S))
+    assert text.returncode == 0, text.stderr
+    # free memory: what every GPU has free, used or not (the busy box's four: 252.5 GiB)
+    free_gib = sum(g["memory_free_bytes"] for g in answers["busy"]["gpus"]) / 2**30
+    assert summary_row(text.stdout, "idle").startswith("3/4 317.9 GiB 0 1/1/0 3/4 A100-SXM4")
+    busy = f"1/4 {free_gib:.1f} GiB {len(others)} 0/0/0 1/4 H100"
+    assert summary_row(text.stdout, "busy").startswith(busy)
+    assert summary_row(text.stdout, "mig").endswith("1/3 A100-SXM4-40GB MIG, 1/1 A100-SXM4-40GB")
+    shown = blocks(text.stdout)
+    assert list(shown) == ["=== idle ===", "=== busy ===", "=== mig ==="]
+    for alias in answers:
+        here = lab.local(alias, "status")
+        assert here.returncode == 0, here.stderr
+        assert stable_lines(shown[f"=== {alias} ==="]) == stable_lines(here.stdout.splitlines())
+
+
+def smi_bin(lab: Lab, live_pid: int) -> Path:
+    """Return a folder holding the fake nvidia-smi, its first process made a live PID of ours."""
+    folder = lab.root / "smi-bin"
+    folder.mkdir()
+    for name in ("nvidia-smi", "query-gpu.csv", "query-compute-apps.csv"):
+        shutil.copy2(FIXTURES / "nvidia-smi" / name, folder / name)
+    apps = folder / "query-compute-apps.csv"
+    apps.write_text(apps.read_text().replace(", 48213, ", f", {live_pid}, ", 1))
+    return folder
+
+
+def test_a_host_without_launch_shows_what_nvidia_smi_says(lab):
+    sleeper = subprocess.Popen(["sleep", "300"])
+    lab.closers.append(sleeper.kill)
+    smi = smi_bin(lab, sleeper.pid)
+    lab.host("ned", path=[smi])  # no launch on its PATH
+    old = lab.root / "old-bin"
+    old.mkdir()
+    executable(old / "launch", OLD_LAUNCH_SCRIPT)
+    lab.host("myrtle", path=[old, smi])  # a launch of another version
+    done, _ = lab.status("--hosts", "ned,myrtle", "--timeout", str(ANSWER_TIMEOUT_S))
+    assert done.returncode == 0, done.stderr
+    shown = blocks(done.stdout)
+    ned = ("=== ned: nvidia-smi's view (launch not found: install it there or set "
+           "hosts.ned.command) ===")
+    myrtle = ("=== myrtle: nvidia-smi's view (launch there said: launch: error: "
+              "unrecognized arguments: --json) ===")
+    assert list(shown) == [ned, myrtle], done.stdout
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    lines = shown[ned]
+    assert lines[1].startswith("[0] NVIDIA H100 80GB HBM3 |")
+    assert f"41506 / 81559 MiB | {me}(40960M)" in lines[1]  # the owner ps gave for the PID
+    assert lines[2].endswith("3078 / 81559 MiB | ?(2560M) ?(512M)")  # PIDs not on this host
+    assert "sweeps: not known (no launch there to ask)" in lines
+    row = summary_row(done.stdout, "ned").split()
+    assert row[0] == "1/4" and row[4] == "?", row  # GPU 2 alone is free; sweeps not known
+    assert summary_row(done.stdout, "ned").endswith("1/4 H100 80GB HBM3 (from nvidia-smi)")
+    as_json, _ = lab.status("--hosts", "ned", "--json", "--timeout", str(ANSWER_TIMEOUT_S))
+    host = json.loads(as_json.stdout)[0]
+    assert (host["source"], host["error"]) == ("nvidia-smi", None)
+    assert host["fallback_reason"].startswith("launch not found")
+    assert [g["memory_used_bytes"] // 2**20 for g in host["gpus"]] == [41506, 3078, 0, 20992]
+
+
+def silent_port(lab: Lab) -> int:
+    """Return a loopback port that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+
+    def close() -> None:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+    lab.closers.append(close)
+    return listener.getsockname()[1]
+
+
+def test_hosts_that_do_not_answer_say_why_within_the_timeout(lab):
+    lab.host("athena", "idle4")  # its key is the one the dead hosts are asked with
+    lab.port("closed", free_port())
+    lab.port("silent", silent_port(lab))
+    done, ended_s = lab.status("--hosts", "closed,silent", "--timeout", str(SHORT_TIMEOUT_S))
+    assert done.returncode == 1, done.stderr
+    assert summary_row(done.stdout, "closed") == \
+        "unreachable: connection refused (no ssh server on that port)"
+    assert summary_row(done.stdout, "silent") == "unreachable: timeout after 2 s"
+    # the requirement itself: the whole command, start to end, within the timeout plus 1 s
+    assert ended_s < SHORT_TIMEOUT_S + 1.0, ended_s
+
+
+def test_pick_chooses_the_host_with_the_most_free_gpus(lab):
+    lab.host("busy", "busy4")
+    lab.host("mig", "mig")
+    lab.host("idle", "idle4")
+    done, _ = lab.status("--hosts", "busy,mig,idle", "--pick", "2",
+                         "--timeout", str(ANSWER_TIMEOUT_S))
+    assert (done.returncode, done.stdout) == (0, "idle\n"), done.stderr
+    listed, _ = lab.status("--hosts", "all", "--free", "2", "--timeout", str(ANSWER_TIMEOUT_S))
+    assert listed.returncode == 0, listed.stderr
+    assert [h.split()[1] for h in blocks(listed.stdout)] == ["idle", "mig"]
+    none, _ = lab.status("--hosts", "busy", "--pick", "2", "--timeout", str(ANSWER_TIMEOUT_S))
+    assert (none.returncode, none.stdout) == (1, "")
+    assert "no host has 2 free GPUs (asked busy)" in none.stderr
+
+
+def test_watch_asks_every_host_again_each_round(lab, monkeypatch, capsys):
+    from launcher.commands.status_hosts import run_hosts_status
+
+    machine = lab.root / "athena.json"
+    shutil.copy(FIXTURES / "nvml" / "idle4.json", machine)
+    lab.host("athena", machine)
+    lab.port("closed", free_port())
+    monkeypatch.setenv("LAUNCH_CONFIG", str(lab.config()))
+    rounds = []
+
+    def sleep(seconds: float) -> None:  # the loop's clock; the second pause is the Ctrl-C
+        rounds.append(seconds)
+        shutil.copy(FIXTURES / "nvml" / "busy4.json", machine)  # the host's GPUs change
+        if len(rounds) == 2:
+            raise KeyboardInterrupt
+
+    assert run_hosts_status("athena,closed", timeout_s=ANSWER_TIMEOUT_S, watch_s=7.0,
+                            sleep=sleep) == 0
+    out = capsys.readouterr().out
+    first, second = out.split("=== athena ===\n")[1:]
+    assert rounds == [7.0, 7.0]
+    assert "A100-SXM4-80GB" in first and "H100 80GB HBM3" in second  # asked again
+    assert out.count("closed  unreachable: connection refused") == 2
