@@ -89,7 +89,9 @@ def _render(reports: list[HostReport], free: int | None, as_json: bool, full: bo
         return json.dumps(hosts_json(shown, time.time()), indent=1) + "\n"
     if not shown:
         return f"no host has {free} free GPUs\n"
-    return render_hosts(shown, full)
+    from launcher.commands.status import UNPROTECTED  # a host's lines read as they do there
+
+    return render_hosts(shown, full, UNPROTECTED)
 
 
 def run_hosts_status(hosts: str, timeout_s: float | None = None, as_json: bool = False,

@@ -63,8 +63,12 @@ def host_header(report: HostReport) -> str:
     return f"=== {report.host} ==="
 
 
-def host_block(report: HostReport, full: bool = False) -> list[str]:
-    """Return a host's own lines: what plain `launch status` (or --full) prints on it."""
+def host_block(report: HostReport, full: bool = False,
+               unprotected: str | None = None) -> list[str]:
+    """Return a host's own lines: what plain `launch status` (or --full) prints on it.
+
+    `unprotected` is the line plain status adds where the lease directory is not protected.
+    """
     status = report.status or {}
     found = records(status)
     now, error, host = status.get("time") or 0.0, status.get("nvml_error"), report.host
@@ -73,17 +77,19 @@ def host_block(report: HostReport, full: bool = False) -> list[str]:
         body.append("sweeps: not known (no launch there to ask)")
     else:
         render = render_full if full else render_status
+        note = unprotected if status.get("leases_protected") is False else None
         body = render(found.snapshot, found.leases, found.sweeps, now, error,
-                      status.get("host") or host, cpu_use=found.cpu_use).splitlines()
+                      status.get("host") or host, cpu_use=found.cpu_use, note=note).splitlines()
     return [host_header(report), *body]
 
 
-def render_hosts(reports: Sequence[HostReport], full: bool = False) -> str:
+def render_hosts(reports: Sequence[HostReport], full: bool = False,
+                 unprotected: str | None = None) -> str:
     """Return the whole view: the summary table, then the block of every host that answered."""
     lines = summary_lines(reports)
     for report in reports:
         if report.status is not None:
-            lines += ["", *host_block(report, full)]
+            lines += ["", *host_block(report, full, unprotected)]
     return "\n".join(lines) + "\n"
 
 

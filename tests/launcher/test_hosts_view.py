@@ -89,9 +89,10 @@ def test_the_fallback_reads_nvidia_smi_through_the_remote_script(tmp_path):
 def test_golden_hosts_view(tmp_path, utc):  # noqa: F811
     reports = [answered("busy4", "athena"), answered("mig", "myrtle"), fallback(tmp_path),
                HostReport("minerva", None, "timeout after 5 s")]
-    ned = reports[2]
+    ned, athena = reports[2], reports[0]
     reports[2] = ned._replace(status={**ned.status, "user": "carol", "time": NOW})
-    check_golden(GOLDEN.parent / "hosts" / "four.txt", render_hosts(reports))
+    reports[0] = athena._replace(status={**athena.status, "leases_protected": False})
+    check_golden(GOLDEN.parent / "hosts" / "four.txt", render_hosts(reports, False, "NOTE"))
     data = hosts_json(reports, NOW)
     check_golden(GOLDEN.parent / "hosts" / "four.json", json.dumps(data, indent=1) + "\n")
     assert [(h["host"], h["hostname"], h["source"], h["error"]) for h in data] == [
