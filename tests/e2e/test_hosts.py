@@ -76,9 +76,9 @@ class Lab:
         self.envs[alias], self.settings[alias] = env, settings
         return env
 
-    def port(self, alias: str, port: int) -> None:
-        """Name a port that is no ssh server (closed, or silent) as a host."""
-        self.ports[alias] = (port, self.servers[0].key)
+    def port(self, alias: str, port: int, key: Path | None = None) -> None:
+        """Name a port as a host: one that is no ssh server, or a server with a key it refuses."""
+        self.ports[alias] = (port, key or self.servers[0].key)
         self.settings[alias] = {}
 
     def config(self) -> Path:
@@ -310,11 +310,18 @@ def test_hosts_that_do_not_answer_say_why_within_the_timeout(lab):
     lab.host("athena", "idle4")  # its key is the one the dead hosts are asked with
     lab.port("closed", free_port())
     lab.port("silent", silent_port(lab))
-    done, ended_s = lab.status("--hosts", "closed,silent", "--timeout", str(SHORT_TIMEOUT_S))
+    stranger = lab.root / "stranger"  # a key athena's sshd does not know
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                   check=True, stdin=subprocess.DEVNULL)
+    lab.port("denied", lab.ports["athena"][0], stranger)
+    done, ended_s = lab.status("--hosts", "closed,silent,denied,nosuchhost.invalid",
+                               "--timeout", str(SHORT_TIMEOUT_S))
     assert done.returncode == 1, done.stderr
     assert summary_row(done.stdout, "closed") == \
         "unreachable: connection refused (no ssh server on that port)"
     assert summary_row(done.stdout, "silent") == "unreachable: timeout after 2 s"
+    assert summary_row(done.stdout, "denied") == "unreachable: Permission denied (publickey)"
+    assert summary_row(done.stdout, "nosuchhost.invalid") == "unreachable: host unknown"
     # the requirement itself: the whole command, start to end, within the timeout plus 1 s
     assert ended_s < SHORT_TIMEOUT_S + 1.0, ended_s
 
