@@ -64,7 +64,11 @@ every key of a sweep file, with its default and what it allows: `launch keys`"""
   launch status --full                           nvidia-smi style GPU and process tables
   launch status --watch                          redraw every 2 s; Ctrl-C exits 0
   launch status --watch 5                        redraw every 5 s
-  launch status --json > status.json             everything, machine-readable""",
+  launch status --json > status.json             everything, machine-readable
+  launch status --hosts athena,minerva           several machines over ssh, asked at once
+  launch status --hosts all --free 2             the hosts of ~/.config/launch/config.yaml
+                                                 with 2 free GPUs or more, best first
+  ssh $(launch status --hosts all --pick 2)      log in where 2 GPUs are free""",
     "snapshot": """\
   launch snapshot > snap.json                    record this machine's GPUs
   launch snapshot --anonymize > snap.json        the same, safe to share
@@ -150,6 +154,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the GPUs, who uses them, and where the sweeps stand."""
+    if args.hosts is not None or (args.free, args.pick, args.timeout) != (None, None, None):
+        from launcher.commands import status_hosts
+
+        if args.hosts is None:
+            raise UserError("--free, --pick and --timeout go with --hosts NAMES")
+        return status_hosts.run_hosts_status(
+            args.hosts, timeout_s=args.timeout, as_json=args.json, full=args.full,
+            watch_s=args.watch, free=args.free, pick=args.pick, sweep=args.sweep)
     from launcher.commands import status
 
     return status.run_status(
@@ -278,6 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="everything as JSON with stable keys")
     p.add_argument("--watch", type=float, metavar="SECONDS", nargs="?", const=2.0,
                    help="redraw every SECONDS (default 2) until Ctrl-C (which exits 0)")
+    hosts = p.add_argument_group(
+        "several machines",
+        "ask each host's `launch status --json` over ssh (BatchMode, your ssh config), all\n"
+        "at once; a host without launch shows what nvidia-smi says")
+    hosts.add_argument("--hosts", metavar="NAMES",
+                       help="comma list of ssh hosts or aliases; `all`: the hosts of "
+                            "~/.config/launch/config.yaml ($LAUNCH_CONFIG)")
+    hosts.add_argument("--timeout", type=float, metavar="SECONDS",
+                       help="stop waiting for hosts after SECONDS (default 5)")
+    hosts.add_argument("--free", type=int, metavar="N",
+                       help="only hosts with at least N free GPUs, most free first")
+    hosts.add_argument("--pick", type=int, metavar="N",
+                       help="print only the name of the host with the most free GPUs among "
+                            "those with at least N; exit 1 when none has N")
 
     p = subparser(sub, "snapshot", "record NVML's view as JSON (replay: LAUNCH_NVML_SNAPSHOT)",
                   cmd_snapshot)

@@ -104,7 +104,7 @@ def _render_now(full: bool, as_json: bool, sweep: str | None) -> tuple[str, int]
         import json
 
         data = status_json(snapshot, held, views, now, error, host, cpu_use=cpus_now,
-                           leases_protected=safe)
+                           leases_protected=safe, user=current_user())
         text = json.dumps(data, indent=1) + "\n"
     else:
         render = render_full if full else render_status

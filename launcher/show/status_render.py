@@ -16,6 +16,8 @@ from launcher.machine.nvml import MIB, Gpu, Snapshot
 from launcher.show.sweep_table import render_sweeps, short_id
 from launcher.show.views import SweepView
 
+STATUS_FORMAT = "launch-status/1"  # what `launch status --json` says it is (docs/design.md)
+
 
 def _mib(n_bytes: int | None) -> str:
     return "?" if n_bytes is None else str(n_bytes // MIB)
@@ -83,20 +85,26 @@ def _header(snapshot: Snapshot | None, host: str, now: float) -> str:
             f"CUDA {_cuda(snapshot.cuda_driver_version)}")
 
 
+def gpu_lines(snapshot: Snapshot | None, leases: Sequence[GpuLease], now: float,
+              nvml_error: str | None = None, host: str = "?") -> list[str]:
+    """Return the header and one line per GPU (or why there are none) of the gpustat-like view."""
+    lines = [_header(snapshot, host, now)]
+    if snapshot is None:
+        return lines + ([f"launch: {nvml_error}"] if nvml_error else [])
+    name_w = max([len(g.name or "?") for g in snapshot.gpus] + [0])
+    for gpu in snapshot.gpus:
+        lines += _gpu_line(gpu, name_w, leases)
+    if not snapshot.gpus:
+        lines.append("no GPUs")
+    return lines
+
+
 def render_status(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                   sweeps: Sequence[SweepView], now: float, nvml_error: str | None = None,
                   host: str = "?", one_sweep: bool = False, cpu_use: CpuUse | None = None,
                   note: str | None = None) -> str:
     """Return the gpustat-like view: header, one line per GPU, then the sweeps and jobs."""
-    lines = [_header(snapshot, host, now)]
-    if snapshot is None:
-        lines += [f"launch: {nvml_error}"] if nvml_error else []
-    else:
-        name_w = max([len(g.name or "?") for g in snapshot.gpus] + [0])
-        for gpu in snapshot.gpus:
-            lines += _gpu_line(gpu, name_w, leases)
-        if not snapshot.gpus:
-            lines.append("no GPUs")
+    lines = gpu_lines(snapshot, leases, now, nvml_error, host)
     if cpu_use is not None:
         lines.append(cpu_use.describe())
     if note:
@@ -226,15 +234,20 @@ def plain(value: Any) -> Any:
 def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                 sweeps: Sequence[SweepView], now: float, nvml_error: str | None = None,
                 host: str = "?", cpu_use: CpuUse | None = None,
-                leases_protected: bool | None = None) -> dict[str, Any]:
-    """Return everything status knows as JSON-ready data with stable keys."""
+                leases_protected: bool | None = None,
+                user: str | None = None) -> dict[str, Any]:
+    """Return everything status knows as JSON-ready data with stable keys.
+
+    `format` (STATUS_FORMAT) changes only when a reader of the old keys would misread the
+    new ones; keys are added without a change (docs/design.md: The status JSON).
+    """
     gpus = []
     for gpu in snapshot.gpus if snapshot else ():
         item = plain(gpu)
         item["leases"] = [plain(h) for h in _leases_on(gpu, leases)]
         gpus.append(item)
     return {
-        "format": "launch-status/1",
+        "format": STATUS_FORMAT,
         "host": snapshot.host if snapshot else host,
         "time": now,
         "nvml_error": nvml_error,
@@ -246,6 +259,7 @@ def status_json(snapshot: Snapshot | None, leases: Sequence[GpuLease],
         "leases_protected": leases_protected,
         "sweeps": [{"sweep_id": v.sweep_id, "name": v.name, "executor": v.executor,
                     "created": v.created, "user": v.user, "host": v.host,
-                    "supervisor": v.supervisor, "counts": v.counts(),
+                    "supervisor": v.supervisor, "error": v.error, "counts": v.counts(),
                     "jobs": [plain(j) for j in v.jobs]} for v in sweeps],
+        "user": user,  # whose sweeps these are, and whose processes are not "other users'"
     }

@@ -1,18 +1,25 @@
-"""A real OpenSSH server on a loopback port, with keys generated for one test.
+"""A real OpenSSH server on a loopback port, with keys generated for one test; several of them.
 
 Everything lives in one folder (keys, sshd_config, pid file, log); nothing in the system's ssh
 configuration changes. sshd is stopped through its pid file only, never by name, so parallel
 runs and a developer's own sshd are never touched.
+
+Several "hosts" are several servers: `start_host` gives each its own environment (its NVML
+snapshot, run directory, PATH), set by a profile that every session sources before the
+command it was asked, as a machine's login profile would; `write_ssh_config` writes an
+~/.ssh/config-style file with one alias per host, so the client side is plain `ssh ALIAS`.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +43,20 @@ UseDNS no
 PrintMotd no
 X11Forwarding no
 LogLevel VERBOSE
+{extra}"""
+# sshd runs a forced command with the user's shell, after its startup files: the profile's
+# PATH is the one the asked command sees (a PATH sent by the client would be reset by them).
+FORCE_PROFILE = 'ForceCommand . {folder}/profile && exec sh -c "$SSH_ORIGINAL_COMMAND"\n'
+SSH_CONFIG_ENTRY = """\
+Host {alias}
+  HostName 127.0.0.1
+  Port {port}
+  User {user}
+  IdentityFile {key}
+  IdentitiesOnly yes
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
 """
 
 
@@ -152,8 +173,11 @@ def wait_ready(folder: Path, port: int) -> bool:
     return False
 
 
-def start_sshd(folder: Path) -> LoopbackSshd:
-    """Return a running sshd on a free loopback port, configured and keyed inside folder."""
+def start_sshd(folder: Path, extra_config: str = "") -> LoopbackSshd:
+    """Return a running sshd on a free loopback port, configured and keyed inside folder.
+
+    extra_config: sshd_config lines added at the end (FORCE_PROFILE).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     generate_keys(folder)
     if os.geteuid() == 0:
@@ -161,7 +185,8 @@ def start_sshd(folder: Path) -> LoopbackSshd:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     for _ in range(START_ATTEMPTS):
         port = free_port()  # another process may take it first: then sshd fails and we retry
-        (folder / "sshd_config").write_text(CONFIG.format(port=port, folder=folder))
+        config = CONFIG.format(port=port, folder=folder, extra=extra_config)
+        (folder / "sshd_config").write_text(config)
         (folder / "sshd.pid").unlink(missing_ok=True)
         done = subprocess.run([SSHD, "-f", str(folder / "sshd_config"), "-E",
                                str(folder / "sshd.log")], stdin=subprocess.DEVNULL,
@@ -172,3 +197,18 @@ def start_sshd(folder: Path) -> LoopbackSshd:
     raise SshdError(f"sshd did not start after {START_ATTEMPTS} attempts "
                     f"(last exit {done.returncode}, {done.stderr.strip()}); its log:\n"
                     + log_text(folder))
+
+
+def start_host(folder: Path, env: Mapping[str, str]) -> LoopbackSshd:
+    """Return a running sshd whose every session runs with env set, as one host's profile."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "profile").write_text("".join(f"export {name}={shlex.quote(value)}\n"
+                                            for name, value in env.items()))
+    return start_sshd(folder, FORCE_PROFILE.format(folder=folder))
+
+
+def write_ssh_config(path: Path, hosts: Mapping[str, tuple[int, Path]], user: str) -> Path:
+    """Return path, written as ~/.ssh/config: alias -> (loopback port, key to log in with)."""
+    path.write_text("\n".join(SSH_CONFIG_ENTRY.format(alias=alias, port=port, user=user, key=key)
+                              for alias, (port, key) in hosts.items()))
+    return path

@@ -141,7 +141,8 @@ def test_golden_json(name, monkeypatch, utc):
 def test_json_keys_are_stable(monkeypatch):
     data = status_render.status_json(*inputs("busy4", monkeypatch))
     assert list(data) == ["format", "host", "time", "nvml_error", "driver_version",
-                          "cuda_driver_version", "gpus", "cpus", "leases_protected", "sweeps"]
+                          "cuda_driver_version", "gpus", "cpus", "leases_protected", "sweeps",
+                          "user"]
     gpu = data["gpus"][3]
     assert gpu["leases"][0]["job"] == "resnet9-lr=0.01-s0-1a2b3c4d"
     assert gpu["processes"][0] == {"pid": 70101, "memory_used_bytes": 20480 * 1024 * 1024,
