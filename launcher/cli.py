@@ -70,6 +70,10 @@ EXAMPLES = {
   launch cancel cifar/model=resnet9_seed=0       one job; the others go on
   launch cancel cifar --grace 60                 a minute to write checkpoints before SIGKILL
   launch sweep --resume cifar                    afterwards: run the cancelled jobs again""",
+    "rules": """\
+  launch rules                                   the house rules in force for you now
+  launch rules --check draft.yaml                validate a draft before installing it
+  sudo install -m 644 draft.yaml /etc/launch/rules.yaml   install it for every user""",
     "setup": """\
   sudo launch setup                              protect /tmp/launch-leases for every user
   sudo LAUNCH_LOCK_DIR=/var/lib/launch launch setup   another lease directory
@@ -156,6 +160,13 @@ def cmd_sbatch(args: argparse.Namespace) -> int:
     return sbatch.write_sbatch_script(args.file, args.overrides, args.output)
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """Show the house rules of this box, or check a draft of them."""
+    from launcher.commands import rules
+
+    return rules.run_rules(args.check)
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     """Make the lease directory root's so that no user can delete or plant a lease (as root)."""
     from launcher.commands import setup
@@ -225,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE.sbatch",
                    help="where to write the script; its run directory is made at once")
 
+    p = subparser(sub, "rules", "the house rules every user's sweeps keep on this box "
+                  "(/etc/launch/rules.yaml, or $LAUNCH_RULES)", cmd_rules)
+    p.add_argument("--check", metavar="FILE", help="validate FILE as house rules: the error "
+                   "names the line and the key, as it would for everyone once installed")
     p = subparser(sub, "setup", "(admin) protect the lease directory from every user but root",
                   cmd_setup)
     p.add_argument("--dir", metavar="DIR",
