@@ -101,6 +101,10 @@ every key of a sweep file, with its default and what it allows: `launch keys`"""
     "keys": """\
   launch keys                                    every key, its default, what it allows
   launch keys | grep resources.                  only the resources section""",
+    "rules": """\
+  launch rules                                   the house rules in force for you now
+  launch rules --check draft.yaml                validate a draft before installing it
+  sudo install -m 644 draft.yaml /etc/launch/rules.yaml   install it for every user""",
     "setup": """\
   sudo launch setup                              protect /tmp/launch-leases for every user
   sudo LAUNCH_LOCK_DIR=/var/lib/launch launch setup   another lease directory
@@ -226,6 +230,13 @@ def cmd_sbatch(args: argparse.Namespace) -> int:
     from launcher.commands import sbatch
 
     return sbatch.write_sbatch_script(args.file, args.overrides, args.output)
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    """Show the house rules of this box, or check a draft of them."""
+    from launcher.commands import rules
+
+    return rules.run_rules(args.check)
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -355,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE.sbatch",
                    help="where to write the script; its run directory is made at once")
 
+    p = subparser(sub, "rules", "the house rules every user's sweeps keep on this box "
+                  "(/etc/launch/rules.yaml, or $LAUNCH_RULES)", cmd_rules)
+    p.add_argument("--check", metavar="FILE", help="validate FILE as house rules: the error "
+                   "names the line and the key, as it would for everyone once installed")
     p = subparser(sub, "setup", "(admin) protect the lease directory from every user but root",
                   cmd_setup)
     p.add_argument("--dir", metavar="DIR",

@@ -14,6 +14,7 @@ import time
 from launcher.machine import nvml
 from launcher.machine.cpus import cpu_use
 from launcher.machine.holders import HeldLocks
+from launcher.machine.house import rules_path
 from launcher.machine.leases import lock_dir, protected, read_gpu_leases
 from launcher.machine.nvml import Snapshot
 from launcher.machine.users import current_user
@@ -100,17 +101,52 @@ def _render_now(full: bool, as_json: bool, sweep: str | None) -> tuple[str, int]
     now, host = time.time(), socket.gethostname()
     cpus_now = cpu_use(locks=locks)
     safe = protected(lock_dir(create=False))
+    rules = house_rules(now)
     if as_json:
         import json
 
         data = status_json(snapshot, held, views, now, error, host, cpu_use=cpus_now,
                            leases_protected=safe, user=current_user())
+        data["house_rules"] = rules
         text = json.dumps(data, indent=1) + "\n"
     else:
         render = render_full if full else render_status
+        notes = [] if safe else [UNPROTECTED]
+        notes += [rules["summary"]] if rules else []
         text = render(snapshot, held, views, now, error, host, one_sweep=bool(sweep),
-                      cpu_use=cpus_now, note=None if safe else UNPROTECTED)
+                      cpu_use=cpus_now, note="\n".join(notes) or None)
     return text, (EXIT_NO_NVML if error else 0)
+
+
+def house_rules(now: float) -> dict | None:
+    """Return what status says of the house rules, None when the box has no rules file.
+
+    Only a box with a rules file pays for reading YAML (launcher/config/rules.py).
+    """
+    import os
+
+    from launcher.errors import UserError
+
+    path = str(rules_path())
+    if not os.path.lexists(path):
+        return None
+    from datetime import datetime
+
+    from launcher.config import rules
+
+    try:
+        found = rules.read_rules()
+    except UserError as err:
+        return {"file": path, "error": str(err),
+                "summary": f"house rules: BROKEN, so no job starts until it is fixed: {err}"}
+    if found is None:
+        return None
+    user, when = current_user(), datetime.fromtimestamp(now)
+    caps = rules.in_force(found, user, when)
+    return {"file": path, "error": None, "summary": rules.summary(found, user, when),
+            "in_force": {"max_gpus_per_user": caps.max_gpus, "max_cpus_per_user": caps.max_cpus,
+                         "cpu_budget": caps.cpu_budget, "reserved_gpus": list(caps.reserved),
+                         "drain": caps.drain}}
 
 
 def run_status(full: bool = False, as_json: bool = False, watch_s: float | None = None,

@@ -109,10 +109,23 @@ def start_sweep(
 def check_machine(resources) -> None:
     """Make the checks a local start makes of this machine: GPUs there, or a note why not;
     a sweep whose jobs could never start here is an error."""
+    import dataclasses
+    from datetime import datetime
+
+    from launcher.config import rules as house_rules
     from launcher.machine import placement
+    from launcher.machine.users import current_user
 
     needs = resources.needs()
     placement.check_cpu_budget(needs)
+    # No job starts under a broken rules file; one that can never start is said now.
+    rules, user = house_rules.read_rules(), current_user()
+    never = house_rules.never_fits(rules, user, needs.gpus, needs.cpus)
+    if never:
+        raise UserError(never)
+    reserved = house_rules.in_force(rules, user, datetime.now()).reserved
+    if reserved:
+        needs = needs._replace(policy=dataclasses.replace(needs.policy, reserved=reserved))
     note = placement.check_devices(needs)
     if note:
         print(f"launch: {note}", file=sys.stderr)

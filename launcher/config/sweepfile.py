@@ -10,7 +10,6 @@ the dotted key and what is allowed. Each job's values are checked by
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,17 @@ from typing import Any
 
 from launcher.config.axes import check_axes, check_command_overrides
 from launcher.config.overrides import apply_overrides
+from launcher.config.values import (
+    check,
+    gpu_list,
+    integer,
+    line_list,
+    number,
+    one_of,
+    optional,
+    section,
+    slurm_token,
+)
 from launcher.config.yamlsource import CMDLINE, SourceMap, SweepFileError, read_yaml
 from launcher.machine.cpus import default_cpu_budget
 from launcher.machine.gpus import GpuPolicy
@@ -165,15 +175,15 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     check_command_overrides(src, job)
     resources = _check_resources(src, raw.get("resources"))
     return Sweep(
-        name=_check(src, ("name",), raw.get("name", _plain_name(Path(path).stem)), _name),
-        executor=_check(src, ("executor",), raw.get("executor", "local"),
-                        _one_of("local", "slurm")),
+        name=check(src, ("name",), raw.get("name", _plain_name(Path(path).stem)), _name),
+        executor=check(src, ("executor",), raw.get("executor", "local"),
+                        one_of("local", "slurm")),
         job=job, grid=grid, points=points, resources=resources,
         slurm=_check_slurm(src, raw.get("slurm"), resources),
         notify=_check_notify(src, raw.get("notify")),
-        max_retries=_check(src, ("max_retries",), raw.get("max_retries", 0),
+        max_retries=check(src, ("max_retries",), raw.get("max_retries", 0),
                            TOP_RULES["max_retries"]),
-        timeout_min=_check(src, ("timeout_min",), raw.get("timeout_min"),
+        timeout_min=check(src, ("timeout_min",), raw.get("timeout_min"),
                            TOP_RULES["timeout_min"]),
         source_path=str(path), source_text=text, overrides=tuple(overrides), locations=src,
     )
@@ -198,42 +208,9 @@ def _unknown(key: str, raw: dict) -> str:
         where = f"job.{key}" if key in SPEC_SCHEMA else next(
             (f"job.{name}.{key}" for name, f in SPEC_SCHEMA.items()
              if f.kind == "section" and key in f.fields), None)
-    for section, rules in (("resources", RESOURCE_RULES), ("slurm", SLURM_RULES)):
-        where = where or (f"{section}.{key}" if key in rules else None)
+    for name, rules in (("resources", RESOURCE_RULES), ("slurm", SLURM_RULES)):
+        where = where or (f"{name}.{key}" if key in rules else None)
     return f"unknown key; did you mean {where}?" if where else "unknown key"
-
-
-# Value rules: each returns an error message (and the allowed values) or None when fine.
-def _int(minimum: int, maximum: int = 10**9) -> Any:
-    def rule(value: Any) -> tuple[str, tuple] | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"must be an integer, got {value!r}", ()
-        if not minimum <= value <= maximum:
-            return f"must be >= {minimum} and <= {maximum}, got {value}", ()
-        return None
-    return rule
-
-
-def _number(above: float, at_most: float = math.inf) -> Any:
-    def rule(value: Any) -> tuple[str, tuple] | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"must be a number, got {value!r}", ()
-        if not (above < value <= at_most):
-            limit = "" if at_most == math.inf else f" and <= {at_most:g}"
-            return f"must be > {above:g}{limit}, got {value}", ()
-        return None
-    return rule
-
-
-def _one_of(*choices: str) -> Any:
-    def rule(value: Any) -> tuple[str, tuple] | None:
-        ok = isinstance(value, str) and value in choices
-        return None if ok else (f"{value!r} is not one of the choices", choices)
-    return rule
-
-
-def _optional(rule: Any) -> Any:
-    return lambda value: None if value is None else rule(value)
 
 
 def _name(value: Any) -> tuple[str, tuple] | None:
@@ -245,82 +222,38 @@ def _name(value: Any) -> tuple[str, tuple] | None:
             f"letter or digit), got {value!r}", ())
 
 
-def _token(value: Any) -> tuple[str, tuple] | None:
-    # Slurm values end up in `#SBATCH --key=value` lines: whitespace could smuggle in more.
-    if isinstance(value, str) and value and re.fullmatch(r"[^\s\x00-\x1f\x7f]+", value):
-        return None
-    return f"must be a non-empty string without spaces or control characters, got {value!r}", ()
-
-
-def _gpu_list(value: Any) -> tuple[str, tuple] | None:
-    items = value if isinstance(value, list) else [None]
-    for item in items:
-        if not (isinstance(item, str) and item) and _int(0)(item) is not None:
-            return f"must be a list of GPU indices or UUIDs, got {value!r}", ()
-    return None
-
-
-def _lines(prefix: str) -> Any:
-    def rule(value: Any) -> tuple[str, tuple] | None:
-        for item in value if isinstance(value, list) else [None]:
-            if not isinstance(item, str) or not item.startswith(prefix) or "\n" in item or (
-                    "\r" in item or "\x00" in item):
-                want = "one-line strings" + (f" starting with {prefix!r}" if prefix else "")
-                return f"must be a list of {want}, got {item!r}", ()
-        return None
-    return rule
-
-
-def _check(src: SourceMap, path: tuple, value: Any, rule: Any) -> Any:
-    problem = rule(value)
-    if problem:
-        raise src.error(path, *problem)
-    return tuple(value) if isinstance(value, list) else value
-
-
 # Upper bounds are far past any machine's, and keep a typo from meaning a trillion.
 RESOURCE_RULES = {
-    "gpus_per_job": _int(0, 64), "jobs_per_gpu": _int(1, 256), "cpu_budget": _int(1, 65536),
-    "cpus_per_job": _int(1, 65536), "gpu_memory_mib": _optional(_int(1, 10**8)),
-    "include_gpus": _optional(_gpu_list), "exclude_gpus": _gpu_list, "leave_free": _int(0, 64),
-    "prefer": _one_of("most_free_memory", "lowest_index"),
-    "max_memory_used_mib": _optional(_int(0, 10**8)),
-    "max_utilization_percent": _optional(_number(-1e-9, 100)),
-    "device": _one_of("auto", "cpu", "gpu"),
+    "gpus_per_job": integer(0, 64), "jobs_per_gpu": integer(1, 256),
+    "cpu_budget": integer(1, 65536),
+    "cpus_per_job": integer(1, 65536), "gpu_memory_mib": optional(integer(1, 10**8)),
+    "include_gpus": optional(gpu_list), "exclude_gpus": gpu_list, "leave_free": integer(0, 64),
+    "prefer": one_of("most_free_memory", "lowest_index"),
+    "max_memory_used_mib": optional(integer(0, 10**8)),
+    "max_utilization_percent": optional(number(-1e-9, 100)),
+    "device": one_of("auto", "cpu", "gpu"),
 }
 SLURM_RULES = {
-    "partition": _optional(_token), "time_min": _int(1, 10**7), "gpus_per_node": _int(0, 64),
-    "cpus_per_task": _int(1, 65536), "mem_gb": _optional(_number(0, 10**6)),
-    "account": _optional(_token),
-    "qos": _optional(_token), "constraint": _optional(_token),
-    "array_parallelism": _optional(_int(1, 10**6)), "sbatch_lines": _lines("#SBATCH "),
-    "setup": _lines(""),
+    "partition": optional(slurm_token), "time_min": integer(1, 10**7),
+    "gpus_per_node": integer(0, 64),
+    "cpus_per_task": integer(1, 65536), "mem_gb": optional(number(0, 10**6)),
+    "account": optional(slurm_token),
+    "qos": optional(slurm_token), "constraint": optional(slurm_token),
+    "array_parallelism": optional(integer(1, 10**6)), "sbatch_lines": line_list("#SBATCH "),
+    "setup": line_list(""),
 }
 # The top-level numbers, also checked when `launch sweep --resume` changes them (resume.py).
-TOP_RULES = {"max_retries": _int(0, 1000), "timeout_min": _optional(_number(0, 10**8))}
+TOP_RULES = {"max_retries": integer(0, 1000), "timeout_min": optional(number(0, 10**8))}
 TOP_KEYS = ("name", "executor", "job", "grid", "points", "seeds", "resources", "max_retries",
             "timeout_min", "slurm", "notify")
-
-
-def _section(src: SourceMap, name: str, raw: Any, rules: dict, defaults: dict) -> dict:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise src.error((name,), "must be a mapping", tuple(rules))
-    values = dict(defaults)
-    for key, value in raw.items():
-        if key not in rules:
-            raise src.error((name, key), "unknown key", tuple(rules))
-        values[key] = _check(src, (name, key), value, rules[key])
-    return values
 
 
 def _check_resources(src: SourceMap, raw: Any) -> Resources:
     budget = raw.get("cpu_budget") if isinstance(raw, dict) else None
     budget = budget if isinstance(budget, int) and budget > 0 else default_cpu_budget()
     # Two CPUs per job unless the budget is smaller: a 2-core laptop still runs the demo.
-    values = _section(src, "resources", raw, RESOURCE_RULES,
-                      {"cpu_budget": budget, "cpus_per_job": min(2, budget)})
+    values = section(src, "resources", raw, RESOURCE_RULES,
+                     {"cpu_budget": budget, "cpus_per_job": min(2, budget)})
     res = Resources(**values)
     if res.cpus_per_job > res.cpu_budget:
         raise src.error(("resources", "cpus_per_job"), f"{res.cpus_per_job} CPUs per job can "
@@ -335,7 +268,7 @@ def _check_resources(src: SourceMap, raw: Any) -> Resources:
 
 def _check_slurm(src: SourceMap, raw: Any, res: Resources) -> SlurmConfig:
     defaults = {"gpus_per_node": res.gpus_needed, "cpus_per_task": res.cpus_per_job}
-    return SlurmConfig(**_section(src, "slurm", raw, SLURM_RULES, defaults))
+    return SlurmConfig(**section(src, "slurm", raw, SLURM_RULES, defaults))
 
 
 @dataclass(frozen=True)
@@ -365,7 +298,7 @@ NOTIFY_EVENTS = ("end", "failure")
 
 
 def _argv(value: Any) -> tuple[str, tuple] | None:
-    ok = isinstance(value, list) and value and _lines("")(value) is None and all(value)
+    ok = isinstance(value, list) and value and line_list("")(value) is None and all(value)
     return None if ok else (f"must be a non-empty list of arguments, got {value!r}", ())
 
 
@@ -380,14 +313,14 @@ def _events(value: Any) -> tuple[str, tuple] | None:
     return None if ok else (f"must be a non-empty list of events, got {value!r}", NOTIFY_EVENTS)
 
 
-NOTIFY_RULES = {"command": _argv, "webhook": _optional(_url), "topic": _optional(_token),
-                "on": _events, "timeout_s": _number(0, 600)}
+NOTIFY_RULES = {"command": _argv, "webhook": optional(_url), "topic": optional(slurm_token),
+                "on": _events, "timeout_s": number(0, 600)}
 
 
 def _check_notify(src: SourceMap, raw: Any) -> Notify | None:
     if raw is None:
         return None
-    notify = Notify(**_section(src, "notify", raw, NOTIFY_RULES, {}))
+    notify = Notify(**section(src, "notify", raw, NOTIFY_RULES, {}))
     if not notify.command and not notify.webhook:
         raise src.error(("notify",), "says whom to tell: a command, a webhook or both",
                         ("command", "webhook"))

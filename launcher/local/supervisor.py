@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher import contract
+from launcher.config.rules import RulesWatcher
 from launcher.config.sweepfile import Resources
 from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.local import leftovers, notify, takeover
 from launcher.machine import placement, procs
+from launcher.machine.users import current_user
 from launcher.rundir import state as js
 from launcher.rundir.layout import SweepPaths
 from launcher.rundir.state import (
@@ -99,8 +101,11 @@ class Supervisor:
         timeout_min = self.info.timeout_min
         self.timeout_s = None if timeout_min is None else float(timeout_min) * 60
         self.cwd = self.info.cwd or str(paths.root)
+        rules = RulesWatcher()  # read again at each placement that finds the file changed
+        user = current_user()
         self.placer = placement.Placer(self.sweep_id,
-                                       Resources.from_json(self.info.resources).needs())
+                                       Resources.from_json(self.info.resources).needs(),
+                                       lambda: rules.caps(user))
         self.selector = selectors.DefaultSelector()
         self.running: dict[int, Running] = {}  # by pidfd
         self.stopping: list[Running] = []  # ended, but processes they left still run

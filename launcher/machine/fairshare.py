@@ -9,8 +9,11 @@ notice, meta/<uid>/wait.<sweep id> in the lease directory, which says what it wa
 the sweep looks for such notices before it takes them again: while one comes from a sweep
 that holds fewer than it still does (or, like it, none), it leaves them free for up to
 YIELD_S, long enough for the waiting sweep to see a GPU idle in NVML and lease it (Turns).
-Repeated at each job end, GPUs and CPUs end up split as evenly as they divide between the
-sweeps that want them, and two sweeps on one GPU take turns job by job. Equal holdings
+Between users, what a user holds over all their sweeps counts (machine/house.py: held_by,
+from metadata only that user can write), and another user's sweep goes before one of our
+own: repeated at each job end, GPUs and CPUs end up split as evenly as they divide between
+the users that want them, then between each user's sweeps, and two sweeps on one GPU take
+turns job by job. Equal holdings
 otherwise keep what they have: giving way leaves a GPU idle for a while, and trading places
 would only repeat that.
 
@@ -52,6 +55,7 @@ class Waiter(NamedTuple):
     holding: int  # GPUs its running jobs hold
     cpus: int = 0  # CPU tokens its running jobs hold
     wants: str = GPUS
+    uid: int | None = None  # whose notice it is: the owner of its folder
 
     def held(self, kind: str) -> int:
         """Return how many of kind (GPUS or CPUS) the sweep holds."""
@@ -73,13 +77,13 @@ def waiters(lock_dir: Path, but: str = "") -> list[Waiter]:
             # Probed, not looked up in /proc/locks (milliseconds on some kernels): at worst
             # the probe turns the notice's owner away once, and it posts again a second later.
             meta = holders.probe(folder / name)
-            waiter = _waiter(sweep, foreign.user_name(uid), meta) if meta is not None else None
+            waiter = _waiter(sweep, uid, meta) if meta is not None else None
             if waiter is not None:
                 out.append(waiter)
     return out
 
 
-def _waiter(sweep: str, user: str, meta: dict) -> Waiter | None:
+def _waiter(sweep: str, uid: int, meta: dict) -> Waiter | None:
     """Return the wait a notice describes, or None when it does not make sense."""
     since = foreign.number(meta.get("since"))
     holding = foreign.integer(meta.get("holding", 0), high=100_000)
@@ -87,7 +91,7 @@ def _waiter(sweep: str, user: str, meta: dict) -> Waiter | None:
     wants = meta.get("wants", GPUS)
     if since is None or holding is None or cpus is None or wants not in (GPUS, CPUS):
         return None
-    return Waiter(foreign.text(sweep), user, since, holding, cpus, wants)
+    return Waiter(foreign.text(sweep), foreign.user_name(uid), since, holding, cpus, wants, uid)
 
 
 class Turns:
@@ -110,10 +114,15 @@ class Turns:
         """Note that one of our jobs has just freed some: a window to give way opens."""
         self.freed_at = now
 
-    def _settle(self) -> None:
-        """Judge the waiter we gave way to, now that its window or its wait is over."""
+    def _settle(self, wait_ended: bool = False) -> None:
+        """Judge the waiter we gave way to, now that its window or its wait is over.
+
+        A wait that ended within the window (its notice gone, or a new wait of the sweep
+        posted since) took something; one still the same wait when the window closes let
+        the window pass, unless it holds what we freed after all.
+        """
         waiter, self.gave_way_to = self.gave_way_to, None
-        if waiter is not None and not self.took(waiter):
+        if waiter is not None and not wait_ended and not self.took(waiter):
             self.passed_up.add(waiter.sweep)
             self.strikes[waiter.user] = self.strikes.get(waiter.user, 0) + 1
 
@@ -124,27 +133,44 @@ class Turns:
             self.freed_at = None
         return self.freed_at is not None
 
-    def rival(self, waiting: list[Waiter], holding: int, now: float) -> Waiter | None:
+    def rival(self, waiting: list[Waiter], holding: int, now: float,
+              user_held: Callable[[int], int] | None = None,
+              uid: int | None = None) -> Waiter | None:
         """Return the waiting sweep to leave what we freed to, or None to take it ourselves.
 
-        `holding` is how many our running jobs hold, the freed ones no longer counted; a
-        waiter for the same kind holding fewer is let in (or one holding none when we hold
-        none: two sweeps on one GPU alternate), the poorest first, then the one waiting
-        longest.
+        `holding` is how many our running jobs hold, the freed ones no longer counted. Between
+        users, what counts is what each user holds in all (`user_held(uid)`, our own user
+        being `uid`): a waiter whose user holds fewer than ours is let in, or one holding
+        none when we hold none. Between sweeps of one user the sweeps' holdings count the
+        same way. The poorest user goes first, then the poorest sweep, another user's before
+        one of our own, then the one waiting longest.
         """
         if not self.window_open(now):
             return None
-        if self.gave_way_to is not None and \
-                self.gave_way_to.sweep not in {w.sweep for w in waiting}:
-            self._settle()  # its wait ended: with what we freed, or not
+        if self.gave_way_to is not None and (self.gave_way_to.sweep, self.gave_way_to.since) \
+                not in {(w.sweep, w.since) for w in waiting}:
+            self._settle(wait_ended=True)  # its wait ended: it took its turn
             self.freed_at = None
             return None
+
+        def standing(w: Waiter) -> tuple[int, int]:
+            """Return (what the waiter's side holds, what ours holds), by user or sweep."""
+            if user_held is not None and uid is not None and w.uid is not None and w.uid != uid:
+                return user_held(w.uid), user_held(uid)
+            return w.held(self.kind), holding
+
+        def rank(w: Waiter) -> int:
+            """Return what the waiter's user holds in all: the poorest user goes first."""
+            if user_held is None or uid is None:
+                return 0
+            return user_held(w.uid if w.uid is not None else uid)
+
         poorer = sorted((w for w in waiting
                          if w.wants == self.kind
-                         and (w.held(self.kind) < holding or w.held(self.kind) == holding == 0)
+                         and (standing(w)[0] < standing(w)[1] or standing(w) == (0, 0))
                          and w.sweep not in self.passed_up
                          and self.strikes.get(w.user, 0) < PASS_LIMIT),
-                        key=lambda w: (w.held(self.kind), w.since))
+                        key=lambda w: (rank(w), w.held(self.kind), w.uid == uid, w.since))
         if not poorer:
             return None
         self.gave_way_to = poorer[0]

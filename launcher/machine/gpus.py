@@ -20,6 +20,7 @@ class GpuPolicy:
 
     include: tuple[str, ...] = ()  # GPU indices ("2", MIG "0:1") or UUID prefixes; () = all
     exclude: tuple[str, ...] = ()
+    reserved: tuple[str, ...] = ()  # the house rules' reserved_gpus (config/rules.py)
     leave_free: int = 0  # GPUs to leave idle for other people
     jobs_per_gpu: int = 1
     job_memory_mib: int | None = None  # what one job needs; required room when packing
@@ -183,6 +184,9 @@ def pick_gpus(snapshot: Snapshot, leases: Sequence[GpuLease], policy: GpuPolicy,
         if (policy.include and not matches(unit, policy.include)) or \
                 matches(unit, policy.exclude):
             rejected.append((label, f"GPU {label} excluded"))
+            continue
+        if matches(unit, policy.reserved):
+            rejected.append((label, f"GPU {label} reserved by the house rules"))
             continue
         held = [h for h in leases if h.uuid == unit.uuid.replace("/", "_") or h.uuid == unit.uuid]
         why = _lease_reason(unit, held, policy, user) or \

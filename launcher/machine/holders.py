@@ -159,7 +159,8 @@ class HeldLocks:
         return self._folders[directory]
 
 
-def _held_file(path: Path, locks: HeldLocks, uid: int | None = None) -> bool:
+def is_held(path: Path, locks: HeldLocks, uid: int | None = None) -> bool:
+    """Return whether path is a plain file (of uid, if given) that someone holds flocked now."""
     try:
         st = os.lstat(path)
     except OSError:
@@ -172,7 +173,7 @@ def holder_meta(directory: Path, name: str, locks: HeldLocks) -> dict:
     """Return what the holder of slot `name` says of itself, "user" its folder's owner."""
     for uid, folder in locks.folders(Path(directory)):
         path = folder / name
-        if _held_file(path, locks, uid):
+        if is_held(path, locks, uid):
             return {**_read_file(path), "user": foreign.user_name(uid)}
     return {}
 
@@ -191,7 +192,7 @@ def read_slots(directory: Path, names: Iterable[str],
     out = []
     for name in names:
         path = directory / name
-        if not _held_file(path, locks):
+        if not is_held(path, locks):
             out.append(SlotState(path, False, {}))
             continue
         meta = holder_meta(directory, name, locks) or _read_file(path)

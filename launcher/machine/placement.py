@@ -6,16 +6,17 @@ Grant (held leases and the job's environment) or the reason the job must wait.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from launcher.errors import UserError
-from launcher.machine import cpus, fairshare, gpus, holders, leases, nvml
+from launcher.machine import cpus, fairshare, gpus, holders, house, leases, nvml
 from launcher.machine.users import current_user
 
 SNAPSHOT_MAX_AGE_S = 2.0
@@ -82,13 +83,14 @@ def check_satisfiable(snap: nvml.Snapshot, policy: gpus.GpuPolicy, want: int) ->
                                 f"{_gpus_named(every)}")
             warnings.append(f"resources.{key}: no GPU of this machine has UUID {name} now")
     allowed = [u for u in every if (not policy.include or gpus.matches(u, policy.include))
-               and not gpus.matches(u, policy.exclude)]
+               and not gpus.matches(u, policy.exclude) and not gpus.matches(u, policy.reserved)]
     usable = len(allowed) - policy.leave_free
     if want > usable:
+        reserved = " and the house rules' reserved_gpus" if policy.reserved else ""
         raise UserError(
             f"resources.gpus_per_job is {want}, but at most {max(usable, 0)} of this machine's "
             f"{len(every)} GPUs can ever be given ({len(allowed)} after include_gpus and "
-            f"exclude_gpus, leave_free={policy.leave_free})")
+            f"exclude_gpus, leave_free={policy.leave_free}{reserved})")
     whole = [u for u in allowed if not u.uuid.startswith("MIG-")]
     if want > 1 and len(whole) - policy.leave_free < want:
         raise UserError(f"resources.gpus_per_job is {want}, but a CUDA process sees only one "
@@ -173,9 +175,12 @@ class Grant:
 class Placer:
     """Grants GPUs and CPUs to one sweep's jobs, looking at NVML at most every few seconds."""
 
-    def __init__(self, sweep_id: str, needs: Needs):
+    def __init__(self, sweep_id: str, needs: Needs,
+                 house_rules: Callable[[], house.Caps | str] | None = None):
         self.sweep_id = sweep_id
         self.policy = needs.policy
+        self.policy_now = needs.policy  # with the GPUs the house rules reserve now
+        self.house = house_rules  # what the house rules say now, or why they cannot
         self.user = current_user()
         self.host = socket.gethostname()
         self.cpu_budget = min(needs.cpu_budget, cpus.machine_cpus())  # a plan made elsewhere
@@ -218,7 +223,7 @@ class Placer:
         return self.snapshots[0]
 
     def choose(self, held: tuple[leases.GpuLease, ...]) -> gpus.GpuChoice:
-        return gpus.pick_gpus(self.snapshot(), held, self.policy, self.user, self.want,
+        return gpus.pick_gpus(self.snapshot(), held, self.policy_now, self.user, self.want,
                               earlier=self.snapshots[1:])
 
     def wait_reason(self) -> str:
@@ -306,14 +311,71 @@ class Placer:
         if not turns.window_open(now):
             return None  # the common case costs no look at the lease directory
         waiting = fairshare.waiters(self.lock_dir, but=self.sweep_id)
-        rival = turns.rival(waiting, holding, now)
+        me = os.getuid()
+        totals: dict[int, house.Held] = {}
+        if any(w.uid is not None and w.uid != me for w in waiting):
+            # Between users, a user's GPUs over all their sweeps count (machine/house.py).
+            locks = holders.HeldLocks()
+            for uid in {w.uid for w in waiting if w.uid is not None} | {me}:
+                totals[uid] = house.held_by(self.lock_dir, uid, locks)
+        kind = turns.kind
+
+        def user_held(uid: int) -> int:
+            held = totals.get(uid, house.Held(0, 0))
+            return held.cpus if kind == fairshare.CPUS else held.gpus
+
+        rival = turns.rival(waiting, holding, now, user_held if totals else None, me)
         if rival is not None:
-            # Giving way is not waiting: a notice of ours now could make the rival give way
-            # back, and the GPU would sit idle for both.
-            self.done_waiting()
+            # We still want what we leave, so we wait from now on, and say so at once: when
+            # the rival's job ends, it leaves the GPU back to us (a rival only gives way
+            # after freeing something itself, so our notice never makes it leave this one).
+            # Posted a poll later, the notice could come after a short job of the rival's
+            # had ended and been followed by its next.
+            self.wait_since = now - fairshare.NOTICE_AFTER_S
+            self.waits(turns.kind)
         return rival
 
     def try_grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
+        """Return a grant under the house rules in force now (machine/house.py), or why not."""
+        caps = self.house() if self.house is not None else house.NO_RULES
+        if isinstance(caps, str):
+            self.done_waiting()
+            return f"the house rules file is broken, so no job starts until it is fixed: {caps}"
+        if caps.drain:
+            self.done_waiting()
+            return f"the box is draining{caps.source('drain')}: no new job starts"
+        budget = self.cpu_budget
+        if caps.cpu_budget is not None:
+            budget = min(caps.cpu_budget, cpus.machine_cpus())
+            if self.cpus_per_job > budget:
+                return (f"a job needs {self.cpus_per_job} CPUs, but the house CPU budget is "
+                        f"{budget}{caps.source('cpu_budget')}")
+        self.policy_now = self.policy
+        if caps.reserved:
+            self.policy_now = dataclasses.replace(self.policy, reserved=caps.reserved)
+        if not caps.capped:
+            return self.take(job_id, spec, budget)
+        # Count what the user holds and take more under one lock that every user's
+        # supervisor takes: two sweeps placing at once cannot pass the cap between them.
+        with house.CountLock(self.lock_dir) as locked:
+            if not locked:
+                return "waiting for the house lock: another supervisor holds it too long"
+            held = house.held_by(self.lock_dir, os.getuid())
+            why = house.cap_reason(caps, held, self.want, self.cpus_per_job)
+            if why:
+                self.done_waiting()  # our own cap: nobody should give way to us
+                return why
+            grant = self.take(job_id, spec, budget)
+            if isinstance(grant, Grant) and any(lease.meta_fd is None for lease in grant.holds):
+                # A lease without our metadata is not counted: it would pass the cap.
+                grant.release()
+                self.own.pop(job_id, None)
+                return ("cannot write this user's lease metadata (meta/<uid>/ in the lease "
+                        "directory), by which the house rules count GPUs and CPUs")
+            return grant
+
+    def take(self, job_id: str, spec: Mapping[str, Any], budget: int) -> Grant | str:
+        """Return a grant of free GPUs and CPU tokens out of `budget`, or why the job waits."""
         meta = self.meta(job_id)
         gpu_leases: list[leases.Lease] = []
         indices: tuple[int, ...] = ()
@@ -325,7 +387,7 @@ class Placer:
                         f"waits holding {rival.holding} (this sweep holds {self.gpus_held()})")
             # With one job per GPU, trying the lease is the lease check: reading who holds
             # what (/proc/locks) is only worth it to pack GPUs or to say why a job waits.
-            packing = self.policy.jobs_per_gpu > 1
+            packing = self.policy_now.jobs_per_gpu > 1
             choice = self.choose(leases.read_gpu_leases(self.lock_dir) if packing else ())
             got = None
             if choice.ok:
@@ -340,8 +402,8 @@ class Placer:
             by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
             indices = tuple(by_uuid[lease.key] for lease in got)
         rival = self.rival(self.cpu_turns, self.cpus_held())
-        cpu_leases = None if rival else cpus.acquire_cpus(self.cpus_per_job, self.cpu_budget,
-                                                          meta, self.lock_dir, skip=ours)
+        cpu_leases = None if rival else cpus.acquire_cpus(self.cpus_per_job, budget, meta,
+                                                          self.lock_dir, skip=ours)
         if cpu_leases is None:
             for lease in gpu_leases:
                 lease.release()
@@ -349,8 +411,8 @@ class Placer:
                 return (f"leaving freed CPUs to sweep {rival.sweep} of {rival.user}, which "
                         f"waits holding {rival.cpus} (this sweep holds {self.cpus_held()})")
             self.waits(fairshare.CPUS)
-            use = cpus.cpus_in_use(self.cpu_budget, self.lock_dir)
-            budget = min(self.cpu_budget, cpus.machine_cpus())
+            use = cpus.cpus_in_use(budget, self.lock_dir)
+            budget = min(budget, cpus.machine_cpus())
             # Who holds them, as a GPU's reason names its users: "held by alice 2, bob 1".
             who = f" held by {use.holders()}" if use.by_user else " in use"
             return (f"CPU budget spent: {use.held} of {budget} CPU{'' if budget == 1 else 's'}"

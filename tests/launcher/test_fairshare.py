@@ -109,15 +109,21 @@ def test_placers_of_two_sweeps_take_turns(lab, lock_dir, monkeypatch):
     a1.release()
     first.released("a1")  # a1 ended: its GPU is free, and the later sweep waits
     assert "leaving a freed GPU to sweep later-1" in first.grant("a2", {})
+    # The first sweep gave way, and waits from then on: its notice is up at once, so the
+    # later sweep's job, however short, gives the GPU back when it ends.
+    assert sorted(w.sweep for w in fairshare.waiters(lock_dir)) == ["first-1", "later-1"]
     b1 = later.grant("b1", {})
-    assert isinstance(b1, Grant) and fairshare.waiters(lock_dir) == []  # notice withdrawn
+    assert isinstance(b1, Grant)  # the later sweep's notice is withdrawn
+    assert [w.sweep for w in fairshare.waiters(lock_dir)] == ["first-1"]
     assert "need 1 GPU, 0 free" in first.grant("a2", {})  # its own turn to wait
     assert [w.sweep for w in fairshare.waiters(lock_dir)] == ["first-1"]
     b1.release()
     later.released("b1")  # one GPU, two sweeps: the turn goes back to the first
     assert "leaving a freed GPU to sweep first-1" in later.grant("b2", {})
     assert isinstance(first.grant("a2", {}), Grant)
+    assert [w.sweep for w in fairshare.waiters(lock_dir)] == ["later-1"]  # its turn is next
     first.close()
+    later.close()
     assert fairshare.waiters(lock_dir) == []
 
 

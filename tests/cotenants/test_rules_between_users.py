@@ -1,0 +1,81 @@
+"""House rules between two real users: a per-user cap two users' sweeps race for, and turns.
+
+The rules file belongs to root (the admin), readable by all, named by $LAUNCH_RULES.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from launcher.machine import house
+from launcher.machine.cpus import machine_cpus
+
+pytestmark = pytest.mark.skipif(machine_cpus() < 2, reason="two users' jobs side by side "
+                                "need two CPU tokens: this machine has one CPU")
+TWO_CPUS = {"cpu_budget": 2, "cpus_per_job": 1, "gpus_per_job": 1}
+
+
+def install_rules(box, rules: dict) -> dict[str, str]:
+    """Write the admin's rules file (root's, 0644); return the environment that names it."""
+    path = box / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    path.chmod(0o644)
+    return {house.RULES_ENV: str(path)}
+
+
+def held_at_once(runs: list[dict]) -> int:
+    """Return the most runs that were alive at one moment."""
+    edges = sorted([(r["start"], 1) for r in runs] + [(r["end"], -1) for r in runs])
+    most = alive = 0
+    for _, step in edges:
+        alive += step
+        most = max(most, alive)
+    return most
+
+
+def test_a_per_user_cap_holds_over_all_of_a_users_sweeps_started_at_once(shared_box, box):
+    alice, bob = shared_box
+    env = install_rules(box, {"max_gpus_per_user": 1})
+    files = [(alice, alice.sweep_file("first", {"seed": [0, 1, 2]}, TWO_CPUS, seconds=0.1)),
+             (alice, alice.sweep_file("second", {"seed": [0, 1, 2]}, TWO_CPUS, seconds=0.1)),
+             (bob, bob.sweep_file("his", {"seed": [0, 1, 2]}, TWO_CPUS, seconds=0.1))]
+    for round_ in range(20):
+        starts = [tenant.popen([tenant.world.python, "-m", "launcher.cli", "sweep", str(path),
+                                "--detach"], **env) for tenant, path in files]
+        assert [p.wait() for p in starts] == [0, 0, 0], f"round {round_}"
+        runs = {alice.short: [], bob.short: []}
+        for tenant in (alice, bob):
+            for sweep in os.listdir(tenant.runs):
+                view = tenant.wait_ended(sweep)
+                assert {j.state for j in view.jobs} == {"finished"}, (round_, sweep)
+                runs[tenant.short] += tenant.runs_of(sweep)
+            for sweep in os.listdir(tenant.runs):  # the next round counts its own runs
+                os.rename(tenant.runs / sweep, tenant.home / f"round{round_}-{sweep}")
+        assert len(runs["alice"]) == 6 and len(runs["bob"]) == 3
+        assert held_at_once(runs["alice"]) == 1, f"round {round_}: Alice held two GPUs"
+    # The cap is Alice's: with the same rules Bob's sweep ran beside hers.
+    status = alice.launch("status", **env)
+    assert "house rules: 1 GPU per user" in status.stdout, status.stdout
+
+
+def test_two_users_on_one_gpu_take_turns_job_by_job(shared_box):
+    alice, bob = shared_box
+    one_card = {**TWO_CPUS, "include_gpus": [0]}
+    # Each job outlasts the wait after which a sweep posts its notice (fairshare.py).
+    files = [(t, t.sweep_file("turns", {"seed": [0, 1, 2, 3]}, one_card, seconds=1.5))
+             for t in (alice, bob)]
+    starts = [t.popen([t.world.python, "-m", "launcher.cli", "sweep", str(path), "--detach"])
+              for t, path in files]
+    assert [p.wait() for p in starts] == [0, 0]
+    runs = []
+    for tenant in (alice, bob):
+        (sweep,) = os.listdir(tenant.runs)
+        assert {j.state for j in tenant.wait_ended(sweep).jobs} == {"finished"}
+        runs += tenant.runs_of(sweep)
+    order = [r["user"] for r in sorted(runs, key=lambda r: r["start"])]
+    # While both still have jobs to run, the GPU goes from one user to the other.
+    both_left = order[:2 * min(order.count("alice"), order.count("bob"))]
+    assert all(a != b for a, b in zip(both_left, both_left[1:], strict=False)), " ".join(order)
