@@ -52,7 +52,7 @@ EXAMPLES = {
   launch sweep configs/cifar.yaml job.epochs=1 seeds=1 --dry-run   the plan, nothing runs
   launch sweep configs/cifar.yaml --executor slurm   one Slurm job array
   launch sweep --resume cifar                    rerun what failed, was cancelled or never ran
-  launch sweep --resume cifar --restart 19478088 and begin that job again, from epoch 0
+  launch sweep --resume cifar --restart 30c99f48 and begin that job again, from epoch 0
   launch sweep --resume cifar max_retries=2 timeout_min=240   resume with more room
   launch sweep --resume --dry-run                what a resume of your newest sweep would run
   launch sweep configs/cifar.yaml --notify 'mail -s "{message}" me@lab.org'   told when done
@@ -76,7 +76,7 @@ every key of a sweep file, with its default and what it allows: `launch keys`"""
     "logs": """\
   launch logs cifar -f                           follow the supervisor's log of a sweep
   launch logs cifar/model=resnet9_seed=0 -n 20   the last 20 lines of one job's output
-  launch logs cifar/19478088 -f                  a job named by the hash ending its id
+  launch logs cifar/30c99f48 -f                  a job named by the hash ending its id
   launch logs -f                                 the supervisor's log of your newest sweep""",
     "results": """\
   launch results cifar                           per job, then mean +- std per configuration

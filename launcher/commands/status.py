@@ -20,7 +20,7 @@ from launcher.machine.nvml import Snapshot
 from launcher.machine.users import current_user
 from launcher.rundir.index import known_sweeps
 from launcher.rundir.layout import SweepPaths
-from launcher.show.status_render import render_full, render_status, status_json
+from launcher.show.status_render import render_full, render_status, reserved_in, status_json
 from launcher.show.views import SweepView, load_or_say_why
 
 EXIT_NO_NVML = 3
@@ -110,11 +110,14 @@ def _render_now(full: bool, as_json: bool, sweep: str | None) -> tuple[str, int]
         data["house_rules"] = rules
         text = json.dumps(data, indent=1) + "\n"
     else:
-        render = render_full if full else render_status
         notes = [] if safe else [UNPROTECTED]
         notes += [rules["summary"]] if rules else []
-        text = render(snapshot, held, views, now, error, host, one_sweep=bool(sweep),
-                      cpu_use=cpus_now, note="\n".join(notes) or None)
+        shown = {"one_sweep": bool(sweep), "cpu_use": cpus_now, "note": "\n".join(notes) or None}
+        if full:
+            text = render_full(snapshot, held, views, now, error, host, **shown)
+        else:
+            text = render_status(snapshot, held, views, now, error, host, **shown,
+                                 reserved=reserved_in(rules))
     return text, (EXIT_NO_NVML if error else 0)
 
 

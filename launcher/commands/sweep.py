@@ -113,11 +113,11 @@ def check_machine(resources) -> None:
     from datetime import datetime
 
     from launcher.config import rules as house_rules
-    from launcher.machine import placement
+    from launcher.machine import feasible
     from launcher.machine.users import current_user
 
     needs = resources.needs()
-    placement.check_cpu_budget(needs)
+    feasible.check_cpu_budget(needs)
     # No job starts under a broken rules file; one that can never start is said now.
     rules, user = house_rules.read_rules(), current_user()
     never = house_rules.never_fits(rules, user, needs.gpus, needs.cpus)
@@ -126,10 +126,10 @@ def check_machine(resources) -> None:
     reserved = house_rules.in_force(rules, user, datetime.now()).reserved
     if reserved:
         needs = needs._replace(policy=dataclasses.replace(needs.policy, reserved=reserved))
-    note = placement.check_devices(needs)
+    note = feasible.check_devices(needs)
     if note:
         print(f"launch: {note}", file=sys.stderr)
-    for warning in placement.machine_warnings(needs) if not note else ():
+    for warning in feasible.machine_warnings(needs) if not note else ():
         print(f"launch: warning: {warning}", file=sys.stderr)
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 from launcher.config.axes import SEED_FROM_ENV
 from launcher.config.sweepfile import (
+    NOTIFY_RULES,
     RESOURCE_RULES,
     SLURM_RULES,
     TOP_RULES,
+    Notify,
     Resources,
     SlurmConfig,
 )
@@ -32,6 +34,7 @@ TOP = {
     "max_retries": ("reruns of a failed job before it counts as failed", "0"),
     "timeout_min": ("minutes a job may run before it is stopped", "null: no limit"),
     "slurm": ("a mapping: what each array task asks Slurm for", None),
+    "notify": ("a mapping: whom to tell when the sweep ends or a job fails", "none"),
 }
 COMMAND_JOB = {
     "command": "the argv of your own program (a list, or one string split like a shell); "
@@ -66,6 +69,15 @@ SLURM = {
     "array_parallelism": "most tasks running at once",
     "sbatch_lines": "more sbatch options, verbatim",
     "setup": "shell lines run before the job, after `set -euo pipefail`",
+}
+NOTIFY = {
+    "command": "the argv run when it happens, never through a shell; {message}, {sweep_id}, "
+               "and more placeholders",
+    "webhook": "a URL (or ${NAME} of one in the environment) that gets a JSON summary "
+               "POSTed: Slack, ntfy",
+    "topic": "ntfy's topic, for a webhook at the server's root",
+    "on": "end: when the sweep ends; failure: also when a job fails",
+    "timeout_s": "each notification's time limit",
 }
 SLURM_DEFAULTS = {"gpus_per_node": "resources.gpus_per_job",
                   "cpus_per_task": "resources.cpus_per_job"}
@@ -115,6 +127,7 @@ def key_lines() -> list[str]:
     lines += ["", *_section("resources", Resources, RESOURCE_RULES, RESOURCES,
                             RESOURCE_DEFAULTS),
               "", *_section("slurm", SlurmConfig, SLURM_RULES, SLURM, SLURM_DEFAULTS),
+              "", *_section("notify", Notify, NOTIFY_RULES, NOTIFY, {}),
               "", "A command job (job: {command: [...], KEY: value}):"]
     lines += [f"job.{key}: {words}" for key, words in COMMAND_JOB.items()]
     lines += ["", "A built-in job (python -m jobs):"]

@@ -16,10 +16,10 @@ from launcher.config.overrides import apply_overrides, parse_override
 from launcher.config.sweepfile import (
     TOP_KEYS,
     TOP_RULES,
-    _check,
     _check_resources,
     _check_slurm,
 )
+from launcher.config.values import check
 from launcher.config.yamlsource import CMDLINE, SourceMap
 from launcher.errors import UserError
 
@@ -46,7 +46,7 @@ def resume_changes(recorded: Mapping[str, Any], overrides: Sequence[str]) -> dic
     src = SourceMap(CMDLINE, lines)
     resources = _check_resources(src, raw["resources"])
     return {
-        **{key: _check(src, (key,), raw[key], rule) for key, rule in TOP_RULES.items()},
+        **{key: check(src, (key,), raw[key], rule) for key, rule in TOP_RULES.items()},
         "resources": resources.to_json(),
         "slurm": _check_slurm(src, raw["slurm"], resources).to_json(),
     }

@@ -31,8 +31,8 @@ from launcher.config.values import (
 )
 from launcher.config.yamlsource import CMDLINE, SourceMap, SweepFileError, read_yaml
 from launcher.machine.cpus import default_cpu_budget
+from launcher.machine.feasible import Needs
 from launcher.machine.gpus import GpuPolicy
-from launcher.machine.placement import Needs
 
 
 @dataclass(frozen=True)

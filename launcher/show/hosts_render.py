@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from launcher.show.hosts_view import SOURCE_SMI, HostReport, HostSummary, records, summarize
-from launcher.show.status_render import gpu_lines, render_full, render_status, status_json
+from launcher.show.status_render import (
+    gpu_lines,
+    render_full,
+    render_status,
+    reserved_in,
+    status_json,
+)
 from launcher.show.text import gib
 
 HEADERS = ("HOST", "FREE", "FREE MEMORY", "OTHERS' PROCS", "YOUR JOBS", "FREE BY MODEL")
@@ -76,10 +82,15 @@ def host_block(report: HostReport, full: bool = False,
         body = gpu_lines(found.snapshot, found.leases, now, error, host)
         body.append("sweeps: not known (no launch there to ask)")
     else:
-        render = render_full if full else render_status
-        note = unprotected if status.get("leases_protected") is False else None
-        body = render(found.snapshot, found.leases, found.sweeps, now, error,
-                      status.get("host") or host, cpu_use=found.cpu_use, note=note).splitlines()
+        rules = status.get("house_rules")
+        summary = rules.get("summary") if isinstance(rules, dict) else None
+        notes = [unprotected] if status.get("leases_protected") is False else []
+        notes += [summary] if isinstance(summary, str) else []
+        shown = {"cpu_use": found.cpu_use, "note": "\n".join(filter(None, notes)) or None}
+        args = (found.snapshot, found.leases, found.sweeps, now, error, status.get("host") or host)
+        body = (render_full(*args, **shown) if full else render_status(
+            *args, **shown, reserved=reserved_in(rules)))
+        body = body.splitlines()
     return [host_header(report), *body]
 
 

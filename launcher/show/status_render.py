@@ -16,6 +16,7 @@ from launcher.machine.nvml import MIB, Gpu, Snapshot
 from launcher.show.sweep_table import render_sweeps, short_id
 from launcher.show.views import SweepView
 
+RESERVED = "reserved by the house rules"  # a GPU line's word for a GPU this user may not take
 STATUS_FORMAT = "launch-status/1"  # what `launch status --json` says it is (docs/design.md)
 
 
@@ -49,7 +50,8 @@ def _procs_text(gpu_procs: Sequence) -> str:
     return " ".join(f"{p.user}({_mib(p.memory_used_bytes)}M)" for p in gpu_procs)
 
 
-def _gpu_line(gpu: Gpu, name_w: int, leases: Sequence[GpuLease]) -> list[str]:
+def _gpu_line(gpu: Gpu, name_w: int, leases: Sequence[GpuLease],
+              reserved: Sequence[str] = ()) -> list[str]:
     if gpu.lost:
         return [f"[{gpu.index}] {(gpu.name or '?'):<{name_w}} | lost (NVML: {gpu.error})"]
     temp = f"{_na(gpu.temperature_c, '°C'):>5}"
@@ -63,6 +65,8 @@ def _gpu_line(gpu: Gpu, name_w: int, leases: Sequence[GpuLease]) -> list[str]:
     held = _leases_on(gpu, leases) if gpu.mig_mode != 1 else []
     if held:
         parts.append("lease " + _lease_text(held))
+    if str(gpu.index) in reserved:
+        parts.append(RESERVED)
     lines = [" | ".join(parts)]
     for m in gpu.mig_devices if gpu.mig_mode == 1 else ():
         profile = (m.name or "?").removeprefix(gpu.name or "").strip()
@@ -73,6 +77,8 @@ def _gpu_line(gpu: Gpu, name_w: int, leases: Sequence[GpuLease]) -> list[str]:
         held = _held_on([m.uuid], leases)
         if held:
             mig_parts.append("lease " + _lease_text(held))
+        if f"{gpu.index}:{m.index}" in reserved:
+            mig_parts.append(RESERVED)
         lines.append(" | ".join(mig_parts))
     return lines
 
@@ -85,15 +91,33 @@ def _header(snapshot: Snapshot | None, host: str, now: float) -> str:
             f"CUDA {_cuda(snapshot.cuda_driver_version)}")
 
 
+def reserved_in(house_rules: Any) -> tuple[str, ...]:
+    """Return the GPUs the house rules keep from the user, from status's `house_rules` JSON
+    (this box's, or another host's answer, which may hold anything)."""
+    in_force = house_rules.get("in_force") if isinstance(house_rules, dict) else None
+    found = in_force.get("reserved_gpus") if isinstance(in_force, dict) else None
+    return tuple(str(g) for g in found) if isinstance(found, list) else ()
+
+
 def gpu_lines(snapshot: Snapshot | None, leases: Sequence[GpuLease], now: float,
-              nvml_error: str | None = None, host: str = "?") -> list[str]:
-    """Return the header and one line per GPU (or why there are none) of the gpustat-like view."""
+              nvml_error: str | None = None, host: str = "?",
+              reserved: Sequence[str] = ()) -> list[str]:
+    """Return the header and one line per GPU (or why there are none) of the gpustat-like view.
+
+    reserved names the GPUs the house rules keep from this user (indices, MIG labels or
+    UUIDs, as the rules file writes them); their lines say so.
+    """
     lines = [_header(snapshot, host, now)]
     if snapshot is None:
         return lines + ([f"launch: {nvml_error}"] if nvml_error else [])
     name_w = max([len(g.name or "?") for g in snapshot.gpus] + [0])
+    labels: set[str] = set()
+    if reserved:  # only a box with house rules pays for the GPU policy's module
+        from launcher.machine.gpus import matches, units
+
+        labels = {u.label for _, u in units(snapshot) if u is not None and matches(u, reserved)}
     for gpu in snapshot.gpus:
-        lines += _gpu_line(gpu, name_w, leases)
+        lines += _gpu_line(gpu, name_w, leases, labels)
     if not snapshot.gpus:
         lines.append("no GPUs")
     return lines
@@ -102,9 +126,9 @@ def gpu_lines(snapshot: Snapshot | None, leases: Sequence[GpuLease], now: float,
 def render_status(snapshot: Snapshot | None, leases: Sequence[GpuLease],
                   sweeps: Sequence[SweepView], now: float, nvml_error: str | None = None,
                   host: str = "?", one_sweep: bool = False, cpu_use: CpuUse | None = None,
-                  note: str | None = None) -> str:
+                  note: str | None = None, reserved: Sequence[str] = ()) -> str:
     """Return the gpustat-like view: header, one line per GPU, then the sweeps and jobs."""
-    lines = gpu_lines(snapshot, leases, now, nvml_error, host)
+    lines = gpu_lines(snapshot, leases, now, nvml_error, host, reserved)
     if cpu_use is not None:
         lines.append(cpu_use.describe())
     if note:

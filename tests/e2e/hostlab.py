@@ -57,7 +57,9 @@ class Lab:
         folder = self.root / alias
         (folder / "locks").mkdir(parents=True, mode=0o1777)
         env = {"PATH": ":".join(map(str, [*(path or [self.bin]), "/usr/bin", "/bin"])),
-               "LAUNCH_RUNS_DIR": str(folder / "runs"), "LAUNCH_LOCK_DIR": str(folder / "locks")}
+               "LAUNCH_RUNS_DIR": str(folder / "runs"), "LAUNCH_LOCK_DIR": str(folder / "locks"),
+               # each host is a machine of its own: its own index of the user's sweeps
+               "XDG_STATE_HOME": str(folder / "state")}
         if isinstance(snapshot, str):
             snapshot = FIXTURES / "nvml" / f"{snapshot}.json"
         if snapshot:
@@ -114,7 +116,7 @@ def start_sweep(lab: Lab, alias: str) -> str:
     sweep = lab.root / "hold.yaml"
     sweep.write_text(yaml.safe_dump({
         "name": "hold", "grid": {"seed": [0, 1]},
-        "job": {"command": [sys.executable, "-c", "import time; time.sleep(300)"]},
+        "job": {"command": [sys.executable, "-c", "import time; time.sleep(300)", "{seed}"]},
         "resources": {"gpus_per_job": 1, "cpus_per_job": 1, "cpu_budget": 1}}))
     done = lab.local(alias, "sweep", str(sweep), "--detach")
     assert done.returncode == 0, done.stderr

@@ -13,7 +13,7 @@ import pytest
 from rundirs import make_sweep, set_state, state_of, view_of
 
 from launcher.cli import build_parser, main
-from launcher.machine import cpus, placement
+from launcher.machine import cpus, feasible, placement
 from launcher.machine.gpus import GpuPolicy
 from launcher.machine.users import current_user
 from launcher.rundir.store import read_json
@@ -118,7 +118,7 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path, argv):
 def test_a_cpu_wait_says_who_holds_the_cpus(lock_dir):
     held = cpus.acquire_cpus(1, 1, {"user": "alice", "sweep": "other-1", "job": "j"})
     try:
-        needs = placement.Needs(gpus=0, cpus=1, cpu_budget=1, device="cpu", policy=GpuPolicy())
+        needs = feasible.Needs(gpus=0, cpus=1, cpu_budget=1, device="cpu", policy=GpuPolicy())
         reason = placement.Placer("mine-1", needs).grant("j", {})
         assert reason == f"CPU budget spent: 1 of 1 CPU held by {current_user()} 1; a job " \
             "needs 1"  # a holder is the owner of its lease's meta file

@@ -288,7 +288,8 @@ def test_notify_on_the_command_line_is_checked_and_not_for_a_resume(runs, capsys
     assert main(["sweep", str(path), "--notify", "mail 'unclosed", "--dry-run"]) == 2
     assert "key '--notify': cannot split \"mail 'unclosed\"" in capsys.readouterr().err
     assert main(["sweep", "--resume", "x", "--notify", "true"]) == 2
-    assert "--resume SWEEP takes no sweep file or overrides" in capsys.readouterr().err
+    assert "--notify goes with a sweep file; a resume keeps the sweep's own" in (
+        capsys.readouterr().err)
     assert load_sweep(path, ["notify.command=[echo, done]"]).notify.command == ("echo", "done")
 
 

@@ -189,7 +189,7 @@ def test_cifar_config_holds_the_tutorials_experiments(tmp_path, monkeypatch):
     for p in plans:
         spec = p.spec
         assert (spec["dataset"], spec["epochs"], spec["batch_size"]) == ("cifar10", 22, 500)
-        assert spec["optimizer"] == {"name": "sgd", "lr": 0.001, "momentum": 0.9,
+        assert spec["optimizer"] == {"name": "sgd", "lr": 0.05, "momentum": 0.9,
                                      "nesterov": True, "weight_decay": 0.001,
                                      "betas": [0.9, 0.999]}
     configs = Counter(json.dumps({k: v for k, v in p.params.items() if k != "seed"},

@@ -232,7 +232,11 @@ def test_a_reserved_gpu_is_never_leased_and_leave_free_counts_the_rest(lab, hous
     reserved = "GPU-56a67f8c-c5b2-0e00-4086-4d180666f3a4"  # index 3 of idle4.json
     assert used and reserved not in used
     assert main(["status"]) == 0
-    assert "GPU 3 reserved" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "GPU 3 reserved" in out  # the rules line
+    lines = {line[:3]: line for line in out.splitlines() if line[:1] == "["}
+    assert lines["[3]"].endswith("| reserved by the house rules")
+    assert not any("reserved" in lines[f"[{i}]"] for i in range(3))
     # The same sweep asking for all four GPUs could never start: said at once.
     big = sweep_file(lab / "b.yaml", "big", {"seed": [0]},
                      {"gpus_per_job": 4, "cpu_budget": 1, "cpus_per_job": 1})

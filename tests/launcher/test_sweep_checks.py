@@ -14,7 +14,13 @@ from snapshots import NVML_FIXTURES
 from launcher import contract
 from launcher.cli import main
 from launcher.config.plan import plan_jobs
-from launcher.config.sweepfile import RESOURCE_RULES, SLURM_RULES, TOP_KEYS, load_sweep
+from launcher.config.sweepfile import (
+    NOTIFY_RULES,
+    RESOURCE_RULES,
+    SLURM_RULES,
+    TOP_KEYS,
+    load_sweep,
+)
 from launcher.config.yamlsource import SweepFileError
 
 
@@ -124,7 +130,7 @@ def test_keys_lists_every_key_with_its_default(capsys):
     from launcher.config import keys
 
     assert set(keys.RESOURCES) == set(RESOURCE_RULES) and set(keys.SLURM) == set(SLURM_RULES)
-    assert set(keys.TOP) == set(TOP_KEYS)
+    assert set(keys.TOP) == set(TOP_KEYS) and set(keys.NOTIFY) == set(NOTIFY_RULES)
     assert main(["keys"]) == 0
     lines = capsys.readouterr().out.splitlines()
     for key in [*TOP_KEYS, *(f"resources.{k}" for k in RESOURCE_RULES),
