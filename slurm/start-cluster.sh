@@ -171,7 +171,9 @@ MaxJobCount=100000
 FirstJobId=$FIRST_JOB_ID
 ReturnToService=2
 MinJobAge=300
-KillWait=5
+# Slurm's default: between SIGTERM and SIGKILL a job writes its checkpoint and the task
+# its state. 5 s killed the task before it recorded the requeue on a busy box.
+KillWait=30
 InactiveLimit=0
 Waittime=0
 StateSaveLocation=$C/state

@@ -183,7 +183,7 @@ class Tenant:
         """Write a sweep of fake jobs (tests/launcher/fake_job.py) into the home; its path."""
         spec = {"command": [self.world.python, str(self.world.jobs / "fake_job.py"),
                             "{behaviour}", "{seconds}", *(["{gate}"] if "gate" in job else [])],
-                "behaviour": "ok", "seconds": 0.05, "seed": 0, **job}
+                "behaviour": "ok", "seconds": 0.05, "seed": 0, "seed_from_env": True, **job}
         path = self.home / f"{name}.yaml"
         path.write_text(yaml.safe_dump({"name": name, "job": spec, "grid": grid,
                                         "resources": resources}))

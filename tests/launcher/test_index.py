@@ -161,3 +161,22 @@ def test_yes_cancels_a_guessed_sweep_at_a_terminal_without_asking(runs):
     code, seen = at_a_terminal(["cancel", "demo", "--yes"], None)
     assert code == 0 and "[y/N]" not in seen, seen
     assert state_of(SWEEP, "a-00000001").state == "cancelled"
+
+
+@pytest.mark.parametrize("argv, answer, deleted", [
+    (["forget", "demo", "--delete"], b"n\n", False),
+    (["forget", "demo", "--delete"], b"y\n", True),
+    (["forget", SWEEP, "--delete"], b"n\n", False),  # named in full: a folder is still asked
+    (["forget", "demo", "--delete", "--yes"], None, True),
+])
+def test_forget_delete_asks_at_a_terminal_before_removing_a_folder(runs, argv, answer, deleted):
+    paths = make_sweep(SWEEP, [("a-00000001", {"seed": 0}, {})])
+    index.record(paths, time.time())
+    code, seen = at_a_terminal(argv, answer)
+    assert ("[y/N]" in seen) == (answer is not None), seen
+    assert paths.root.exists() != deleted, seen
+    assert code == (0 if deleted else 1), seen
+    if answer is not None:
+        assert f"delete {SWEEP} (1 job: 1 pending) and its folder" in seen, seen
+    assert ("nothing deleted" in seen) == (not deleted), seen
+    assert bool(index.entries()) != deleted

@@ -140,22 +140,22 @@ def slurm_word(slurm_id: str) -> str:
                           text=True, timeout=30).stdout.strip()
 
 
-_START_AT: dict[str, float] = {}  # the start time each requeued task was moved to
+_REQUEUED_AT: dict[str, float] = {}  # when each requeued task was first seen held back
 
 
 def started_again(slurm_id: str) -> bool:
     """Return whether a requeued task left the queue; until then make it eligible at once.
 
     Slurm holds a requeued job back for about two minutes (BeginTime, set once the old run
-    has finished completing); the test moves that start time two seconds on, again if Slurm
-    reset it. Not to now: slurmd refuses a job whose credential was made in the same second
-    as it revoked the old run's ("Job credential revoked"), and the task fails unstarted.
+    has finished completing); the test moves that start time to now, again if Slurm reset
+    it, but only two seconds after the hold was first seen: slurmd refuses a job whose
+    credential was made in the same second as it revoked the old run's ("Job credential
+    revoked"), and the task fails unstarted. A start time in the future would wait for
+    Slurm's next scheduling pass (a minute); now is scheduled at once.
     """
     word = slurm_word(slurm_id)
     if word == "PENDING BeginTime":
-        start = _START_AT.get(slurm_id, 0.0)
-        if start < time.time():  # not moved yet, or Slurm set it back after our time passed
-            start = _START_AT[slurm_id] = time.time() + 2
-            scontrol("update", f"JobId={slurm_id}",
-                     "StartTime=" + time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)))
+        held_since = _REQUEUED_AT.setdefault(slurm_id, time.time())
+        if time.time() - held_since >= 2:
+            scontrol("update", f"JobId={slurm_id}", "StartTime=now")
     return not word.startswith("PENDING")
