@@ -13,6 +13,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from launcher.rundir.layout import NAME_CHARS
 from launcher.show.text import value_slug
 
 SLUG_MAX = 48
@@ -71,6 +72,6 @@ def make_sweep_id(name: str, now: datetime | float | None = None) -> str:
     """Return the sweep id: the name made path-safe, "-", local time as YYYYmmdd-HHMMSS."""
     if not isinstance(now, datetime):
         now = datetime.fromtimestamp(time.time() if now is None else now)
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    clean = re.sub(f"[^{NAME_CHARS}]+", "-", name)
     clean = re.sub(r"--+", "-", clean).strip("._-")[:40].rstrip("._-") or "sweep"
     return f"{clean}-{now:%Y%m%d-%H%M%S}"

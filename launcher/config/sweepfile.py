@@ -33,6 +33,7 @@ from launcher.config.yamlsource import CMDLINE, SourceMap, SweepFileError, read_
 from launcher.machine.cpus import default_cpu_budget
 from launcher.machine.feasible import Needs
 from launcher.machine.gpus import GpuPolicy
+from launcher.rundir.layout import NAME_CHARS
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
 def _plain_name(stem: str) -> str:
     """Return a file's name made a plain sweep name: what the user did not write is not
     refused, only cleaned."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "sweep"
+    return re.sub(f"[^{NAME_CHARS}]+", "-", stem).strip("._-") or "sweep"
 
 
 def _unknown(key: str, raw: dict) -> str:
@@ -216,7 +217,7 @@ def _unknown(key: str, raw: dict) -> str:
 def _name(value: Any) -> tuple[str, tuple] | None:
     # The name becomes the sweep's folder and its Slurm job name: a path or a shell's
     # delight must be refused, not silently rewritten into something else.
-    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+    if isinstance(value, str) and re.fullmatch(f"[A-Za-z0-9][{NAME_CHARS}]*", value):
         return None
     return ("must be a plain name of letters, digits, '.', '_' and '-' (starting with a "
             f"letter or digit), got {value!r}", ())

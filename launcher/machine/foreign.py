@@ -8,7 +8,6 @@ functions, so that no shape of data can crash a reader and no escape code reache
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 MAX_TEXT = 200  # characters of a foreign string shown; a longer one is cut
@@ -56,8 +55,3 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
-
-
-def owned_by(st: os.stat_result, uid: int) -> bool:
-    """Return whether a file (its lstat) belongs to uid."""
-    return st.st_uid == uid

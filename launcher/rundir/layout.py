@@ -25,6 +25,11 @@ from pathlib import Path
 from launcher import contract
 
 RUNS_DIR_ENV = "LAUNCH_RUNS_DIR"
+# What the run directory's own names are made of, as regex character ranges: a sweep's name
+# (its id is the name, "-", the time: config/ids.py) and a job id (its swept values made
+# safe, "-", a hash), so that no name is a path, an option or a shell's delight.
+NAME_CHARS = "A-Za-z0-9._-"
+JOB_ID_CHARS = "A-Za-z0-9._=-"
 
 
 def runs_dir() -> Path:

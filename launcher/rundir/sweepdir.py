@@ -22,7 +22,7 @@ from launcher.errors import UserError
 from launcher.machine import foreign
 from launcher.machine.leases import claim_sweep_id
 from launcher.machine.users import current_user
-from launcher.rundir.layout import JobPaths, SweepPaths, runs_dir
+from launcher.rundir.layout import JOB_ID_CHARS, NAME_CHARS, JobPaths, SweepPaths, runs_dir
 from launcher.rundir.store import atomic_write_json, read_json, read_jsonl
 
 SWEEP_FORMAT = "launch-sweep/1"
@@ -66,8 +66,8 @@ def _plan_json(info: SweepInfo, runs: Path) -> dict:
     return out
 
 
-_JOB_ID = re.compile(r"[A-Za-z0-9._=-]{1,200}")  # what plan ids are made of (config/plan.py)
-_SWEEP_ID = re.compile(r"[A-Za-z0-9._-]+-\d{8}-\d{6}(?:-\d+)?")  # config/plan.py: make_sweep_id
+_JOB_ID = re.compile(f"[{JOB_ID_CHARS}]{{1,200}}")  # what plan ids are made of (config/ids.py)
+_SWEEP_ID = re.compile(f"[{NAME_CHARS}]+" r"-\d{8}-\d{6}(?:-\d+)?")  # config/ids.py: make_sweep_id
 
 
 def parse_info(raw: Any, paths: SweepPaths) -> SweepInfo:

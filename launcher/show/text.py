@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from launcher.rundir.layout import JOB_ID_CHARS
+
 
 def plural(n: int, word: str) -> str:
     """Return "1 job", "2 jobs": n and the word, with an s unless n is 1."""
@@ -40,7 +42,7 @@ def fmt_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+_UNSAFE = re.compile(f"[^{JOB_ID_CHARS}]+")
 
 
 def value_slug(value: Any) -> str:
