@@ -1,8 +1,8 @@
 """Fixtures every test folder shares: a private runs directory, lease directory and machine.
 
-Each test gets its own $LAUNCH_RUNS_DIR, $LAUNCH_LOCK_DIR and $XDG_STATE_HOME (the index of
-sweeps) under tmp_path, so tests never see each other's sweeps or leases (nor the user's),
-and the working directory is tmp_path.
+Each test gets its own $LAUNCH_RUNS_DIR, $LAUNCH_LOCK_DIR, $XDG_STATE_HOME (the index of
+sweeps) and $XDG_CACHE_HOME (the checked house rules) under tmp_path, so tests never see
+each other's sweeps or leases (nor the user's), and the working directory is tmp_path.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def state_home(tmp_path, monkeypatch) -> Path:
     of every test is its own, and no test writes into the real home."""
     path = tmp_path / "state"
     monkeypatch.setenv("XDG_STATE_HOME", str(path))
+    # and the cache of checked house rules (launcher/config/rulescache.py) likewise
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return path
 
 

@@ -17,6 +17,9 @@ names the file, the line and the key, and no job starts under it: a broken polic
 mean no policy. Supervisors read the file again when it changes (`RulesWatcher`), so an
 edit or a window opening takes effect at the next placement; running jobs are never
 stopped by a rule. Slurm sweeps ignore the file: Slurm has its own policy.
+
+A file read without a fault is kept, checked, in the user's own cache (config/rulescache.py),
+so that `launch status` on a box with rules does not pay for YAML on every call.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from launcher.config import rulescache
 from launcher.config.values import check, gpu_list, integer, optional
-from launcher.config.yamlsource import SourceMap, SweepFileError, read_yaml
+from launcher.errors import UserError
 from launcher.machine.house import Caps, rules_path
+
+if TYPE_CHECKING:
+    from launcher.config.yamlsource import SourceMap
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60
@@ -86,13 +93,53 @@ def read_rules(path: Path | None = None) -> HouseRules | None:
     """Return the rules in the file, None when there is none; SweepFileError when broken."""
     path = rules_path() if path is None else Path(path)
     try:
-        os.stat(path)
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     except OSError:
-        pass  # read_yaml says why it cannot be read
+        st = None  # read_yaml says why it cannot be read
+    if st is not None:
+        kept = rulescache.load(path, st)
+        try:
+            if kept is not None:
+                return from_json(kept)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # a cache entry that is not what to_json wrote: read the file
+    return _read(path, st)
+
+
+def _read(path: Path, st: os.stat_result | None) -> HouseRules:
+    """Return the rules the file holds, read and checked, and keep them in the cache."""
+    from launcher.config.yamlsource import SourceMap, read_yaml
+
     raw, lines, _ = read_yaml(path)
-    return parse_rules(raw, SourceMap(str(path), lines))
+    rules = parse_rules(raw, SourceMap(str(path), lines))
+    if st is not None:
+        rulescache.store(path, st, to_json(rules))
+    return rules
+
+
+def to_json(rules: HouseRules) -> dict[str, Any]:
+    """Return checked rules as JSON values (from_json gives them back)."""
+    return {"path": rules.path, "values": rules.values, "lines": rules.lines,
+            "windows": [{**w._asdict(), "days": sorted(w.days)} for w in rules.windows],
+            "users": rules.users}
+
+
+def from_json(raw: dict[str, Any]) -> HouseRules:
+    """Return the rules to_json wrote; KeyError, TypeError or ValueError if it is not that."""
+    def values(found: dict) -> dict:
+        out = dict(found)
+        if "reserved_gpus" in out:
+            out["reserved_gpus"] = tuple(out["reserved_gpus"])
+        return out
+
+    windows = tuple(Window(frozenset(w["days"]), int(w["start_min"]), int(w["end_min"]),
+                           values(w["values"]), dict(w["lines"]), str(w["text"]))
+                    for w in raw["windows"])
+    users = {str(name): (values(v), dict(lines)) for name, (v, lines) in raw["users"].items()}
+    return HouseRules(str(raw["path"]), values(raw["values"]), dict(raw["lines"]), windows,
+                      users)
 
 
 def parse_rules(raw: Any, src: SourceMap) -> HouseRules:
@@ -273,10 +320,10 @@ class RulesWatcher:
         self.path = rules_path() if path is None else Path(path)
         self.seen: tuple | None = ()  # the file's identity when last read; None: no file
         self.rules: HouseRules | None = None
-        self.failure: SweepFileError | None = None
+        self.failure: UserError | None = None
 
     def current(self) -> HouseRules | None:
-        """Return the rules now (None: no file); raise SweepFileError while it is broken."""
+        """Return the rules now (None: no file); raise UserError while it is broken."""
         try:
             st = os.stat(self.path)
             seen: tuple | None = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -288,7 +335,7 @@ class RulesWatcher:
             self.seen = seen
             try:
                 self.rules, self.failure = read_rules(self.path), None
-            except SweepFileError as err:
+            except UserError as err:
                 self.rules, self.failure = None, err
         if self.failure is not None:
             raise self.failure
@@ -298,6 +345,6 @@ class RulesWatcher:
         """Return what holds for `user` now, or the broken file's error."""
         try:
             rules = self.current()
-        except SweepFileError as err:
+        except UserError as err:
             return str(err)
         return in_force(rules, user, now or datetime.now())

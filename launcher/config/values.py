@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from launcher.config.yamlsource import SourceMap
+if TYPE_CHECKING:  # only for the hints: launch status reads the rules without YAML's import
+    from launcher.config.yamlsource import SourceMap
 
 Rule = Any  # Callable[[Any], tuple[str, tuple] | None]
 

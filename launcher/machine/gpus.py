@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from launcher.machine.gpunames import named
 from launcher.machine.leases import GpuLease
 from launcher.machine.nvml import MIB, Gpu, GpuProcess, Snapshot
 
@@ -86,13 +87,7 @@ def units(snapshot: Snapshot) -> list[tuple[Gpu, Unit | None]]:
 
 def matches(unit: Unit, names: Sequence[str]) -> bool:
     """Return whether a unit is named in names: by index, MIG label or UUID prefix."""
-    for name in names:
-        name = str(name)
-        if name in (unit.label, str(unit.gpu_index)):
-            return True
-        if unit.uuid and len(name) >= 8 and unit.uuid.startswith(name):
-            return True
-    return False
+    return named(unit.label, unit.gpu_index, unit.uuid, names)
 
 
 def _gib(n_bytes: int) -> str:

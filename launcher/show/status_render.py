@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from launcher.machine.cpus import CpuUse
+from launcher.machine.gpunames import named
 from launcher.machine.leases import GpuLease
 from launcher.machine.nvml import MIB, Gpu, Snapshot
 from launcher.show.sweep_table import render_sweeps, short_id
@@ -111,11 +112,10 @@ def gpu_lines(snapshot: Snapshot | None, leases: Sequence[GpuLease], now: float,
     if snapshot is None:
         return lines + ([f"launch: {nvml_error}"] if nvml_error else [])
     name_w = max([len(g.name or "?") for g in snapshot.gpus] + [0])
-    labels: set[str] = set()
-    if reserved:  # only a box with house rules pays for the GPU policy's module
-        from launcher.machine.gpus import matches, units
-
-        labels = {u.label for _, u in units(snapshot) if u is not None and matches(u, reserved)}
+    labels = {str(g.index) for g in snapshot.gpus
+              if g.mig_mode != 1 and named(str(g.index), g.index, g.uuid, reserved)}
+    labels |= {f"{g.index}:{m.index}" for g in snapshot.gpus for m in g.mig_devices
+               if named(f"{g.index}:{m.index}", g.index, m.uuid, reserved)}
     for gpu in snapshot.gpus:
         lines += _gpu_line(gpu, name_w, leases, labels)
     if not snapshot.gpus:

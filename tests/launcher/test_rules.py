@@ -7,8 +7,11 @@ drain, a window and a broken file, through real supervisors.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -276,3 +279,51 @@ def test_a_window_in_force_caps_the_users_gpus(lab, house_file):
     assert {j.state for j in view.jobs} == {"finished"}
     every = [r for runs in runs_of(sweep_id).values() for r in runs]
     assert not overlapping(every)  # one GPU at a time, though the CPUs allowed two jobs
+
+
+def test_a_rules_file_read_once_is_kept_checked_and_any_edit_is_read_again(house_file,
+                                                                           monkeypatch):
+    from launcher.config import rulescache, yamlsource
+
+    path = house_file("max_gpus_per_user: 2\nreserved_gpus: [3]\nlimits:\n"
+                      "  - {days: mon-fri, hours: '09:00-18:00', max_gpus_per_user: 1}\n"
+                      "users: {alice: {max_cpus_per_user: 4}}\n")
+    first = rules.read_rules()
+    assert rulescache.cache_file(path).stat().st_mode & 0o077 == 0  # the user's own
+
+    def no_yaml(*args, **kwargs):
+        raise AssertionError("read the YAML again")
+    with monkeypatch.context() as m:
+        m.setattr(yamlsource, "read_yaml", no_yaml)
+        kept = rules.read_rules()
+    assert kept == first and kept.windows[0].days == frozenset(range(5))
+    assert rules.in_force(kept, "alice", at(0, 10)) == rules.in_force(first, "alice", at(0, 10))
+    # An edit of the same size, in place, is another version of the file: read again.
+    path.write_text(path.read_text().replace("max_gpus_per_user: 2", "max_gpus_per_user: 3"))
+    assert rules.read_rules().values["max_gpus_per_user"] == 3
+    # Whatever the cache holds that is not what it wrote is a miss, never an error.
+    for garbage in ("{", '{"format": "launch-rules-cache/1"}', "[]"):
+        rulescache.cache_file(path).write_text(garbage)
+        assert rules.read_rules().values["max_gpus_per_user"] == 3
+    entry = json.loads(rulescache.cache_file(path).read_text())
+    entry["rules"]["windows"] = [{"days": "x"}]
+    rulescache.cache_file(path).write_text(json.dumps(entry))
+    assert rules.read_rules().windows[0].text == "mon-fri 09:00-18:00"
+    # A broken file is never kept: every reader says it is broken.
+    house_file("drain: [\n")
+    for _ in range(2):
+        with pytest.raises(SweepFileError):
+            rules.read_rules()
+
+
+def test_status_on_a_box_with_rules_reads_no_yaml_once_they_are_kept(lab, house_file):
+    house_file({"max_gpus_per_user": 1, "reserved_gpus": [2]})
+    check = ("import io, sys, contextlib; from launcher.cli import main\n"
+             "out = io.StringIO()\n"
+             "with contextlib.redirect_stdout(out): code = main(['status'])\n"
+             "print(code, 'yaml' in sys.modules, 'launcher.machine.gpus' in sys.modules,"
+             " 'reserved by the house rules' in out.getvalue())")
+    said = [subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                           check=True).stdout.split() for _ in range(2)]
+    assert said[0] == ["0", "True", "False", "True"], said  # the first reads the file
+    assert said[1] == ["0", "False", "False", "True"], said  # the next ones the cache
