@@ -47,6 +47,10 @@ ENV_NUM_GPUS = "LAUNCH_NUM_GPUS"  # how many GPUs it holds (0 for a CPU job)
 # A job of several GPUs: where its processes meet (torchrun, torch.distributed's env://).
 ENV_MASTER_ADDR, ENV_MASTER_PORT = "MASTER_ADDR", "MASTER_PORT"
 MASTER_ADDR = "127.0.0.1"  # one box: its processes meet on loopback
+# torchrun reads its --master-addr/--master-port from these when not given on its command
+# line (torch/distributed/argparse_util.py: PET_<dest>), so a plain `torchrun
+# --nproc-per-node N train.py` meets on the leased port instead of its default 29500.
+ENV_TORCHRUN_ADDR, ENV_TORCHRUN_PORT = "PET_MASTER_ADDR", "PET_MASTER_PORT"
 
 # -- how a run that died of GPU out-of-memory reads in its last lines of output ---------------
 # One list for every executor (launcher/local, launcher/slurm) and the built-in job: a command
@@ -120,7 +124,8 @@ def job_env(base: Mapping[str, str], *, sweep_id: str, job_id: str, job_dir: Pat
         env[ENV_VISIBLE_DEVICES] = ",".join(gpus)
         env[ENV_NUM_GPUS] = str(len(gpus))
     if master_port is not None:
-        env.update({ENV_MASTER_ADDR: MASTER_ADDR, ENV_MASTER_PORT: str(master_port)})
+        env.update({ENV_MASTER_ADDR: MASTER_ADDR, ENV_MASTER_PORT: str(master_port),
+                    ENV_TORCHRUN_ADDR: MASTER_ADDR, ENV_TORCHRUN_PORT: str(master_port)})
     return env
 
 

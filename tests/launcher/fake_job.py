@@ -34,6 +34,7 @@ record = {
     "seed": int(os.environ["LAUNCH_SEED"]),
     "num_gpus": os.environ.get("LAUNCH_NUM_GPUS"),
     "master": [os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")],
+    "torchrun": [os.environ.get("PET_MASTER_ADDR"), os.environ.get("PET_MASTER_PORT")],
 }
 with open(os.path.join(job_dir, "pid"), "w") as f:  # so a test can put it in a snapshot
     f.write(str(os.getpid()))

@@ -482,6 +482,7 @@ def test_jobs_of_several_gpus_never_share_a_master_port(lab, monkeypatch):
     for job in view.jobs:
         (run,) = runs_of(sweep_id)[job.job_id]
         assert run["master"] == ["127.0.0.1", str(held[job.job_id])]
+        assert run["torchrun"] == run["master"]  # what torchrun reads when told no port
         assert run["num_gpus"] == "2"
 
 
