@@ -18,6 +18,7 @@ from launcher.contract import (
     ENV_VISIBLE_DEVICES,
     EXIT_CRASH,
     EXIT_OK,
+    EXIT_OOM,
     EXIT_REQUEUE,
     EXIT_USER,
     METRICS_FILE,
@@ -37,7 +38,9 @@ Run it again on the same DIR and it resumes from DIR's checkpoint.
 EPILOG = f"""\
 exit codes: {EXIT_OK} finished; {EXIT_USER} bad spec, missing data or foreign checkpoint (one
 line says which key and what is allowed); {EXIT_REQUEUE} stopped by SIGTERM/SIGUSR2 after
-writing a checkpoint (requeue it: the next run resumes); {EXIT_CRASH} crash (traceback).
+writing a checkpoint (requeue it: the next run resumes); {EXIT_OOM} CUDA out of memory after
+writing a checkpoint of the last finished step (run it again where more memory is free);
+{EXIT_CRASH} crash (traceback).
 
 environment: {ENV_DATA} (data root when data_root is null), {ENV_NUM_WORKERS}
 (DataLoader workers when num_workers is null), {ENV_THREADS[0]} (torch threads),
@@ -103,7 +106,7 @@ def _main(args: argparse.Namespace, stop: dict) -> int:
     # torch is imported only now, so --help, --check and spec errors answer fast.
     from jobs.checkpoint import CheckpointError
     from jobs.data import DataError
-    from jobs.train import Preempted, ResumeError, train
+    from jobs.train import OutOfMemory, Preempted, ResumeError, train
 
     try:
         train(spec, args.out, log=_log, stop=stop)
@@ -112,6 +115,9 @@ def _main(args: argparse.Namespace, stop: dict) -> int:
     except Preempted as exc:
         _log(f"preempted: {exc}; exit {EXIT_REQUEUE} (requeue: the next run resumes)")
         return EXIT_REQUEUE
+    except OutOfMemory as exc:
+        _log(f"out of memory: {exc}; exit {EXIT_OOM} (run it again where it fits)")
+        return EXIT_OOM
     return EXIT_OK
 
 

@@ -4,15 +4,17 @@ One pass reads top to bottom: seed, load data, build, resume if DIR holds a
 checkpoint, train epoch by epoch (a progress line every progress_every_s within it; a
 metrics line, log line and checkpoint after it), test, write the result.
 SIGTERM/SIGUSR2 only set a flag; at the end of the current batch the job writes a
-checkpoint of exactly that point and raises Preempted (EXIT_REQUEUE).  Every random
-draw is keyed so that a resumed run, mid-epoch or not, ends with the same weights as an
-uninterrupted one.
+checkpoint of exactly that point and raises Preempted (EXIT_REQUEUE).  CUDA running out of
+memory in a step writes a checkpoint of the last finished step and raises OutOfMemory
+(EXIT_OOM).  Every random draw is keyed so that a resumed run, mid-epoch or not, ends with
+the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -57,6 +59,9 @@ from launcher.contract import (
 
 # Keys that may differ between a checkpoint and the run resuming it: they do not change results.
 RESUME_FREE_KEYS = ("num_workers", "data_root", "download", "progress_every_s", "tensorboard")
+# For tests only, never set in a job's spec: a run that began before step N (optimizer steps
+# so far) raises torch.OutOfMemoryError in step N's forward pass, as CUDA would on a full card.
+TEST_OOM_ENV = "JOBS_TEST_OOM_AT_STEP"
 
 
 class Preempted(Exception):
@@ -65,6 +70,10 @@ class Preempted(Exception):
 
 class ResumeError(Exception):
     """DIR's checkpoint belongs to another spec."""
+
+
+class OutOfMemory(Exception):
+    """CUDA ran out of memory; the checkpoint is of the last finished step. EXIT_OOM."""
 
 
 @dataclass
@@ -83,6 +92,8 @@ class Job:
     autocast: object
     batches_per_epoch: int
     board: object = None  # jobs/board.py's Board when the spec asks for TensorBoard
+    oom_at_step: int | None = None  # TEST_OOM_ENV
+    stepping: bool = False  # in optimizer.step(): the weights may be half updated
 
 
 @dataclass
@@ -115,6 +126,8 @@ def train(spec: dict, out_dir: str | Path, log=print, stop: dict | None = None) 
     previous = catch_signals(stop, log)
     try:
         return _run(spec, out_dir, stop, log)
+    except torch.OutOfMemoryError as exc:  # outside a training step: evaluation, setup
+        raise OutOfMemory(f"{_first_line(exc)}; the last checkpoint stays") from exc
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -146,6 +159,7 @@ def _run(spec: dict, out_dir: Path, stop: dict, log) -> dict:
     state = ckpt.load_checkpoint(out_dir, log)
     if state is not None:
         _restore(job, progress, state, out_dir)
+    job.oom_at_step = _test_oom_step(progress.step)
     _truncate_metrics(out_dir / METRICS_FILE, progress.epoch)
     job.board = open_board(spec, out_dir, progress.step)
     log(f"start: {spec['model']} on {device_record(device)[0]}, {len(data['train'])} train / "
@@ -211,7 +225,15 @@ def _train_epoch(job: Job, p: Progress, stop: dict, out_dir: Path, log) -> None:
                              seen=p.seen, log=log, elapsed_s=p.elapsed_s,
                              scalars=job.board.add if job.board else None)
     for x, y in loader.batches(order, params, spec["batch_size"], p.batch, generator=gen):
-        loss, out = _step(job, x, y, p.step)
+        before = _random_state(job)  # what a checkpoint of the last finished step holds
+        failed = None
+        try:
+            loss, out = _step(job, x, y, p.step)
+        except torch.OutOfMemoryError as exc:  # handled below, once its frames are freed
+            failed = _first_line(exc)
+        if failed is not None:
+            p.loss_sum, p.correct = loss_sum.item(), int(correct.item())
+            _out_of_memory(job, p, out_dir, before, failed)
         # Kept on the device: an .item() per batch would stall the GPU pipeline.
         loss_sum += loss.detach().double() * len(y)
         correct += (out.argmax(1) == y).sum()
@@ -246,16 +268,57 @@ def _step(job: Job, x: torch.Tensor, y: torch.Tensor, step: int):
     x = job.normalize(x)
     with job.autocast():
         out = job.model(x)
+        if step == job.oom_at_step:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB "
+                                         f"(raised by {TEST_OOM_ENV} at step {step})")
         loss = F.cross_entropy(out, y)
     job.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if job.spec["grad_noise"] is not None:
         add_grad_noise([q for g in job.optimizer.param_groups for q in g["params"]], step,
                        job.spec["grad_noise"], job.generators["noise"])
+    job.stepping = True
     job.optimizer.step()
+    job.stepping = False
     if job.scheduler is not None:
         job.scheduler.step()
     return loss, out
+
+
+def _test_oom_step(first_step: int) -> int | None:
+    """Return the step at which this run is to run out of memory (TEST_OOM_ENV), if any."""
+    try:
+        step = int(os.environ.get(TEST_OOM_ENV, ""))
+    except ValueError:
+        return None
+    return step if step > first_step else None
+
+
+def _random_state(job: Job) -> dict:
+    """Return the generators' states now: a step that fails consumed draws of its own."""
+    return {"generators": {name: job.generators[name].get_state() for name in STATEFUL},
+            "rng": global_rng_state()}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _out_of_memory(job: Job, p: Progress, out_dir: Path, before: dict, what: str) -> None:
+    """Write the checkpoint of the last finished step and raise OutOfMemory.
+
+    A step that failed before the optimizer touched the weights left them as the last step
+    did, and `before` holds the random state from then: the checkpoint resumes exactly. One
+    that failed inside optimizer.step() may have updated some weights: the checkpoint on
+    disk (the last epoch's, or one a signal asked for) stays.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # what the failed step held, for the checkpoint's copies
+    if job.stepping:
+        raise OutOfMemory(f"{what}; in the optimizer's step, so the last checkpoint stays")
+    _save(job, p, out_dir, before)
+    raise OutOfMemory(f"{what}; checkpoint at epoch {p.epoch + 1} batch {p.batch} "
+                      f"(step {p.step}) written")
 
 
 def _epoch_line(line: dict, p: Progress) -> str:
@@ -273,7 +336,8 @@ def _comparable(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k not in RESUME_FREE_KEYS}
 
 
-def _save(job: Job, p: Progress, out_dir: Path) -> None:
+def _save(job: Job, p: Progress, out_dir: Path, random_state: dict | None = None) -> None:
+    random_state = random_state or _random_state(job)
     ckpt.save_checkpoint(out_dir, {
         "format": "launch-checkpoint/1", "spec": _comparable(job.spec),
         "epoch": p.epoch, "batch": p.batch, "step": p.step,
@@ -281,8 +345,7 @@ def _save(job: Job, p: Progress, out_dir: Path) -> None:
         "elapsed_s": p.elapsed_s(),
         "model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
         "scheduler": None if job.scheduler is None else job.scheduler.state_dict(),
-        "generators": {name: job.generators[name].get_state() for name in STATEFUL},
-        "rng": global_rng_state(),
+        "generators": random_state["generators"], "rng": random_state["rng"],
     })
 
 

@@ -30,6 +30,7 @@ EXIT_OK = 0
 EXIT_CRASH = 1  # a bug: the traceback is in the job's log
 EXIT_USER = 2  # a bad spec, missing data or a foreign checkpoint: one line says which
 EXIT_REQUEUE = 75  # stopped by SIGTERM/SIGUSR2 after writing its checkpoint: run it again
+EXIT_OOM = 76  # CUDA ran out of memory; its checkpoint is of its last finished step: run it again
 
 # -- the environment a job is given ----------------------------------------------------------
 ENV_SWEEP_ID = "LAUNCH_SWEEP_ID"
@@ -42,6 +43,50 @@ ENV_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # intra-op threads within 
 ENV_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"  # GPU (or MIG) UUIDs; "" for a CPU job
 ENV_DEVICE_ORDER = "CUDA_DEVICE_ORDER"
 DEVICE_ORDER = "PCI_BUS_ID"  # so an index a job prints agrees with nvidia-smi and status
+ENV_NUM_GPUS = "LAUNCH_NUM_GPUS"  # how many GPUs it holds (0 for a CPU job)
+# A job of several GPUs: where its processes meet (torchrun, torch.distributed's env://).
+ENV_MASTER_ADDR, ENV_MASTER_PORT = "MASTER_ADDR", "MASTER_PORT"
+MASTER_ADDR = "127.0.0.1"  # one box: its processes meet on loopback
+# torchrun reads its --master-addr/--master-port from these when not given on its command
+# line (torch/distributed/argparse_util.py: PET_<dest>), so a plain `torchrun
+# --nproc-per-node N train.py` meets on the leased port instead of its default 29500.
+ENV_TORCHRUN_ADDR, ENV_TORCHRUN_PORT = "PET_MASTER_ADDR", "PET_MASTER_PORT"
+
+# -- how a run that died of GPU out-of-memory reads in its last lines of output ---------------
+# One list for every executor (launcher/local, launcher/slurm) and the built-in job: a command
+# job that ends with one of these in its last lines ran out of GPU memory. Each is a message
+# a framework prints (tests/launcher/test_memory.py holds a real one of each); host memory
+# ("DefaultCPUAllocator", MemoryError, the kernel's OOM killer) is not on it: more GPU memory
+# would not help those.
+OOM_PATTERNS = (
+    r"\b(?:CUDA|HIP|XPU) out of memory",  # PyTorch's caching allocator, every version
+    r"\btorch\.(?:cuda\.)?OutOfMemoryError\b",  # its exception, however it was raised
+    r"\bCUDA (?:error|failure)\b.{0,24}\bout of memory",  # runtime error 2, PyTorch, ONNX Runtime
+    r"\bCuda failure (?:\d+ )?'out of memory'",  # NCCL
+    r"\bcudaErrorMemoryAllocation\b",
+    r"\bCUDA_ERROR_OUT_OF_MEMORY\b",  # the driver API: JAX, Numba, CuPy's driver calls
+    r"\bCUBLAS_STATUS_ALLOC_FAILED\b",
+    r"\bCUDNN_STATUS_ALLOC_FAILED\b",
+    r"\bCUFFT_ALLOC_FAILED\b",
+    r"\bCUSOLVER_STATUS_ALLOC_FAILED\b",
+    r"\b(?:RESOURCE_EXHAUSTED|Resource exhausted): Out of memory",  # XLA: JAX, TensorFlow
+    r"\bOOM when allocating tensor\b.*\bGPU",  # TensorFlow; its CPU allocations say CPU
+    r"\bcupy\.cuda\.memory\.OutOfMemoryError\b",
+)
+_OOM_RE = None
+
+
+def out_of_memory_line(text: str) -> str | None:
+    """Return the first line of text that says the GPU ran out of memory, or None."""
+    global _OOM_RE
+    if _OOM_RE is None:
+        import re
+
+        _OOM_RE = re.compile("|".join(f"(?:{p})" for p in OOM_PATTERNS))
+    for line in text.splitlines():
+        if _OOM_RE.search(line):
+            return line.strip()
+    return None
 
 
 def job_argv(spec: Mapping, spec_path: Path | None, job_dir: Path,
@@ -60,11 +105,14 @@ def job_seed(spec: Mapping) -> int:
 
 def job_env(base: Mapping[str, str], *, sweep_id: str, job_id: str, job_dir: Path,
             num_workers: int, num_threads: int,
-            gpus: Sequence[str] | None, seed: int) -> dict[str, str]:
+            gpus: Sequence[str] | None, seed: int,
+            master_port: int | None = None) -> dict[str, str]:
     """Return the environment of a job: base plus what it was given.
 
     gpus lists the GPU or MIG UUIDs the job may use ([] for none, so CUDA sees no device);
     None leaves CUDA_VISIBLE_DEVICES as base has it (a Slurm allocation sets it).
+    master_port, a port leased for the job alone (launcher/machine/ports.py), is where the
+    processes of a job of several GPUs meet.
     """
     env = dict(base)
     env.update({ENV_SWEEP_ID: sweep_id, ENV_JOB_ID: job_id, ENV_JOB_DIR: str(job_dir),
@@ -74,6 +122,10 @@ def job_env(base: Mapping[str, str], *, sweep_id: str, job_id: str, job_dir: Pat
     if gpus is not None:
         # UUIDs make the choice immune to CUDA's default FASTEST_FIRST renumbering.
         env[ENV_VISIBLE_DEVICES] = ",".join(gpus)
+        env[ENV_NUM_GPUS] = str(len(gpus))
+    if master_port is not None:
+        env.update({ENV_MASTER_ADDR: MASTER_ADDR, ENV_MASTER_PORT: str(master_port),
+                    ENV_TORCHRUN_ADDR: MASTER_ADDR, ENV_TORCHRUN_PORT: str(master_port)})
     return env
 
 

@@ -23,15 +23,17 @@ import time
 from pathlib import Path
 
 from launcher.errors import UserError
-from launcher.machine import cpus, leases, nvml
+from launcher.machine import cpus, leases, nvml, ports
 
 TMPFILES = Path("/etc/tmpfiles.d/launch-leases.conf")
 
 
 def wanted_files(snapshot: nvml.Snapshot | None, slots_per_gpu: int,
                  n_cpus: int) -> list[str]:
-    """Return the slot file names the directory must hold for this machine."""
+    """Return the slot file names the directory must hold for this machine: CPU tokens,
+    GPU cards and their slots, rendezvous ports."""
     names = [f"cpu.{n}" for n in range(n_cpus)]
+    names += ports.slot_names()
     for gpu in snapshot.gpus if snapshot else ():
         for uuid in [gpu.uuid, *(m.uuid for m in gpu.mig_devices)]:
             if uuid:
@@ -112,9 +114,10 @@ def run_setup(directory: str | None, slots_per_gpu: int | None, tmpfiles: str | 
     names = wanted_files(snapshot, slots_per_gpu, cpus.machine_cpus())
     made, fixed = make_protected(path, names, slots_per_gpu)
     gpus = len(snapshot.gpus) if snapshot else 0
+    span = ports.port_range()
     print(f"{path}: protected; {len(names)} slot files for {gpus} GPUs "
-          f"({slots_per_gpu} jobs each at most) and {cpus.machine_cpus()} CPUs; "
-          f"{made} made, {fixed} taken over from users")
+          f"({slots_per_gpu} jobs each at most), {cpus.machine_cpus()} CPUs and rendezvous "
+          f"ports {span[0]}-{span[-1]}; {made} made, {fixed} taken over from users")
     target = Path(tmpfiles) if tmpfiles else TMPFILES
     if tmpfiles or target.parent.is_dir():
         target.write_text(tmpfiles_text(path, names))

@@ -57,7 +57,8 @@ def create_run_dir(sweep, plans, executor: str) -> SweepPaths:
         [JobEntry(p.job_id, dict(p.params)) for p in plans],
         grid_keys=tuple(sorted({k for p in plans for k in p.params})),
         resources=sweep.resources.to_json(), slurm=sweep.slurm.to_json(),
-        max_retries=sweep.max_retries, timeout_min=sweep.timeout_min, cwd=os.getcwd(),
+        max_retries=sweep.max_retries, oom_retries=sweep.oom_retries,
+        timeout_min=sweep.timeout_min, cwd=os.getcwd(),
         source=str(Path(sweep.source_path).absolute()) if sweep.source_path else None,
         notify=sweep.notify.to_json() if sweep.notify else {})
     if sweep.notify and executor == "slurm":

@@ -32,6 +32,8 @@ TOP = {
     "seeds": ("N (seeds 0..N-1) or a list of integers >= 0: every job once per seed", "1"),
     "resources": ("a mapping: what one job needs and how the machine is shared", None),
     "max_retries": ("reruns of a failed job before it counts as failed", "0"),
+    "oom_retries": ("reruns of a job that died of GPU out-of-memory, with its need raised, "
+                    "beside max_retries", "2"),
     "timeout_min": ("minutes a job may run before it is stopped", "null: no limit"),
     "slurm": ("a mapping: what each array task asks Slurm for", None),
     "notify": ("a mapping: whom to tell when the sweep ends or a job fails", "none"),
@@ -45,10 +47,12 @@ COMMAND_JOB = {
 }
 RESOURCES = {
     "gpus_per_job": "GPUs each job holds; 0 runs jobs on the CPU",
-    "jobs_per_gpu": "> 1 packs small jobs onto one GPU",
+    "jobs_per_gpu": "> 1 packs small jobs onto one GPU; auto: as many as their memory needs fit",
     "cpus_per_job": "DataLoader workers + threads of one job, within cpu_budget",
     "cpu_budget": "CPUs shared by every job of this tool here, at most the machine's",
-    "gpu_memory_mib": "what one job needs of a GPU (with jobs_per_gpu > 1)",
+    "gpu_memory_mib": "the free GPU memory one job needs (null: learned from its "
+                      "configuration's peak)",
+    "gpu_memory_margin": "a learned need is the peak plus this fraction (0.1: 10%)",
     "include_gpus": "the only GPUs to use; null: all",
     "exclude_gpus": "GPUs never to use",
     "leave_free": "GPUs to leave idle for colleagues",

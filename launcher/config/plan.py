@@ -33,6 +33,8 @@ from launcher.config.sweepfile import Sweep
 from launcher.config.yamlsource import CMDLINE, SweepFileError, dotted, printable
 from launcher.show.text import plural
 
+GPUS_PLACEHOLDER = "gpus"  # a command's {gpus}: resources.gpus_per_job, unless job.gpus is set
+
 
 @dataclass(frozen=True)
 class JobPlan:
@@ -174,6 +176,8 @@ def _render(sweep: Sweep, pieces: list, index: int, job: dict) -> str:
         if key is None:
             continue
         value = _lookup(job, key)
+        if value is None and key == GPUS_PLACEHOLDER:  # torchrun --nproc-per-node {gpus}
+            value = sweep.resources.gpus_needed
         if value is None:
             raise sweep.locations.error(
                 ("job", "command", index), f"placeholder {{{key}}} has no value: give "
@@ -266,7 +270,8 @@ def resolved_yaml(sweep: Sweep) -> str:
         "name": sweep.name, "executor": sweep.executor, "job": sweep.job, "grid": sweep.grid,
         "points": [dict(p) for p in sweep.points],
         "resources": sweep.resources.to_json(), "slurm": sweep.slurm.to_json(),
-        "max_retries": sweep.max_retries, "timeout_min": sweep.timeout_min,
+        "max_retries": sweep.max_retries, "oom_retries": sweep.oom_retries,
+        "timeout_min": sweep.timeout_min,
     }
     if not sweep.points:
         del data["points"]

@@ -23,14 +23,15 @@ from launcher.config.values import check
 from launcher.config.yamlsource import CMDLINE, SourceMap
 from launcher.errors import UserError
 
-RESUME_KEYS = ("max_retries", "timeout_min", "resources", "slurm")
+RESUME_KEYS = ("max_retries", "oom_retries", "timeout_min", "resources", "slurm")
 
 
 def resume_changes(recorded: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return the plan's fields as overrides leave them: max_retries, timeout_min,
-    resources, slurm; UserError naming every override that would change what a job computes.
+    """Return the plan's fields as overrides leave them: max_retries, oom_retries,
+    timeout_min, resources, slurm; UserError naming every override that would change what a
+    job computes.
 
-    recorded holds those four fields as the sweep's plan keeps them.
+    recorded holds those five fields as the sweep's plan keeps them.
     """
     refused = [text for text in overrides
                if parse_override(text)[0].partition(".")[0] not in RESUME_KEYS]
@@ -39,7 +40,7 @@ def resume_changes(recorded: Mapping[str, Any], overrides: Sequence[str]) -> dic
         raise UserError(f"--resume cannot change {names}: that changes what a job computes, "
                         "and finished jobs are not run again. Start a new sweep with it "
                         f"(launch sweep FILE {' '.join(refused)}); on resume only "
-                        "max_retries, timeout_min, resources.* and slurm.* may change")
+                        "max_retries, oom_retries, timeout_min, resources.* and slurm.* may change")
     raw: dict[str, Any] = {key: _plain(recorded.get(key)) for key in RESUME_KEYS}
     lines: dict[tuple, int | None] = {}
     apply_overrides(raw, lines, overrides, TOP_KEYS)

@@ -28,11 +28,14 @@ from launcher.config.values import (
     optional,
     section,
     slurm_token,
+    word_or,
 )
 from launcher.config.yamlsource import CMDLINE, SourceMap, SweepFileError, read_yaml
 from launcher.machine.cpus import default_cpu_budget
 from launcher.machine.feasible import Needs
 from launcher.machine.gpus import GpuPolicy
+from launcher.machine.leases import SLOTS_PER_GPU
+from launcher.machine.memory import DEFAULT_MARGIN
 from launcher.rundir.layout import NAME_CHARS
 
 
@@ -47,9 +50,10 @@ class Resources:
 
     cpu_budget: int                     # CPUs all jobs of this tool share (default: half)
     gpus_per_job: int = 1
-    jobs_per_gpu: int = 1               # > 1 packs small jobs onto one GPU
+    jobs_per_gpu: int | str = 1         # > 1 packs small jobs onto one GPU; auto: as they fit
     cpus_per_job: int = 2               # DataLoader workers + threads (default: <= budget)
-    gpu_memory_mib: int | None = None   # what one job needs, when jobs_per_gpu > 1
+    gpu_memory_mib: int | None = None   # what one job needs free; None: learned (its peak)
+    gpu_memory_margin: float = DEFAULT_MARGIN  # a learned need is the peak plus this fraction
     include_gpus: tuple[int | str, ...] | None = None  # indices or UUIDs; None: all
     exclude_gpus: tuple[int | str, ...] = ()
     leave_free: int = 0                 # GPUs to leave idle for other people
@@ -66,18 +70,21 @@ class Resources:
     def needs(self) -> Needs:
         """Return what each job needs of the machine, in the placement's terms."""
         util = self.max_utilization_percent
+        auto = self.jobs_per_gpu == "auto"
         policy = GpuPolicy(
             include=tuple(str(g) for g in self.include_gpus or ()),
             exclude=tuple(str(g) for g in self.exclude_gpus),
             leave_free=self.leave_free,
-            jobs_per_gpu=self.jobs_per_gpu,
+            # auto: as many as the slot files allow, while their needs fit (gpus.py)
+            jobs_per_gpu=SLOTS_PER_GPU if auto else int(self.jobs_per_gpu),
+            pack_by_memory=auto,
             job_memory_mib=self.gpu_memory_mib,
             max_memory_used_mib=self.max_memory_used_mib,
             max_utilization_percent=10 if util is None else util,
             prefer_most_free_memory=self.prefer == "most_free_memory",
         )
         return Needs(gpus=self.gpus_needed, cpus=self.cpus_per_job, cpu_budget=self.cpu_budget,
-                     device=self.device, policy=policy)
+                     device=self.device, policy=policy, memory_margin=self.gpu_memory_margin)
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as the sweep's plan keeps it."""
@@ -146,6 +153,7 @@ class Sweep:
     source_text: str
     overrides: tuple[str, ...] = ()
     notify: Notify | None = None
+    oom_retries: int = 2  # runs again after GPU out-of-memory, beside max_retries
     locations: SourceMap = field(default=SourceMap("", {}), compare=False, repr=False)
 
     @property
@@ -183,9 +191,11 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
         slurm=_check_slurm(src, raw.get("slurm"), resources),
         notify=_check_notify(src, raw.get("notify")),
         max_retries=check(src, ("max_retries",), raw.get("max_retries", 0),
-                           TOP_RULES["max_retries"]),
+                          TOP_RULES["max_retries"]),
+        oom_retries=check(src, ("oom_retries",), raw.get("oom_retries", 2),
+                          TOP_RULES["oom_retries"]),
         timeout_min=check(src, ("timeout_min",), raw.get("timeout_min"),
-                           TOP_RULES["timeout_min"]),
+                          TOP_RULES["timeout_min"]),
         source_path=str(path), source_text=text, overrides=tuple(overrides), locations=src,
     )
 
@@ -225,9 +235,10 @@ def _name(value: Any) -> tuple[str, tuple] | None:
 
 # Upper bounds are far past any machine's, and keep a typo from meaning a trillion.
 RESOURCE_RULES = {
-    "gpus_per_job": integer(0, 64), "jobs_per_gpu": integer(1, 256),
+    "gpus_per_job": integer(0, 64), "jobs_per_gpu": word_or("auto", integer(1, 256)),
     "cpu_budget": integer(1, 65536),
     "cpus_per_job": integer(1, 65536), "gpu_memory_mib": optional(integer(1, 10**8)),
+    "gpu_memory_margin": number(-1e-9, 4),
     "include_gpus": optional(gpu_list), "exclude_gpus": gpu_list, "leave_free": integer(0, 64),
     "prefer": one_of("most_free_memory", "lowest_index"),
     "max_memory_used_mib": optional(integer(0, 10**8)),
@@ -244,9 +255,10 @@ SLURM_RULES = {
     "setup": line_list(""),
 }
 # The top-level numbers, also checked when `launch sweep --resume` changes them (resume.py).
-TOP_RULES = {"max_retries": integer(0, 1000), "timeout_min": optional(number(0, 10**8))}
+TOP_RULES = {"max_retries": integer(0, 1000), "oom_retries": integer(0, 100),
+             "timeout_min": optional(number(0, 10**8))}
 TOP_KEYS = ("name", "executor", "job", "grid", "points", "seeds", "resources", "max_retries",
-            "timeout_min", "slurm", "notify")
+            "oom_retries", "timeout_min", "slurm", "notify")
 
 
 def _check_resources(src: SourceMap, raw: Any) -> Resources:
@@ -259,7 +271,7 @@ def _check_resources(src: SourceMap, raw: Any) -> Resources:
     if res.cpus_per_job > res.cpu_budget:
         raise src.error(("resources", "cpus_per_job"), f"{res.cpus_per_job} CPUs per job can "
                         f"never start within cpu_budget {res.cpu_budget}")
-    if res.jobs_per_gpu > 1 and res.gpus_per_job != 1:
+    if res.jobs_per_gpu != 1 and res.gpus_per_job != 1:
         raise src.error(("resources", "jobs_per_gpu"), "sharing a GPU between jobs needs "
                         f"gpus_per_job: 1, got {res.gpus_per_job}")
     if res.device == "gpu" and res.gpus_per_job == 0:

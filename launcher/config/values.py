@@ -49,6 +49,16 @@ def optional(rule: Any) -> Any:
     return lambda value: None if value is None else rule(value)
 
 
+def word_or(word: str, rule: Any) -> Any:
+    """Return a rule that takes word as well as what rule takes (jobs_per_gpu: auto or N)."""
+    def either(value: Any) -> tuple[str, tuple] | None:
+        problem = None if value == word else rule(value)
+        if problem is None:
+            return None
+        return f"must be {word!r} or {problem[0].removeprefix('must be ')}", problem[1]
+    return either
+
+
 def slurm_token(value: Any) -> tuple[str, tuple] | None:
     # Slurm values end up in `#SBATCH --key=value` lines: whitespace could smuggle in more.
     if isinstance(value, str) and value and re.fullmatch(r"[^\s\x00-\x1f\x7f]+", value):

@@ -27,7 +27,7 @@ from launcher import contract
 from launcher.config.rules import RulesWatcher
 from launcher.config.sweepfile import Resources
 from launcher.errors import EXIT_USER_ERROR, UserError
-from launcher.local import leftovers, notify, takeover
+from launcher.local import gpumemory, leftovers, notify, takeover
 from launcher.machine import placement, procs
 from launcher.machine.users import current_user
 from launcher.rundir import state as js
@@ -40,7 +40,7 @@ from launcher.rundir.state import (
     run_end,
     write_state,
 )
-from launcher.rundir.store import log_tail
+from launcher.rundir.store import LOG_MARK, log_tail
 from launcher.rundir.sweepdir import (
     SupervisorInfo,
     cancel_requested,
@@ -70,6 +70,8 @@ class Running:
     term_sent: float | None = None
     grace_s: float = KILL_GRACE_S
     outcome: Outcome | None = None  # once its main process has ended
+    oom: js.OomEnd | None = None  # how it ran out of GPU memory, if it did
+    promised: int | None = None  # the GPU memory its leases say it needs
     stop_by: float | None = None  # SIGKILL what it left after this (monotonic)
     killed: bool = False
 
@@ -103,17 +105,21 @@ class Supervisor:
         self.cwd = self.info.cwd or str(paths.root)
         rules = RulesWatcher()  # read again at each placement that finds the file changed
         user = current_user()
-        self.placer = placement.Placer(self.sweep_id,
-                                       Resources.from_json(self.info.resources).needs(),
+        resources = Resources.from_json(self.info.resources)
+        self.placer = placement.Placer(self.sweep_id, resources.needs(),
                                        lambda: rules.caps(user))
+        self.specs = read_specs(paths)
+        self.memory = gpumemory.MemoryBook(
+            self.specs, resources.gpu_memory_mib, resources.gpu_memory_margin,
+            self.info.oom_retries, user, self.sweep_id, str(paths.root))
         self.selector = selectors.DefaultSelector()
         self.running: dict[int, Running] = {}  # by pidfd
         self.stopping: list[Running] = []  # ended, but processes they left still run
         self.queue: deque[str] = deque()
         self.attempts: dict[str, int] = {}
+        self.oom_reruns: dict[str, int] = {}  # attempts that were oom retries: not max_retries
         self.waiting: tuple[str, float, str | None] | None = None  # job, since, reason written
         self.prefix = procs.pdeathsig_prefix()
-        self.specs = read_specs(paths)
         self.cancel_checked = 0.0
         self.notifier = notify.Notifier(paths, self.info, log)
 
@@ -133,6 +139,7 @@ class Supervisor:
             log(f"stopping {len(stale)} processes left by an earlier supervisor")
             procs.stop_processes(stale, KILL_GRACE_S)
         for job_id, st in states.items():
+            self.memory.load(job_id, st)
             if st.state in js.ENDED_STATES:
                 continue
             ended = takeover.known_end(self.paths, job_id, st)
@@ -179,7 +186,7 @@ class Supervisor:
                 self.end(job_id, self.state(job_id), js.FAILED,
                          reason="its spec is missing from the sweep's specs file")
                 continue
-            grant = self.placer.grant(job_id, spec)
+            grant = self.placer.grant(job_id, spec, self.memory.need(job_id))
             if isinstance(grant, str):
                 self.note_waiting(job_id, grant)
                 return
@@ -199,7 +206,7 @@ class Supervisor:
         _, since, written = self.waiting
         if reason != written and now - since >= POLL_S / 2:
             self.waiting = (job_id, since, reason)
-            self.write(job_id, self.state(job_id)._replace(state=js.WAITING, reason=reason))
+            self.write(job_id, self.memory.waiting(job_id, self.state(job_id), reason))
             log(f"waiting: {reason}")
 
     def start(self, job_id: str, spec: dict, grant: placement.Grant) -> None:
@@ -213,11 +220,11 @@ class Supervisor:
         env = contract.job_env(os.environ, sweep_id=self.sweep_id, job_id=job_id, job_dir=job.dir,
                                num_workers=grant.share.num_workers,
                                num_threads=grant.share.num_threads, gpus=grant.uuids,
-                               seed=contract.job_seed(spec))
+                               seed=contract.job_seed(spec), master_port=grant.master_port)
         argv = contract.job_argv(spec, spec_path, job.dir)
         with open(job.stdout_log, "ab") as out:
             if prev.runs:  # where one run's output ends and the next one's begins
-                out.write(f"[launch] {time.strftime('%Y-%m-%d %H:%M:%S')} run {prev.runs + 1} "
+                out.write(f"{LOG_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} run {prev.runs + 1} "
                           f"starts, {grant.describe()}\n".encode())
                 out.flush()
             try:
@@ -240,11 +247,14 @@ class Supervisor:
         st = JobState(
             state=js.RUNNING, attempt=self.attempts[job_id], runs=prev.runs + 1, log_tail=tail,
             pid=proc.pid, pgid=proc.pid, pid_create_time=procs.create_time(proc.pid),
-            host=socket.gethostname(), started=time.time(), **grant.record())
+            host=socket.gethostname(), started=time.time(), **grant.record(),
+            **js.carried_memory(prev))
         self.write(job_id, st)
         grant.handed_to(proc.pid)
-        run = Running(job_id, proc.pid, os.pidfd_open(proc.pid), st, proc, grant)
+        run = Running(job_id, proc.pid, os.pidfd_open(proc.pid), st, proc, grant,
+                      promised=self.memory.need(job_id).bytes)
         self.watch(run)
+        self.memory.started(job_id, proc.pid, grant.uuids, ",".join(map(str, grant.gpu_indices)))
         log(f"start {job_id} {grant.describe()} (attempt {st.attempt}, pid {proc.pid})")
 
     # -- ending -----------------------------------------------------------------------------
@@ -264,8 +274,14 @@ class Supervisor:
         code, sig = self.exit_status(run)
         # EXIT_REQUEUE (a checkpoint written after a SIGTERM nobody here sent) is retried like
         # any failure, within max_retries: a script that always exits so must not loop forever.
-        retries_left = self.max_retries - (self.attempts.get(run.job_id, 1) - 1)
-        run.outcome = end_of_run(code, sig, self.stopped(run), retries_left)
+        # Out-of-memory retries are counted apart (oom_retries).
+        retries_left = self.max_retries - (self.attempts.get(run.job_id, 1) - 1 -
+                                           self.oom_reruns.get(run.job_id, 0))
+        stopped = self.stopped(run)
+        tail = log_tail(self.paths.job(run.job_id).stdout_log) if code != contract.EXIT_OK \
+            and stopped is None else ""
+        run.oom = self.memory.oom_end(run.job_id, code, stopped, tail)
+        run.outcome = end_of_run(code, sig, stopped, retries_left, run.oom)
         run.state = run.state._replace(exit_code=code, signal=sig, ended=time.time())
         left = leftovers.leftovers(self.sweep_id, str(self.paths.root), run.job_id, run.pid)
         if not left and not leftovers.group_alive(run.pid):
@@ -301,10 +317,13 @@ class Supervisor:
         failed = outcome.state == js.FAILED or outcome.retry
         tail = log_tail(self.paths.job(run.job_id).stdout_log) if failed else None
         code, sig = run.state.exit_code, run.state.signal
-        log(f"{js.FAILED if outcome.retry else outcome.state} {run.job_id} "
-            f"({run_end(code, sig)})" + (", will retry" if outcome.retry else ""))
-        self.write(run.job_id, run.state._replace(state=outcome.state, reason=outcome.reason,
-                                                  log_tail=tail))
+        word = outcome.state if outcome.state == js.OOM or not outcome.retry else js.FAILED
+        log(f"{word} {run.job_id} ({run_end(code, sig)})" +
+            (", will retry" if outcome.retry else ""))
+        st = run.state._replace(state=outcome.state, reason=outcome.reason, log_tail=tail)
+        self.write(run.job_id, self.memory.ended(run.job_id, st, outcome, run.oom))
+        if outcome.state == js.OOM:
+            self.oom_reruns[run.job_id] = self.oom_reruns.get(run.job_id, 0) + 1
         if outcome.retry:
             self.queue.append(run.job_id)
 
@@ -340,6 +359,8 @@ class Supervisor:
             # cancel requests, timeouts and what stopping jobs left.
             for key, _ in self.selector.select(0.1 if self.stopping else POLL_S / 2):
                 self.reap(self.running[key.fd])
+            if self.placer.want and self.running:
+                self.memory.tend(list(self.running.values()), self.placer.snapshot, self.write)
             self.enforce(time.time())
             if self.stopping:
                 self.tend_stopping()

@@ -11,7 +11,7 @@ import socket
 from typing import NamedTuple
 
 from launcher.errors import UserError
-from launcher.machine import cpus, gpus, leases, nvml
+from launcher.machine import cpus, gpus, leases, memory, nvml
 
 
 class Needs(NamedTuple):
@@ -22,6 +22,7 @@ class Needs(NamedTuple):
     cpu_budget: int  # the CPU tokens the sweep draws on
     device: str  # auto: GPUs where the machine has any | cpu | gpu: GPUs or an error
     policy: gpus.GpuPolicy  # when a GPU counts as free
+    memory_margin: float = memory.DEFAULT_MARGIN  # a learned need: the peak plus this much
 
 
 def check_cpu_budget(needs: Needs) -> None:
@@ -39,7 +40,8 @@ def check_devices(needs: Needs) -> str | None:
     if needs.gpus == 0:
         return None
     room = leases.slots_per_gpu(leases.lock_dir(create=False))
-    if room is not None and needs.policy.jobs_per_gpu > room:
+    if room is not None and needs.policy.jobs_per_gpu > room and \
+            not needs.policy.pack_by_memory:  # auto takes the slots there are
         raise UserError(f"resources.jobs_per_gpu is {needs.policy.jobs_per_gpu}, but this "
                         f"machine's lease directory has room for {room} jobs per GPU (the "
                         "admin's `launch setup --slots-per-gpu`)")

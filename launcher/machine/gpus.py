@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from launcher.machine.gpunames import named
 from launcher.machine.leases import GpuLease
-from launcher.machine.nvml import MIB, Gpu, GpuProcess, Snapshot
+from launcher.machine.nvml import MIB, Gpu, GpuProcess, Snapshot, gib
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class GpuPolicy:
     reserved: tuple[str, ...] = ()  # the house rules' reserved_gpus (config/rules.py)
     leave_free: int = 0  # GPUs to leave idle for other people
     jobs_per_gpu: int = 1
-    job_memory_mib: int | None = None  # what one job needs; required room when packing
+    job_memory_mib: int | None = None  # what one job needs free: declared, learned or raised
+    pack_by_memory: bool = False  # jobs_per_gpu: auto: as many as their needs fit
     max_memory_used_mib: int | None = None  # None: max(512 MiB, 2% of the GPU's memory)
     max_utilization_percent: int = 10
     other_users_block: bool = True  # another user's process makes a GPU busy
@@ -52,6 +53,7 @@ class GpuChoice:
     count: int
     candidates: tuple[Unit, ...]
     rejected: tuple[tuple[str, str], ...]  # (label, reason)
+    need_bytes: int | None = None  # the free memory a job needs on each, when known
 
     @property
     def ok(self) -> bool:
@@ -64,10 +66,16 @@ class GpuChoice:
         return tuple(u.uuid for u in self.candidates if u.uuid)
 
     def reason(self) -> str:
-        """Return why a job waits, e.g. "need 1 GPU, 0 free: GPU 2 used by alice"."""
+        """Return why a job waits, e.g. "need 1 GPU, 0 free: GPU 2 used by alice", or with
+        its need known "needs 9.1 GiB: GPU 0 has 3.0 GiB free (bob 17.2 GiB)"."""
         noun = "GPU" if self.count == 1 else "GPUs"
         why = "; ".join(r for _, r in self.rejected) or "no GPUs on this machine"
-        return f"need {self.count} {noun}, {len(self.candidates)} free: {why}"
+        if self.need_bytes is None:
+            return f"need {self.count} {noun}, {len(self.candidates)} free: {why}"
+        if self.count == 1:
+            return f"needs {gib(self.need_bytes)}: {why}"
+        return (f"needs {gib(self.need_bytes)} on each of {self.count} GPUs, "
+                f"{len(self.candidates)} have it: {why}")
 
 
 def units(snapshot: Snapshot) -> list[tuple[Gpu, Unit | None]]:
@@ -90,14 +98,18 @@ def matches(unit: Unit, names: Sequence[str]) -> bool:
     return named(unit.label, unit.gpu_index, unit.uuid, names)
 
 
-def _gib(n_bytes: int) -> str:
-    return f"{n_bytes / 1024**3:.1f} GiB"
-
-
 def _busy_reason(unit: Unit, gpu: Gpu, policy: GpuPolicy, user: str, earlier: Sequence[Snapshot],
-                 packing: bool) -> str | None:
+                 held: Sequence[GpuLease]) -> str | None:
     """Return why NVML says the unit is in use, or None when it looks free."""
     name = f"GPU {unit.label}"
+    packing = bool(held)
+    need = _job_memory_bytes(unit, policy, user, packing)
+    unknown = policy.pack_by_memory and any(h.need_bytes is None for h in held)
+    if packing and (need is None or unknown):
+        return f"{name} runs a job of yours whose memory use is not known yet"
+    short = _short_of_memory(unit, need, held, user)
+    if short:
+        return short
     if policy.other_users_block:
         others = sorted({p.user for p in unit.processes if p.user != user and p.user != "?"})
         unknown = [p.pid for p in unit.processes if p.user == "?"]
@@ -105,12 +117,6 @@ def _busy_reason(unit: Unit, gpu: Gpu, policy: GpuPolicy, user: str, earlier: Se
             others.append(f"pid {unknown[0]} (owner unknown)")
         if others:
             return f"{name} used by {', '.join(others)}"
-    need = _job_memory_bytes(unit, policy, user, packing)
-    if packing and need is None:
-        return f"{name} runs a job of yours whose memory use is not known yet"
-    free = unit.memory_free_bytes
-    if need is not None and free is not None and free < need:
-        return f"{name} has {_gib(free)} free, a job needs {_gib(need)}"
     if packing:
         return None  # our own jobs explain the memory and utilisation in use
     used, total = unit.memory_used_bytes, unit.memory_total_bytes
@@ -118,7 +124,7 @@ def _busy_reason(unit: Unit, gpu: Gpu, policy: GpuPolicy, user: str, earlier: Se
     if limit_mib is None:
         limit_mib = max(512, 0.02 * (total or 0) / MIB)
     if used is not None and used >= limit_mib * MIB:
-        return f"{name} has {_gib(used)} in use"
+        return f"{name} has {gib(used)} in use"
     util = max([u for u in _utilizations(unit.parent_uuid, gpu, earlier) if u is not None],
                default=None)
     if util is not None and util >= policy.max_utilization_percent:
@@ -135,6 +141,35 @@ def _job_memory_bytes(unit: Unit, policy: GpuPolicy, user: str, packing: bool) -
     ours = [p.memory_used_bytes for p in unit.processes
             if p.user == user and p.memory_used_bytes is not None]
     return max(ours, default=None)
+
+
+def room_bytes(unit: Unit, held: Sequence[GpuLease]) -> int | None:
+    """Return the memory a job placed on unit now could count on: what NVML says is free,
+    less what the jobs there were promised and have not taken yet (a job just started has
+    allocated nothing); None when NVML does not say."""
+    if unit.memory_free_bytes is None:
+        return None
+    used = {p.pid: p.memory_used_bytes or 0 for p in unit.processes}
+    promised = sum(max(0, (h.need_bytes or 0) - used.get(h.pid or 0, 0)) for h in held)
+    return unit.memory_free_bytes - promised
+
+
+def _short_of_memory(unit: Unit, need: int | None, held: Sequence[GpuLease],
+                     user: str) -> str | None:
+    """Return "GPU 0 has 3.0 GiB free (bob 17.2 GiB)" when a job of need does not fit."""
+    room = room_bytes(unit, held)
+    if need is None or room is None or room >= need:
+        return None
+    by_user: dict[str, int] = {}
+    for p in unit.processes:
+        who = "yours" if p.user == user else p.user
+        by_user[who] = by_user.get(who, 0) + (p.memory_used_bytes or 0)
+    promised = (unit.memory_free_bytes or 0) - room
+    if promised:
+        by_user["promised to yours"] = promised
+    users = sorted(by_user.items(), key=lambda item: -item[1])
+    who = ", ".join(f"{u} {gib(n)}" for u, n in users if n)
+    return f"GPU {unit.label} has {gib(max(room, 0))} free" + (f" ({who})" if who else "")
 
 
 def _utilizations(uuid: str | None, gpu: Gpu, earlier: Sequence[Snapshot]) -> list[int | None]:
@@ -185,7 +220,7 @@ def pick_gpus(snapshot: Snapshot, leases: Sequence[GpuLease], policy: GpuPolicy,
             continue
         held = [h for h in leases if h.uuid == unit.uuid.replace("/", "_") or h.uuid == unit.uuid]
         why = _lease_reason(unit, held, policy, user) or \
-            _busy_reason(unit, gpu, policy, user, earlier, packing=bool(held))
+            _busy_reason(unit, gpu, policy, user, earlier, held)
         if why:
             rejected.append((label, why))
         else:
@@ -197,4 +232,5 @@ def pick_gpus(snapshot: Snapshot, leases: Sequence[GpuLease], policy: GpuPolicy,
     for unit in idle_ok[allowed:]:
         rejected.append((unit.label, f"GPU {unit.label} left free for others "
                                      f"(leave_free={policy.leave_free})"))
-    return GpuChoice(count, tuple(packing_ok + idle_ok[:allowed]), tuple(rejected))
+    need = None if policy.job_memory_mib is None else policy.job_memory_mib * MIB
+    return GpuChoice(count, tuple(packing_ok + idle_ok[:allowed]), tuple(rejected), need)

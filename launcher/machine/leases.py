@@ -319,6 +319,7 @@ class GpuLease(NamedTuple):
     job: str | None
     start: float | None
     jobs_per_gpu: int = 1  # how many jobs its sweep lets share the GPU
+    need_bytes: int | None = None  # the GPU memory its job was promised; None: not known
 
 
 def card_path(directory: Path, uuid: str) -> Path:
@@ -352,7 +353,8 @@ def gpu_lease(name: str, meta: Mapping[str, Any]) -> GpuLease | None:
                     job=foreign.text(meta.get("job"), None),
                     start=foreign.number(meta.get("start")),
                     # A holder that says nothing sensible is taken to want the card alone.
-                    jobs_per_gpu=foreign.integer(meta.get("jobs_per_gpu"), 1, low=1) or 1)
+                    jobs_per_gpu=foreign.integer(meta.get("jobs_per_gpu"), 1, low=1) or 1,
+                    need_bytes=foreign.integer(meta.get("need_bytes"), None, low=0))
 
 
 def read_gpu_leases(directory: Path | None = None,

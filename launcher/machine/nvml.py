@@ -24,10 +24,16 @@ from launcher.machine import foreign
 
 FORMAT = "launch-nvml-snapshot/1"
 MIB = 1024 * 1024  # NVML counts memory in bytes; policies and tables speak MiB
+GIB = 1024 * MIB
 SNAPSHOT_ENV = "LAUNCH_NVML_SNAPSHOT"
 UNKNOWN = "?"  # owner or command of a PID we cannot see (vanished, other namespace)
 
 _initialized = False
+
+
+def gib(n_bytes: int | None) -> str:
+    """Return a size in GiB with one decimal, as wait lines and oom lines say it: "9.1 GiB"."""
+    return "?" if n_bytes is None else f"{n_bytes / GIB:.1f} GiB"
 
 
 class NvmlUnavailable(UserError):

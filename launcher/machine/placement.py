@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.machine import cpus, fairshare, gpus, holders, house, leases, nvml
+from launcher.machine import cpus, fairshare, gpus, holders, house, leases, memory, nvml, ports
 from launcher.machine.feasible import Needs, check_devices
 from launcher.machine.users import current_user
 
-SNAPSHOT_MAX_AGE_S = 2.0
+# A waiting job sees memory freed within one supervisor tick (local/supervisor.py: POLL_S).
+SNAPSHOT_MAX_AGE_S = 0.5
+SAMPLE_SPACING_S = 2.0  # utilisation samples are taken at least this far apart
 UTILIZATION_SAMPLES = 3  # utilisation must be low in this many NVML looks in a row
 
 
@@ -31,6 +33,12 @@ class Grant:
     cpu_leases: list[leases.Lease]
     gpu_indices: tuple[int, ...]
     share: cpus.CpuShare
+    port_lease: leases.Lease | None = None  # MASTER_PORT of a job of several GPUs
+
+    @property
+    def master_port(self) -> int | None:
+        """Return the rendezvous port leased for the job, None for a job of one GPU."""
+        return None if self.port_lease is None else ports.port_of(self.port_lease)
 
     @property
     def uuids(self) -> list[str]:
@@ -39,7 +47,7 @@ class Grant:
 
     @property
     def holds(self) -> list[leases.Lease]:
-        return self.gpu_leases + self.cpu_leases
+        return self.gpu_leases + self.cpu_leases + ([self.port_lease] if self.port_lease else [])
 
     def fds(self) -> tuple[int, ...]:
         """Return the lease descriptors the job inherits, so the job holds its own leases."""
@@ -53,6 +61,7 @@ class Grant:
             "cpus": self.share.cpus,
             "num_workers": self.share.num_workers,
             "num_threads": self.share.num_threads,
+            "master_port": self.master_port,
         }
 
     def describe(self) -> str:
@@ -71,6 +80,12 @@ class Grant:
         for lease in self.holds:
             lease.write_meta({**lease.meta, "pid": pid})
 
+    def promise(self, need_bytes: int | None) -> None:
+        """Say in the GPU leases' metadata what memory the job needs (learned meanwhile), so
+        that jobs packed beside it count it (launcher/machine/gpus.py: room_bytes)."""
+        for lease in self.gpu_leases:
+            lease.write_meta({**lease.meta, "need_bytes": need_bytes})
+
     def release(self) -> None:
         """End the leases: the job and everything it started are gone."""
         for lease in self.holds:
@@ -83,8 +98,6 @@ class Placer:
     def __init__(self, sweep_id: str, needs: Needs,
                  house_rules: Callable[[], house.Caps | str] | None = None):
         self.sweep_id = sweep_id
-        self.policy = needs.policy
-        self.policy_now = needs.policy  # with the GPUs the house rules reserve now
         self.house = house_rules  # what the house rules say now, or why they cannot
         self.user = current_user()
         self.host = socket.gethostname()
@@ -92,11 +105,14 @@ class Placer:
         self.cpus_per_job = min(needs.cpus, self.cpu_budget)
         self.want = needs.gpus
         self.lock_dir = leases.lock_dir()
+        self.policy = memory.fit_slots(needs.policy, leases.slots_per_gpu(self.lock_dir))
+        self.policy_now = self.policy  # with the GPUs the house rules reserve now
         self.snapshots: list[nvml.Snapshot] = []
         self.looked_at = 0.0
         self.sampled_at = 0.0
         self.reason: str | None = None
         self.reason_at = 0.0
+        self.reason_policy: gpus.GpuPolicy | None = None  # the policy the reason is for
         if self.want and check_devices(needs):
             self.want = 0  # no driver and device: auto -> run on the CPU
         self.notice = fairshare.Notice(self.lock_dir, sweep_id, self.user)
@@ -118,7 +134,7 @@ class Placer:
             snap = nvml.query()
             # Utilisation must be low in looks spread over time, not in three looks taken
             # within a millisecond after a burst of job ends: replace a too-recent sample.
-            recent = self.snapshots and now - self.sampled_at < SNAPSHOT_MAX_AGE_S
+            recent = self.snapshots and now - self.sampled_at < SAMPLE_SPACING_S
             if recent:
                 self.snapshots[0] = snap
             else:
@@ -127,19 +143,23 @@ class Placer:
             self.looked_at = now
         return self.snapshots[0]
 
-    def choose(self, held: tuple[leases.GpuLease, ...]) -> gpus.GpuChoice:
-        return gpus.pick_gpus(self.snapshot(), held, self.policy_now, self.user, self.want,
-                              earlier=self.snapshots[1:])
+    def choose(self, held: tuple[leases.GpuLease, ...],
+               policy: gpus.GpuPolicy | None = None) -> gpus.GpuChoice:
+        return gpus.pick_gpus(self.snapshot(), held, policy or self.policy_now, self.user,
+                              self.want, earlier=self.snapshots[1:])
 
-    def wait_reason(self) -> str:
-        """Return why no GPU is free now, looked up at most every SNAPSHOT_MAX_AGE_S.
+    def wait_reason(self, policy: gpus.GpuPolicy | None = None) -> str:
+        """Return why no GPU is free now, looked up at most every SAMPLE_SPACING_S.
 
         Saying who holds what reads /proc/locks, a millisecond each time: not worth paying
         on every job end just to repeat the same sentence.
         """
         now = time.monotonic()
-        if self.reason is None or now - self.reason_at > SNAPSHOT_MAX_AGE_S:
-            self.reason = self.choose(leases.read_gpu_leases(self.lock_dir)).reason()
+        policy = policy or self.policy_now
+        if self.reason is None or now - self.reason_at > SAMPLE_SPACING_S or \
+                policy != self.reason_policy:
+            self.reason_policy = policy
+            self.reason = self.choose(leases.read_gpu_leases(self.lock_dir), policy).reason()
             self.reason += "".join(f"; {why} ({uuid})" for uuid, why in self.unusable.items())
             self.reason_at = now
         return self.reason
@@ -149,10 +169,14 @@ class Placer:
                 "sweep": self.sweep_id, "job": job_id, "start": time.time(),
                 "jobs_per_gpu": self.policy.jobs_per_gpu}
 
-    def grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
-        """Return the leases and environment for a job, or the reason it has to wait."""
+    def grant(self, job_id: str, spec: Mapping[str, Any],
+              need: memory.Need | None = None) -> Grant | str:
+        """Return the leases and environment for a job, or the reason it has to wait.
+
+        need is the job's own need of GPU memory (launcher/local/gpumemory.py), when known.
+        """
         try:
-            return self.try_grant(job_id, spec)
+            return self.try_grant(job_id, spec, need)
         except nvml.NvmlUnavailable as err:
             # A driver hiccup must not take the supervisor, and with it every job, down.
             self.refresh()
@@ -240,7 +264,8 @@ class Placer:
             self.waits(turns.kind)
         return rival
 
-    def try_grant(self, job_id: str, spec: Mapping[str, Any]) -> Grant | str:
+    def try_grant(self, job_id: str, spec: Mapping[str, Any],
+                  need: memory.Need | None = None) -> Grant | str:
         """Return a grant under the house rules in force now (machine/house.py), or why not."""
         caps = self.house() if self.house is not None else house.NO_RULES
         if isinstance(caps, str):
@@ -259,7 +284,7 @@ class Placer:
         if caps.reserved:
             self.policy_now = dataclasses.replace(self.policy, reserved=caps.reserved)
         if not caps.capped:
-            return self.take(job_id, spec, budget)
+            return self.take(job_id, spec, budget, need)
         # Count what the user holds and take more under one lock that every user's
         # supervisor takes: two sweeps placing at once cannot pass the cap between them.
         with house.CountLock(self.lock_dir) as locked:
@@ -270,7 +295,7 @@ class Placer:
             if why:
                 self.done_waiting()  # our own cap: nobody should give way to us
                 return why
-            grant = self.take(job_id, spec, budget)
+            grant = self.take(job_id, spec, budget, need)
             if isinstance(grant, Grant) and any(lease.meta_fd is None for lease in grant.holds):
                 # A lease without our metadata is not counted: it would pass the cap.
                 grant.release()
@@ -279,9 +304,15 @@ class Placer:
                         "directory), by which the house rules count GPUs and CPUs")
             return grant
 
-    def take(self, job_id: str, spec: Mapping[str, Any], budget: int) -> Grant | str:
-        """Return a grant of free GPUs and CPU tokens out of `budget`, or why the job waits."""
+    def take(self, job_id: str, spec: Mapping[str, Any], budget: int,
+             need: memory.Need | None = None) -> Grant | str:
+        """Return a grant of free GPUs and CPU tokens out of `budget`, or why the job waits.
+
+        need is the job's own need of GPU memory (launcher/local/gpumemory.py), when known.
+        """
         meta = self.meta(job_id)
+        policy = memory.policy_for(self.policy_now, need)  # its need; alone after an oom
+        meta.update(need_bytes=memory.need_bytes(policy), jobs_per_gpu=policy.jobs_per_gpu)
         gpu_leases: list[leases.Lease] = []
         indices: tuple[int, ...] = ()
         ours = self.owned_slots()
@@ -292,17 +323,17 @@ class Placer:
                         f"waits holding {rival.holding} (this sweep holds {self.gpus_held()})")
             # With one job per GPU, trying the lease is the lease check: reading who holds
             # what (/proc/locks) is only worth it to pack GPUs or to say why a job waits.
-            packing = self.policy_now.jobs_per_gpu > 1
-            choice = self.choose(leases.read_gpu_leases(self.lock_dir) if packing else ())
+            packing = policy.jobs_per_gpu > 1
+            choice = self.choose(leases.read_gpu_leases(self.lock_dir) if packing else (), policy)
             got = None
             if choice.ok:
                 self.unusable = {}
-                got = leases.acquire_gpus(choice.uuids, self.want, self.policy.jobs_per_gpu,
+                got = leases.acquire_gpus(choice.uuids, self.want, policy.jobs_per_gpu,
                                           meta, self.lock_dir, skip=ours,
                                           unusable=self.unusable)
             if got is None:
                 self.waits(fairshare.GPUS)
-                return self.wait_reason()
+                return self.wait_reason(policy)
             gpu_leases = got
             by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
             indices = tuple(by_uuid[lease.key] for lease in got)
@@ -322,7 +353,14 @@ class Placer:
             who = f" held by {use.holders()}" if use.by_user else " in use"
             return (f"CPU budget spent: {use.held} of {budget} CPU{'' if budget == 1 else 's'}"
                     f"{who}; a job needs {self.cpus_per_job}")
+        port = ports.acquire_port(meta, self.lock_dir, skip=ours) if self.want > 1 else None
+        if self.want > 1 and port is None:
+            for lease in gpu_leases + cpu_leases:
+                lease.release()
+            span = ports.port_range()
+            return f"no free rendezvous port in {span[0]}-{span[-1]} (all leased or in use)"
         self.done_waiting()
         share = cpus.cpu_share(self.cpus_per_job, bool(gpu_leases), spec)
-        self.own[job_id] = tuple(lease.path for lease in gpu_leases + cpu_leases)
-        return Grant(gpu_leases, cpu_leases, indices, share)
+        grant = Grant(gpu_leases, cpu_leases, indices, share, port)
+        self.own[job_id] = tuple(lease.path for lease in grant.holds)
+        return grant

@@ -121,6 +121,21 @@ def job_processes(sweep_id: str, sweep_root: str, job_id: str | None = None,
     return found
 
 
+def job_of_pid(pid: int, sweep_id: str, sweep_root: str) -> str | None:
+    """Return the job of this sweep folder whose environment process pid carries, if any."""
+    env = _environ(pid)
+    return _job_of(env, sweep_id, sweep_root) if env else None
+
+
+def parent(pid: int) -> int | None:
+    """Return the parent of process pid, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def children(pid: int) -> list[int]:
     """Return the children of pid (of every thread), or [] if that cannot be read."""
     out: list[int] = []

@@ -16,6 +16,7 @@ from launcher.contract import atomic_write
 
 TAIL_BLOCK_BYTES = 8192  # read backwards this much at a time to find the last lines
 LOG_TAIL_LINES = 20
+LOG_MARK = "[launch]"  # begins the line an executor writes into a job's log when a run starts
 LOG_TAIL_MAX_BYTES = 4096  # a job's last lines kept in its state: bounded, whatever it printed
 
 
@@ -96,6 +97,14 @@ def tail_offset(f, lines: int) -> int:
                     return start + i + 1
         pos = start
     return 0
+
+
+def this_run(tail: str) -> str:
+    """Return the part of a job's log tail its last run wrote: what follows the last line an
+    executor wrote at a run's start (LOG_MARK), or all of it."""
+    lines = tail.split("\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith(LOG_MARK)]
+    return "\n".join(lines[starts[-1] + 1:] if starts else lines)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_MAX_BYTES) -> str:

@@ -49,6 +49,7 @@ class SweepInfo(NamedTuple):
     resources: Mapping[str, Any] = {}
     slurm: Mapping[str, Any] = {}
     max_retries: int = 0
+    oom_retries: int = 2  # runs again after GPU out-of-memory, not counted in max_retries
     timeout_min: float | None = None
     cwd: str | None = None  # where the jobs run: the folder `launch sweep` was started in
     source: str | None = None  # the sweep file
@@ -96,6 +97,7 @@ def parse_info(raw: Any, paths: SweepPaths) -> SweepInfo:
         host=text("host", "?"), jobs=entries,
         grid_keys=tuple(k for k in raw.get("grid_keys") or () if isinstance(k, str)),
         max_retries=foreign.integer(raw.get("max_retries"), 0, high=1000),
+        oom_retries=foreign.integer(raw.get("oom_retries"), 2, high=100),
         timeout_min=foreign.number(raw.get("timeout_min")),
         cwd=raw.get("cwd") if isinstance(raw.get("cwd"), str) else None,
         source=raw.get("source") if isinstance(raw.get("source"), str) else None,

@@ -21,7 +21,7 @@ from typing import TextIO
 from launcher.contract import format_duration as duration
 from launcher.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from launcher.rundir.layout import JobPaths, SweepPaths
-from launcher.rundir.state import ENDED_STATES, RETRY_REASON
+from launcher.rundir.state import ENDED_STATES, OOM, RETRY_REASON
 from launcher.rundir.store import read_jsonl
 from launcher.show import views
 from launcher.show.sweep_table import epoch_cell, percent, render_sweeps
@@ -134,8 +134,10 @@ def changes(view: views.SweepView, paths: SweepPaths, seen: dict[str, views.JobV
 
 
 def is_retry(job: views.JobView) -> bool:
-    """Return whether a job waits to run again after a failed attempt (max_retries)."""
-    return job.state == "pending" and (job.reason or "").startswith(RETRY_REASON)
+    """Return whether a job waits to run again after a failed attempt (max_retries), or
+    after running out of GPU memory (oom_retries)."""
+    return job.state == OOM or (job.state == "pending" and
+                                (job.reason or "").startswith(RETRY_REASON))
 
 
 def new_epochs(paths: JobPaths, job: views.JobView,
@@ -206,7 +208,10 @@ def progress_text(job: views.JobView) -> str:
 
 
 def state_text(job: views.JobView) -> str:
-    """Return a job's state as an event: "running on GPU 0", "failed after 12s: exit 3"."""
+    """Return a job's state as an event: "running on GPU 0", "failed after 12s: exit 3",
+    "oom on GPU 2 at 10.8 GiB (1.1 GiB free: alice's process grew); retry 1/2 waits ..."."""
+    if job.state == OOM and (job.reason or "").startswith(OOM):
+        return job.reason or OOM  # the oom line says it all, in the words status uses
     text = job.state
     if job.state == "running" and job.gpu_indices:
         text += f" on GPU {','.join(map(str, job.gpu_indices))}"

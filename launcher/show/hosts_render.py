@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from launcher.machine.nvml import gib
 from launcher.show.hosts_view import SOURCE_SMI, HostReport, HostSummary, records, summarize
 from launcher.show.status_render import (
     gpu_lines,
@@ -18,7 +19,6 @@ from launcher.show.status_render import (
     reserved_in,
     status_json,
 )
-from launcher.show.text import gib
 
 HEADERS = ("HOST", "FREE", "FREE MEMORY", "OTHERS' PROCS", "YOUR JOBS", "FREE BY MODEL")
 JOBS_WORDS = "running/waiting/failed"

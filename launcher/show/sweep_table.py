@@ -71,7 +71,7 @@ def _job_rows(view: SweepView, labels: dict[str, str], full_list: bool) -> list[
         why = j.reason or ("queued" if j.state == "pending" else "")
         # Slurm's word (PENDING with its reason, RUNNING on which node) is worth a column
         # in every state; the local executor explains only jobs that are not running.
-        explained = ("pending", "waiting", "failed", "timeout", "preempted", LOST)
+        explained = ("pending", "waiting", "oom", "failed", "timeout", "preempted", LOST)
         if why and (j.state in explained or view.executor == "slurm"):
             row += f"  {why}"
         rows.append(row.rstrip())

@@ -28,11 +28,6 @@ def percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.2f}%"
 
 
-def gib(n_bytes: int) -> str:
-    """Return a size in GiB with one decimal: "9.1 GiB"."""
-    return f"{n_bytes / 1024**3:.1f} GiB"
-
-
 def fmt_value(value: Any) -> str:
     """Return a swept value as the user would write it in YAML ("-" when absent)."""
     if value is None:

@@ -13,7 +13,9 @@ limit goes to submitit, which calls `SlurmTask.checkpoint`: forward SIGTERM, wai
 hand back a `DelayedSubmission` so submitit requeues the task, which then resumes from the
 checkpoint.
 How a run's end becomes the job's state is launcher/rundir/state.py's `end_of_run`, as for
-the local executor.
+the local executor; a run that died of GPU out-of-memory is requeued by the task itself
+(`scontrol requeue`) while oom_retries last, with what it held plus the margin written into
+the job's state as the need of its next run.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from launcher import contract
 from launcher.machine.cpus import CpuShare, cpu_share
 from launcher.rundir import state as js
 from launcher.rundir.layout import JobPaths
-from launcher.rundir.state import JobState, end_of_run, read_state, write_state
-from launcher.rundir.store import log_tail, read_json
+from launcher.rundir.state import JobState, end_of_run, memory_after, read_state, write_state
+from launcher.rundir.store import LOG_MARK, log_tail, read_json
 from launcher.rundir.sweepdir import (
     SweepInfo,
     cancel_requested,
@@ -42,8 +44,10 @@ from launcher.rundir.sweepdir import (
     read_info,
     read_specs,
 )
+from launcher.slurm.taskmemory import ChildMemory
 
 CHECKPOINT_WAIT_S = 60.0  # well inside submitit's 90 s between SIGUSR2 and the kill
+LOOK_S = 2.0  # how often the task looks at its job's GPU memory, where NVML answers
 
 
 def slurm_job_id(env: dict) -> str | None:
@@ -146,6 +150,7 @@ class Task:
         self.requeued = False  # we asked the child for a checkpoint so that Slurm requeues it
         self.terminated = False  # Slurm sent us SIGTERM (scancel, preemption, requeue)
         self.recorded = False
+        self.memory = ChildMemory(self.job, self.info)  # the child's, where NVML answers
 
     @property
     def job_dir(self) -> Path:
@@ -181,7 +186,7 @@ class Task:
         cwd = self.info.cwd if self.info.cwd and os.path.isdir(self.info.cwd) else str(self.job.dir)
         argv = contract.job_argv(self.spec, self.job.spec_json, self.job.dir)
         with open(self.job.stdout_log, "ab") as out:
-            out.write(f"[launch] {time.strftime('%Y-%m-%d %H:%M:%S')} slurm job "
+            out.write(f"{LOG_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} slurm job "
                       f"{slurm_job_id(self.env)} on {socket.gethostname()}: "
                       f"{contract.ENV_VISIBLE_DEVICES}="
                       f"{env.get(contract.ENV_VISIBLE_DEVICES)!r} "
@@ -196,9 +201,22 @@ class Task:
             gpu_indices=tuple(int(g) for g in gpus if g.isdigit()),
             slurm_job_gpus=self.env.get("SLURM_JOB_GPUS"), cpus=share.cpus,
             num_workers=share.num_workers, num_threads=share.num_threads,
-            started=time.time(), slurm_job_id=slurm_job_id(self.env))
+            started=time.time(), slurm_job_id=slurm_job_id(self.env),
+            **js.carried_memory(prev))
         write_state(self.job, self.state)
         return self.child
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """Return the child's exit status once it ends (None after timeout_s), looking at its
+        GPU memory meanwhile."""
+        assert self.child is not None
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = LOOK_S if deadline is None else min(LOOK_S, deadline - time.monotonic())
+            status = self.child.wait(max(left, 0))
+            if status is not None or (deadline is not None and time.monotonic() >= deadline):
+                return status
+            self.memory.look(self.child.proc.pid)
 
     def stopped(self, code: int | None, sig: int | None) -> str | None:
         """Return what stopped the run from outside (launcher/rundir/state.py: STOP_*).
@@ -218,14 +236,18 @@ class Task:
     def record_end(self, status: int) -> str:
         """Record the job's state for the child's exit status (once); return the state."""
         code, sig = (None, -status) if status < 0 else (status, None)
-        # Slurm requeues a task itself; a retry of a failure is not the task's to make.
-        outcome = end_of_run(code, sig, self.stopped(code, sig), retries_left=0)
+        stopped = self.stopped(code, sig)
+        tail = log_tail(self.job.stdout_log) if code != contract.EXIT_OK else ""
+        oom = self.memory.oom_end(self.state, code, stopped, tail)
+        # Slurm requeues a task itself; a retry of a failure is not the task's to make. An
+        # oom is, within oom_retries: the caller requeues it.
+        outcome = end_of_run(code, sig, stopped, retries_left=0, oom=oom)
         if not self.recorded:
             self.recorded = True
-            tail = log_tail(self.job.stdout_log) if outcome.state == js.FAILED else None
-            write_state(self.job, self.state._replace(
+            st = self.state._replace(
                 state=outcome.state, reason=outcome.reason, ended=time.time(), exit_code=code,
-                signal=sig, log_tail=tail))
+                signal=sig, log_tail=tail if outcome.state in (js.FAILED, js.OOM) else None)
+            write_state(self.job, memory_after(st, outcome, oom, self.memory.peak_bytes))
         return outcome.state
 
     def stop_for_requeue(self) -> int | None:
@@ -279,7 +301,10 @@ class SlurmTask:
             return js.CANCELLED
         _CURRENT[str(task.job_dir)] = task
         forward_to_child(task)
-        state = task.record_end(task.start().wait())
+        task.start()
+        state = task.record_end(task.wait())
+        if state == js.OOM:  # runs again, in the same array task, where Slurm puts it
+            requeue_self(task.env)
         if state != js.FINISHED:
             raise JobStopped(f"{task.job_dir.name}: {state}")
         return state
@@ -331,10 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     forward_to_child(task)
     signal.signal(signal.SIGUSR2, lambda signum, frame: usr2.append(signum))
     child = task.start()
+    looked = time.monotonic()
     while child.wait(0.2) is None:
         if usr2:
             status = task.stop_for_requeue()
             break
+        if time.monotonic() - looked >= LOOK_S:
+            task.memory.look(child.proc.pid)
+            looked = time.monotonic()
     else:
         status = child.code
     assert status is not None
@@ -344,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if requeue_self(task.env) else contract.EXIT_REQUEUE
     task.requeued = False
     state = task.record_end(status)
+    if state == js.OOM:
+        return 0 if requeue_self(task.env) else 1
     return 0 if state == js.FINISHED else (status if status > 0 else 1)
 
 

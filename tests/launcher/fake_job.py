@@ -4,7 +4,8 @@ Usage: python fake_job.py BEHAVIOUR SECONDS [GATE]. With GATE, it first waits un
 exists (the test opens the gate when it has seen what it needs). It appends one JSON line per run to
 $LAUNCH_JOB_DIR/runs.jsonl (its environment and the time it ran), keeps a step counter in
 $LAUNCH_JOB_DIR/checkpoint (so a rerun continues where a killed run stopped), and then:
-ok: writes result.json and exits 0; exit3: exits 3; raise: raises; selfkill: SIGKILLs itself.
+ok: writes result.json and exits 0; exit3: exits 3; raise: raises; selfkill: SIGKILLs itself;
+oom-once: prints a real PyTorch out-of-memory traceback and exits 1 on its first run only.
 """
 
 import json
@@ -12,6 +13,10 @@ import os
 import signal
 import sys
 import time
+
+# What PyTorch 2.5 printed when a training step ran out of memory on an 80 GB A100.
+TORCH_OOM = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "fixtures", "oom",
+                         "torch-2.5-backward.txt")
 
 behaviour, seconds = sys.argv[1], float(sys.argv[2])
 job_dir = os.environ["LAUNCH_JOB_DIR"]
@@ -27,7 +32,12 @@ record = {
     "threads": int(os.environ["OMP_NUM_THREADS"]),
     "sweep": os.environ["LAUNCH_SWEEP_ID"],
     "seed": int(os.environ["LAUNCH_SEED"]),
+    "num_gpus": os.environ.get("LAUNCH_NUM_GPUS"),
+    "master": [os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")],
+    "torchrun": [os.environ.get("PET_MASTER_ADDR"), os.environ.get("PET_MASTER_PORT")],
 }
+with open(os.path.join(job_dir, "pid"), "w") as f:  # so a test can put it in a snapshot
+    f.write(str(os.getpid()))
 terminated = []
 signal.signal(signal.SIGTERM, lambda *_: terminated.append(1))
 while len(sys.argv) > 3 and not os.path.exists(sys.argv[3]) and not terminated:
@@ -56,3 +66,12 @@ if behaviour == "raise":
     raise RuntimeError("this job fails on purpose")
 if behaviour == "selfkill":
     os.kill(os.getpid(), signal.SIGKILL)
+if behaviour == "oom-once":
+    marker = os.path.join(job_dir, "ran-out-once")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        with open(TORCH_OOM) as f:
+            sys.stdout.write(f.read())
+        sys.exit(1)
+    with open(os.path.join(job_dir, "result.json"), "w") as f:
+        json.dump({"status": "finished", "steps": step}, f)

@@ -56,7 +56,7 @@ CASES = {
         "busy4", {"jobs_per_gpu": 2}, [(3, "carol")], "carol", 1, ["3", "2"], {}),
     "jobs_per_gpu=2 with declared memory that does not fit": (
         "busy4", {"jobs_per_gpu": 2, "job_memory_mib": 70000}, [(3, "carol")], "carol", 1, ["2"],
-        {"3": "GPU 3 has 58.6 GiB free, a job needs 68.4 GiB"}),
+        {"3": "GPU 3 has 58.6 GiB free (yours 20.0 GiB)"}),
     "jobs_per_gpu=2, both slots taken": (
         "busy4", {"jobs_per_gpu": 2}, [(3, "carol"), (3, "carol")], "carol", 1, ["2"],
         {"3": "GPU 3 leased by carol (sw-1/job-0)"}),

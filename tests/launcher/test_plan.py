@@ -137,6 +137,15 @@ def test_a_placeholder_set_to_null_by_a_point_has_no_value(tmp_path):
     assert "placeholder {a} has no value" in str(info.value)
 
 
+def test_gpus_in_a_command_is_the_job_s_gpus_unless_the_job_sets_it(tmp_path):
+    # torchrun --nproc-per-node {gpus}: one process per GPU the job holds.
+    text = "job: {command: [torchrun, --nproc-per-node, '{gpus}', t.py]}\n"
+    _, plans = plan(tmp_path, text + "resources: {gpus_per_job: 4}\n")
+    assert plans[0].command == ["torchrun", "--nproc-per-node", "4", "t.py"]
+    _, plans = plan(tmp_path, text.replace("t.py]", "t.py], gpus: 1"))
+    assert plans[0].command[2] == "1"
+
+
 def test_spec_errors_from_the_job_name_the_failing_job(tmp_path):
     text = "job:\n  model: alexnet\n  stochastic_depth: {p_L: 0.5}\ngrid: {seed: [0]}\n"
     with pytest.raises(SweepFileError) as info:

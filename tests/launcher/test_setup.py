@@ -11,7 +11,7 @@ from snapshots import NVML_FIXTURES
 
 from launcher.cli import main
 from launcher.commands import setup
-from launcher.machine import cpus, leases, nvml
+from launcher.machine import cpus, leases, nvml, ports
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="launch setup runs as root")
 
@@ -35,6 +35,7 @@ def test_setup_protects_the_directory_and_every_slot_and_is_idempotent(lock_dir,
     names = {f"cpu.{n}" for n in range(cpus.machine_cpus())}
     names |= {leases.card_path(Path("."), u).name for u in uuids}
     names |= {leases.gpu_slot_path(Path("."), u, k).name for u in uuids for k in range(2)}
+    names |= set(ports.slot_names())
     for name in names:
         st = os.lstat(lock_dir / name)
         assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o444
@@ -57,5 +58,5 @@ def test_setup_needs_root(monkeypatch, capsys):
 def test_the_files_setup_makes_for_a_machine():
     snapshot = nvml.parse(__import__("json").loads((NVML_FIXTURES / "idle4.json").read_text()))
     names = setup.wanted_files(snapshot, 3, 2)
-    assert names[:2] == ["cpu.0", "cpu.1"]
-    assert len(names) == 2 + 4 * (1 + 3)
+    assert names[:3] == ["cpu.0", "cpu.1", f"port.{ports.FIRST_PORT}"]
+    assert len(names) == 2 + ports.PORTS + 4 * (1 + 3)

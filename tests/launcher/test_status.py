@@ -58,6 +58,9 @@ def sweeps_for(snap: nvml.Snapshot | None) -> list[SweepView]:
         job("ensemble-lr=0.01-s0-0f1e2d3c", "failed", epoch=3, val_accuracy=0.41,
             elapsed_s=95.0, exit_code=1, reason="exit 1: CUDA out of memory",
             log_tail="Traceback (most recent call last):\ntorch.OutOfMemoryError: CUDA OOM"),
+        job("alexnet-lr=0.001-s0-4b5c6d7e", "oom", epoch=5, val_accuracy=0.52,
+            elapsed_s=400.0, exit_code=1, reason="oom on GPU 2 at 10.8 GiB (1.1 GiB free: "
+            "alice's process grew); retry 1/2 waits for 12.0 GiB free"),
         *[job(f"resnet9-lr=0.001-s{i}-{i}a{i}b{i}c{i}d", "pending", attempt=0, runs=0)
           for i in range(7)],
     ]
@@ -149,7 +152,7 @@ def test_json_keys_are_stable(monkeypatch):
                                    "type": "C", "user": "carol", "command": gpu["processes"][0]
                                    ["command"]}
     assert data["sweeps"][2]["counts"] == {"running": 1, "finished": 1, "waiting": 1,
-                                           "failed": 1, "pending": 7}
+                                           "failed": 1, "oom": 1, "pending": 7}
 
 
 def test_status_shows_gpu_lines_leases_and_jobs(monkeypatch):
