@@ -10,20 +10,24 @@ a number.
     training images/s (goal: ours >= 0.95 x bare at batch 4, where per-batch cost shows).
 (b) Every family of configs/cifar.yaml (alexnet, inception, ensemble, resnet9) with its
     recipe there, for one epoch on a subset (--subset training images), through `python -m
-    jobs`, one at a time: first-epoch test accuracy, training loss and images/s.
+    jobs`, one at a time: first-epoch test accuracy, training loss and images/s, and whether
+    it learns (train loss below ln 10, test accuracy three standard errors above chance).
+    --points all runs every point of the file instead, its variants (repeat, grad_noise,
+    stochastic_depth) included.
 
 Needs CIFAR-10 (cifar-10-batches-py) under $LAUNCH_DATA (default ~/.cache/launch/data); without
 it prints "skipped" and exits 0.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/cifar_accuracy.py [--part a|b|both]
         [--epochs 2] [--workers 2] [--subset 10000] [--test 2000] [--models alexnet,...]
-        [--override KEY=JSON ...]
+        [--points all|0,5] [--override KEY=JSON ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -164,31 +168,55 @@ def part_a(root: Path, args, tmp: Path) -> None:
           flush=True)
 
 
-def cifar_yaml_job(model: str) -> dict:
-    """Returns configs/cifar.yaml's job with its point for `model` (the plain one) laid over."""
+def cifar_yaml_points() -> tuple[dict, list[dict]]:
+    """Returns configs/cifar.yaml's job and its list of points."""
     import yaml
 
     sweep = yaml.safe_load((REPO / "configs" / "cifar.yaml").read_text())
-    point = next(p for p in sweep["points"] if p == {"model": model})
-    return {**sweep["job"], **point}
+    return sweep["job"], sweep["points"]
+
+
+def chosen_points(args) -> list[dict]:
+    """Returns the points (b) runs: --points by index (or all), else each --models' plain one."""
+    points = cifar_yaml_points()[1]
+    if args.points == "all":
+        return points
+    if args.points:
+        return [points[int(i)] for i in args.points.split(",")]
+    return [next(p for p in points if p == {"model": m}) for m in args.models.split(",")]
+
+
+def point_name(point: dict) -> str:
+    """Returns a point as one short label: its model, then its variant keys."""
+    extra = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}"
+                     for k, v in point.items() if k != "model")
+    return f"{point['model']} {extra}".strip()
 
 
 def part_b(root: Path, args, tmp: Path) -> None:
+    # epochs 1: the schedule (configs/cifar.yaml's one-cycle) runs its warm-up to the peak lr
+    # and back down within this one epoch, so the epoch meets the recipe's peak rate.
     print(f"(b) configs/cifar.yaml's recipes, first epoch on {args.subset} training images, "
           f"{args.test} test images", flush=True)
-    for model in args.models.split(","):
-        spec = {**cifar_yaml_job(model), "data_root": str(root), "download": False,
+    job = cifar_yaml_points()[0]
+    for i, point in enumerate(chosen_points(args)):
+        spec = {**job, **point, "data_root": str(root), "download": False,
                 "device": "cpu", "epochs": 1, "val_size": 0,
                 "max_train_samples": args.subset, "max_test_samples": args.test}
         for item in args.override:
             key, value = item.split("=", 1)
             spec[key] = json.loads(value)
-        run = run_job(spec, tmp / model, job_env(args.workers))
+        run = run_job(spec, tmp / f"point{i}", job_env(args.workers))
         line = run["metrics"][0]
-        print(f"{model:<10} batch {spec['batch_size']} lr {spec['optimizer']['lr']}: "
+        # Chance is 10%; three standard errors over it on n test images is clearly above.
+        chance = 0.1 + 3 * math.sqrt(0.1 * 0.9 / min(args.test, 10000))
+        learns = line["train_loss"] < math.log(10) and run["result"]["test_accuracy"] > chance
+        print(f"{point_name(point)}: batch {spec['batch_size']} lr {spec['optimizer']['lr']}: "
               f"test accuracy {run['result']['test_accuracy']:.4f}  train_loss "
-              f"{line['train_loss']:.3f}  {line['images_per_s']:.0f} images/s  "
-              f"({run['wall_s']:.0f} s)", flush=True)
+              f"{line['train_loss']:.3f}  train accuracy {line['train_accuracy']:.3f}  "
+              f"{line['images_per_s']:.0f} images/s  ({run['wall_s']:.0f} s)  "
+              f"{'learns' if learns else 'DOES NOT LEARN'} "
+              f"(train loss < ln 10, test accuracy > {chance:.3f})", flush=True)
 
 
 def main() -> int:
@@ -199,6 +227,9 @@ def main() -> int:
     parser.add_argument("--subset", type=int, default=10000, help="(b): training images")
     parser.add_argument("--test", type=int, default=2000, help="(b): test images")
     parser.add_argument("--models", default=",".join(FAMILIES), help="(b): which families")
+    parser.add_argument("--points", default="",
+                        help="(b): configs/cifar.yaml's points by index (0,5) or all, variants "
+                        "included; instead of --models")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                         help="(b): a spec key set for every family, e.g. batch_size=64")
     args = parser.parse_args()

@@ -45,3 +45,25 @@ def test_cifar_accuracy_without_the_data_says_skipped_and_exits_0(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("skipped: CIFAR-10 is not under " + str(tmp_path))
+
+
+def test_cifar_accuracy_runs_every_point_of_cifar_yaml_with_its_variant_keys():
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("cifar_accuracy",
+                                                  REPO / "bench" / "cifar_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    points = yaml.safe_load((REPO / "configs" / "cifar.yaml").read_text())["points"]
+
+    def chosen(**given):
+        args = {"points": "", "models": ",".join(bench.FAMILIES), **given}
+        return bench.chosen_points(type("Args", (), args))
+
+    assert chosen(points="all") == points
+    assert chosen(points="5,11") == [points[5], points[11]]
+    assert chosen() == [{"model": m} for m in bench.FAMILIES]  # the plain points of (b)
+    assert bench.point_name(points[11]) == 'resnet9 stochastic_depth={"p_L":0.5}'
+    assert bench.point_name({"model": "alexnet"}) == "alexnet"
