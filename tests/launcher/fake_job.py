@@ -1,7 +1,8 @@
 """A command job for the executor tests: records what it was given, then behaves as told.
 
 Usage: python fake_job.py BEHAVIOUR SECONDS [GATE]. With GATE, it first waits until that file
-exists (the test opens the gate when it has seen what it needs). It appends one JSON line per run to
+exists (the test opens the gate when it has seen what it needs); a GATE that is a folder is a
+gate per job: the file named by the job's id in it. It appends one JSON line per run to
 $LAUNCH_JOB_DIR/runs.jsonl (its environment and the time it ran), keeps a step counter in
 $LAUNCH_JOB_DIR/checkpoint (so a rerun continues where a killed run stopped), and then:
 ok: writes result.json and exits 0; exit3: exits 3; raise: raises; selfkill: SIGKILLs itself;
@@ -40,7 +41,10 @@ with open(os.path.join(job_dir, "pid"), "w") as f:  # so a test can put it in a 
     f.write(str(os.getpid()))
 terminated = []
 signal.signal(signal.SIGTERM, lambda *_: terminated.append(1))
-while len(sys.argv) > 3 and not os.path.exists(sys.argv[3]) and not terminated:
+gate = sys.argv[3] if len(sys.argv) > 3 else None
+if gate and os.path.isdir(gate):
+    gate = os.path.join(gate, os.environ["LAUNCH_JOB_ID"])
+while gate and not os.path.exists(gate) and not terminated:
     time.sleep(0.02)
 deadline = time.time() + seconds
 while time.time() < deadline and not terminated:
