@@ -17,13 +17,20 @@ turns job by job. Equal holdings
 otherwise keep what they have: giving way leaves a GPU idle for a while, and trading places
 would only repeat that.
 
+A window is for what one of our jobs freed, and only for sweeps that were waiting when it was
+freed: it closes as soon as anybody holds what was freed (the waiter, or a sweep that got
+there first), or we are granted something ourselves. A window left open after that would
+have two sweeps, each having freed the same GPU in turn, give it way to each other until
+both windows ran out.
+
 A notice is only an announcement: the GPU itself still goes to whoever wins its lease. The
 flock makes a notice die with its sweep; the file is removed when the wait ends. Notices
 come from other users, so each is checked: the user is the owner of its folder, numbers must
-be numbers, and a sweep that lets a window pass without taking what was freed is not given
-way to again; after PASS_LIMIT such windows its user's notices are ignored altogether. So a
-notice, true or fake, can delay a sweep by at most YIELD_S once per freed GPU, and a user
-whose notices never take anything by at most PASS_LIMIT windows in all.
+be numbers, and a wait that lets a window pass without taking what was freed is not given
+way to again; after PASS_LIMIT such windows in a row its user's notices are ignored until
+one of them takes its turn. So a notice, true or fake, can delay a sweep by at most YIELD_S
+once per freed GPU, and a user whose notices never take anything by at most PASS_LIMIT
+windows in all.
 """
 
 from __future__ import annotations
@@ -96,23 +103,33 @@ def _waiter(sweep: str, uid: int, meta: dict) -> Waiter | None:
 
 class Turns:
     """When our sweep gives way (for one kind, GPUS or CPUS): for YIELD_S after one of its
-    jobs frees some, to a waiting sweep that holds fewer than we still do (or none, like us).
+    jobs frees some, to a sweep that waited then and holds fewer than we still do (or none,
+    like us).
 
-    `took(waiter)` says whether a waiter now holds what we freed; a waiter that lets the
-    window pass without it is not given way to again, nor, after PASS_LIMIT, its user.
+    `took(waiter)` says whether a waiter now holds what we freed; a wait that lets the
+    window pass without it is not given way to again, nor, after PASS_LIMIT in a row, its
+    user's.
     """
 
     def __init__(self, kind: str = GPUS, took: Callable[[Waiter], bool] | None = None) -> None:
         self.kind = kind
         self.took = took or (lambda waiter: True)
         self.freed_at: float | None = None  # monotonic
+        self.freed_wall = 0.0  # the same moment, unix time, as a notice's `since`
         self.gave_way_to: Waiter | None = None
-        self.passed_up: set[str] = set()  # sweeps
-        self.strikes: dict[str, int] = {}  # user -> windows let pass
+        self.passed_up: set[tuple[str, float]] = set()  # waits: (sweep, since)
+        self.strikes: dict[str, int] = {}  # user -> windows let pass in a row
 
-    def freed(self, now: float) -> None:
+    def freed(self, now: float, wall: float | None = None) -> None:
         """Note that one of our jobs has just freed some: a window to give way opens."""
         self.freed_at = now
+        self.freed_wall = time.time() if wall is None else wall
+
+    def close(self) -> None:
+        """End the window: what we freed is held again (by anybody), or we were granted."""
+        if self.freed_at is not None:
+            self._settle()
+            self.freed_at = None
 
     def _settle(self, wait_ended: bool = False) -> None:
         """Judge the waiter we gave way to, now that its window or its wait is over.
@@ -122,15 +139,18 @@ class Turns:
         the window pass, unless it holds what we freed after all.
         """
         waiter, self.gave_way_to = self.gave_way_to, None
-        if waiter is not None and not wait_ended and not self.took(waiter):
-            self.passed_up.add(waiter.sweep)
+        if waiter is None:
+            return
+        if wait_ended or self.took(waiter):
+            self.strikes.pop(waiter.user, None)  # it took its turn: its user is trusted again
+        else:
+            self.passed_up.add((waiter.sweep, waiter.since))
             self.strikes[waiter.user] = self.strikes.get(waiter.user, 0) + 1
 
     def window_open(self, now: float) -> bool:
         """Return whether what we freed is still within its YIELD_S."""
         if self.freed_at is not None and now - self.freed_at >= YIELD_S:
-            self._settle()
-            self.freed_at = None
+            self.close()
         return self.freed_at is not None
 
     def rival(self, waiting: list[Waiter], holding: int, now: float,
@@ -166,9 +186,9 @@ class Turns:
             return user_held(w.uid if w.uid is not None else uid)
 
         poorer = sorted((w for w in waiting
-                         if w.wants == self.kind
+                         if w.wants == self.kind and w.since <= self.freed_wall
                          and (standing(w)[0] < standing(w)[1] or standing(w) == (0, 0))
-                         and w.sweep not in self.passed_up
+                         and (w.sweep, w.since) not in self.passed_up
                          and self.strikes.get(w.user, 0) < PASS_LIMIT),
                         key=lambda w: (rank(w), w.held(self.kind), w.uid == uid, w.since))
         if not poorer:

@@ -209,12 +209,15 @@ class Placer:
         if self.cpus_held() < cpus_before:
             self.cpu_turns.freed(now)
 
+    def freed_holders(self, prefix: str) -> list[dict]:
+        """Return the lease metadata of whoever holds a slot file our last job gave back."""
+        names = [p.name for p in self.freed if p.name.startswith(prefix)]
+        return [slot.meta for slot in holders.read_slots(self.lock_dir, names) if slot.held]
+
     def _took(self, waiter: fairshare.Waiter, prefix: str) -> bool:
         """Return whether the waiter's sweep now holds a slot file our last job gave back."""
-        names = [p.name for p in self.freed if p.name.startswith(prefix)]
-        return any(slot.held and slot.meta.get("sweep") == waiter.sweep
-                   and slot.meta.get("user") == waiter.user
-                   for slot in holders.read_slots(self.lock_dir, names))
+        return any(meta.get("sweep") == waiter.sweep and meta.get("user") == waiter.user
+                   for meta in self.freed_holders(prefix))
 
     def took_gpus(self, waiter: fairshare.Waiter) -> bool:
         return self._took(waiter, "gpu.")
@@ -239,6 +242,9 @@ class Placer:
         now = time.monotonic()
         if not turns.window_open(now):
             return None  # the common case costs no look at the lease directory
+        if self.freed_holders("cpu." if turns.kind == fairshare.CPUS else "gpu."):
+            turns.close()  # what we freed is held again, by the waiter or whoever came first
+            return None
         waiting = fairshare.waiters(self.lock_dir, but=self.sweep_id)
         me = os.getuid()
         totals: dict[int, house.Held] = {}
@@ -360,6 +366,8 @@ class Placer:
             span = ports.port_range()
             return f"no free rendezvous port in {span[0]}-{span[-1]} (all leased or in use)"
         self.done_waiting()
+        self.turns.close()  # granted: what we freed is no longer ours to leave
+        self.cpu_turns.close()
         share = cpus.cpu_share(self.cpus_per_job, bool(gpu_leases), spec)
         grant = Grant(gpu_leases, cpu_leases, indices, share, port)
         self.own[job_id] = tuple(lease.path for lease in grant.holds)

@@ -62,11 +62,6 @@ def test_a_per_user_cap_holds_over_all_of_a_users_sweeps_started_at_once(shared_
     assert "house rules: 1 GPU per user" in status.stdout, status.stdout
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, not fixed yet: with every job released at its gate, the GPU alternated "
-    "for four job ends and then went to the same user three times in a row while the other "
-    "waited with its notice posted (seen: alice bob alice bob bob bob alice alice); the "
-    "earlier form of this test, with 1.5 s jobs, passed by timing and failed on a busy box"))
 def test_two_users_on_one_gpu_take_turns_job_by_job(shared_box):
     alice, bob = shared_box
     one_card = {**TWO_CPUS, "include_gpus": [0]}

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,85 @@ def test_placers_of_two_sweeps_take_turns(lab, lock_dir, monkeypatch):
     first.close()
     later.close()
     assert fairshare.waiters(lock_dir) == []
+
+
+def test_two_sweeps_that_freed_one_gpu_in_turn_never_give_it_way_to_each_other(
+        lab, lock_dir, monkeypatch):
+    # Seen with two users on one GPU: b's window from its last job's end was still open when
+    # a, which had taken that GPU and freed it since, gave it way to b; b then gave it back
+    # way to a's fresh wait, and the GPU stood idle for YIELD_S, a strike against a's user.
+    monkeypatch.setattr(fairshare, "NOTICE_AFTER_S", 0.0)
+    res = Resources(gpus_per_job=1, include_gpus=(0,), cpu_budget=4, cpus_per_job=1)
+    a, b = Placer("a-1", res.needs()), Placer("b-1", res.needs())
+    a1 = a.grant("a1", {})
+    assert isinstance(a1, Grant)
+    assert "need 1 GPU, 0 free" in b.grant("b1", {})
+    a1.release()
+    a.released("a1")
+    assert "leaving a freed GPU to sweep b-1" in a.grant("a2", {})
+    b1 = b.grant("b1", {})
+    assert isinstance(b1, Grant)
+    b1.release()
+    b.released("b1")  # b's window opens, but a looks first and takes the GPU
+    a2 = a.grant("a2", {})
+    assert isinstance(a2, Grant)
+    assert "need 1 GPU, 0 free" in b.grant("b2", {})  # b waits, its window still open
+    a2.release()
+    a.released("a2")
+    assert "leaving a freed GPU to sweep b-1" in a.grant("a3", {})
+    # b's window is still open (within YIELD_S of b1's end), but a's wait began after it:
+    # b takes its turn instead of leaving the GPU back to a.
+    b2 = b.grant("b2", {})
+    assert isinstance(b2, Grant)
+    b2.release()
+    a.close()
+    b.close()
+
+
+def test_a_window_closes_once_anybody_holds_what_was_freed(lab, lock_dir, monkeypatch):
+    monkeypatch.setattr(fairshare, "NOTICE_AFTER_S", 0.0)
+    res = Resources(gpus_per_job=1, include_gpus=(0,), cpu_budget=4, cpus_per_job=1)
+    first, later, third = (Placer(f"{name}-1", res.needs()) for name in ("first", "later",
+                                                                          "third"))
+    a1 = first.grant("a1", {})
+    assert "need 1 GPU, 0 free" in later.grant("b1", {})
+    a1.release()
+    first.released("a1")
+    assert "leaving a freed GPU to sweep later-1" in first.grant("a2", {})
+    c1 = third.grant("c1", {})  # a sweep that did not wait takes the GPU first
+    assert isinstance(c1, Grant)
+    assert "need 1 GPU, 0 free" in first.grant("a2", {})
+    assert not first.turns.window_open(time.monotonic())  # nothing of ours is left to leave
+    c1.release()
+    for placer in (first, later, third):
+        placer.close()
+
+
+def test_a_waiter_that_took_its_turn_is_trusted_again():
+    took = set()
+    turns = fairshare.Turns(took=lambda w: w.sweep in took)
+    for n in range(fairshare.PASS_LIMIT - 1):  # bob lets windows pass, one short of the limit
+        turns.freed(now=100.0 * n)
+        assert turns.rival([Waiter(f"b{n}", "bob", 0.0, 0)], 1, 100.0 * n) is not None
+        assert turns.rival([], 1, 100.0 * n + fairshare.YIELD_S) is None
+    turns.freed(now=1000.0)
+    assert turns.rival([Waiter("b", "bob", 0.0, 0)], 1, 1000.0).sweep == "b"
+    took.add("b")
+    turns.close()  # we were granted later: b holds what we freed, its turn counts
+    assert turns.strikes == {}
+    for n in range(fairshare.PASS_LIMIT - 1):  # so bob's next honest miss is not its last
+        turns.freed(now=2000.0 + 100 * n)
+        assert turns.rival([Waiter(f"c{n}", "bob", 0.0, 0)], 1, 2000.0 + 100 * n) is not None
+        assert turns.rival([], 1, 2000.0 + 100 * n + fairshare.YIELD_S) is None
+    turns.freed(now=3000.0)
+    assert turns.rival([Waiter("d", "bob", 0.0, 0)], 1, 3000.0).sweep == "d"
+
+
+def test_a_wait_that_began_after_we_freed_is_not_given_way_to():
+    turns = fairshare.Turns()
+    turns.freed(now=100.0, wall=5000.0)
+    assert turns.rival([Waiter("late", "bob", 5001.0, 0)], 0, now=100.5) is None
+    assert turns.rival([Waiter("early", "bob", 4999.0, 0)], 0, now=100.5).sweep == "early"
 
 
 def test_a_posted_notice_is_read_by_others_and_gone_once_withdrawn(lock_dir):
