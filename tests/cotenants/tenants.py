@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
+import waiting
 import yaml
 
 from launcher.rundir.layout import SweepPaths
@@ -225,15 +225,8 @@ class Tenant:
 
 
 def wait_for(what: str, check, log: Path | None = None) -> Any:
-    """Return check()'s first true answer; fail, with the log if given, if none comes."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        answer = check()
-        if answer:
-            return answer
-        time.sleep(0.05)
-    said = log.read_text() if log is not None and log.exists() else ""
-    pytest.fail(f"waited {WAIT_S} s for {what}\n{said}")
+    """Return check()'s first true answer (tests/waiting.py), within WAIT_S."""
+    return waiting.wait_for(what, check, WAIT_S, log=log)
 
 
 def shared_overlaps(runs: list[dict]) -> list[tuple[dict, dict]]:

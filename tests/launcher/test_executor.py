@@ -19,6 +19,7 @@ import pytest
 import yaml
 from rundirs import job_dir, job_ids, state_of, view_of
 from snapshots import NVML_FIXTURES as FIXTURES
+from waiting import wait_for
 
 from launcher.cli import main
 from launcher.commands import sweep as sweeping
@@ -65,17 +66,6 @@ def wait_ended(sweep_id: str, timeout_s: float = 60) -> views.SweepView:
         time.sleep(0.1)
     log = (SweepPaths.of(sweep_id).root / "supervisor.log").read_text()
     pytest.fail(f"sweep {sweep_id} did not end in {timeout_s} s:\n{log}")
-
-
-def wait_for(what: str, check, timeout_s: float = 30):
-    """Return check()'s first true value, polling; fail naming `what` after timeout_s."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def running(sweep_id: str) -> list[views.JobView]:

@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+import waiting
+
 from launcher.cli import main
 from launcher.rundir.layout import SweepPaths
 from launcher.rundir.sweepdir import read_specs
@@ -68,15 +71,8 @@ def states(sweep_dir: Path) -> dict[str, dict]:
 
 
 def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 0.2):
-    """Return predicate()'s first true value; AssertionError naming `what` after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
+    """Return predicate()'s first true value (tests/waiting.py), polling Slurm less often."""
+    return waiting.wait_for(what, predicate, timeout_s, poll_s)
 
 
 def wait_ended(sweep_dir: Path, timeout_s: float = 150) -> dict[str, dict]:
@@ -86,7 +82,7 @@ def wait_ended(sweep_dir: Path, timeout_s: float = 150) -> dict[str, dict]:
         return st if all(s.get("state") in ENDED for s in st.values()) else None
     try:
         return wait_for(ended, timeout_s, f"the jobs of {sweep_dir.name} to end")
-    except AssertionError:
+    except pytest.fail.Exception:
         folder = sweep_dir / "slurm"
         logs = sorted(folder.glob("*.err")) + sorted(folder.glob("*.out"))
         tails = "\n".join(f"{p.name}: {p.read_text()[-600:]}" for p in logs[-4:])
