@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from launcher.errors import UserError
-from launcher.machine import cpus, leases, nvml, ports
+from launcher.machine import cpus, leasedir, leases, nvml, ports
 
 TMPFILES = Path("/etc/tmpfiles.d/launch-leases.conf")
 
@@ -53,11 +53,11 @@ def _own(path: Path, mode: int) -> None:
 
 
 def make_protected(directory: Path, names: list[str],
-                   slots_per_gpu: int = leases.SLOTS_PER_GPU) -> tuple[int, int]:
+                   slots_per_gpu: int = leasedir.SLOTS_PER_GPU) -> tuple[int, int]:
     """Make directory, its shared folders and every slot file root's; return (made, fixed)."""
     directory.mkdir(parents=True, exist_ok=True)
     _own(directory, 0o755)
-    for shared in (leases.META_DIR, leases.SWEEPS_DIR):
+    for shared in (leasedir.META_DIR, leasedir.SWEEPS_DIR):
         (directory / shared).mkdir(exist_ok=True)
         _own(directory / shared, 0o1777)
     made = fixed = 0
@@ -77,8 +77,8 @@ def make_protected(directory: Path, names: list[str],
         elif st.st_uid != 0:
             fixed += 1  # a user made it: a running job's lease on it stays held
         _own(path, 0o444)
-    record = directory / leases.SETUP_RECORD
-    tmp = directory / f".{leases.SETUP_RECORD}.tmp"
+    record = directory / leasedir.SETUP_RECORD
+    tmp = directory / f".{leasedir.SETUP_RECORD}.tmp"
     tmp.write_text(json.dumps({"time": time.time(), "host": socket.gethostname(),
                                "files": len(names), "slots_per_gpu": slots_per_gpu}) + "\n")
     os.chmod(tmp, 0o444)
@@ -90,22 +90,22 @@ def tmpfiles_text(directory: Path, names: list[str]) -> str:
     """Return the systemd-tmpfiles lines that make the directory again at boot."""
     lines = ["# Written by `launch setup`: the lease directory, made again at boot.",
              f"d {directory} 0755 root root -",
-             f"d {directory / leases.META_DIR} 1777 root root -",
-             f"d {directory / leases.SWEEPS_DIR} 1777 root root -",
-             f"f {directory / leases.SETUP_RECORD} 0444 root root -"]
+             f"d {directory / leasedir.META_DIR} 1777 root root -",
+             f"d {directory / leasedir.SWEEPS_DIR} 1777 root root -",
+             f"f {directory / leasedir.SETUP_RECORD} 0444 root root -"]
     lines += [f"f {directory / name} 0444 root root -" for name in names]
     return "\n".join(lines) + "\n"
 
 
 def run_setup(directory: str | None, slots_per_gpu: int | None, tmpfiles: str | None) -> int:
     """Return the exit code of `launch setup`: make the lease directory protected."""
-    slots_per_gpu = leases.SLOTS_PER_GPU if slots_per_gpu is None else slots_per_gpu
+    slots_per_gpu = leasedir.SLOTS_PER_GPU if slots_per_gpu is None else slots_per_gpu
     if os.geteuid() != 0:
         raise UserError("launch setup makes the lease directory root's: run it as root "
                         "(sudo launch setup)")
     if not 1 <= slots_per_gpu <= 256:
         raise UserError(f"--slots-per-gpu takes 1 to 256, not {slots_per_gpu}")
-    path = Path(directory or os.environ.get("LAUNCH_LOCK_DIR") or leases.DEFAULT_LOCK_DIR)
+    path = Path(directory or os.environ.get("LAUNCH_LOCK_DIR") or leasedir.DEFAULT_LOCK_DIR)
     try:
         snapshot = nvml.query()
     except nvml.NvmlUnavailable as err:

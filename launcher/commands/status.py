@@ -15,7 +15,8 @@ from launcher.machine import nvml
 from launcher.machine.cpus import cpu_use
 from launcher.machine.holders import HeldLocks
 from launcher.machine.house import rules_path
-from launcher.machine.leases import lock_dir, protected, read_gpu_leases
+from launcher.machine.leasedir import lock_dir, protected
+from launcher.machine.leases import read_gpu_leases
 from launcher.machine.nvml import Snapshot
 from launcher.machine.users import current_user
 from launcher.rundir.index import known_sweeps

@@ -34,7 +34,7 @@ from launcher.config.yamlsource import CMDLINE, SourceMap, SweepFileError, read_
 from launcher.machine.cpus import default_cpu_budget
 from launcher.machine.feasible import Needs
 from launcher.machine.gpus import GpuPolicy
-from launcher.machine.leases import SLOTS_PER_GPU
+from launcher.machine.leasedir import SLOTS_PER_GPU
 from launcher.machine.memory import DEFAULT_MARGIN
 from launcher.rundir.layout import NAME_CHARS
 

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
 
-from launcher.machine import foreign, holders, leases
+from launcher.machine import foreign, holders, leasedir, leases
 
 
 def usable_cpus() -> int:
@@ -78,7 +78,7 @@ def acquire_cpus(
     budget = min(budget, machine_cpus())
     if not 1 <= count <= budget:
         return None
-    lock_dir = lock_dir or leases.lock_dir()
+    lock_dir = lock_dir or leasedir.lock_dir()
     held: list[leases.Lease] = []
     try:
         for n in range(budget):
@@ -131,7 +131,7 @@ def _count(lock_dir: Path, names: list[str], locks: holders.HeldLocks | None) ->
 
 def cpu_use(lock_dir: Path | None = None, locks: holders.HeldLocks | None = None) -> CpuUse:
     """Return how many CPU tokens are held now on this machine, and by which users."""
-    lock_dir = lock_dir or leases.lock_dir(create=False)
+    lock_dir = lock_dir or leasedir.lock_dir(create=False)
     try:
         names = [n for n in os.listdir(lock_dir) if n.startswith("cpu.")]
     except OSError:
@@ -141,6 +141,6 @@ def cpu_use(lock_dir: Path | None = None, locks: holders.HeldLocks | None = None
 
 def cpus_in_use(budget: int, lock_dir: Path | None = None) -> CpuUse:
     """Return who holds the first `budget` CPU tokens now (the ones a sweep draws on)."""
-    lock_dir = lock_dir or leases.lock_dir()
+    lock_dir = lock_dir or leasedir.lock_dir()
     budget = min(budget, machine_cpus())
     return _count(lock_dir, [token_path(lock_dir, n).name for n in range(budget)], None)

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from launcher.machine import foreign, holders, leases
+from launcher.machine import foreign, holders, leasedir
 
 PREFIX = "wait."
 NOTICE_AFTER_S = 1.0  # a sweep posts its notice once it has waited this long
@@ -212,7 +212,7 @@ class Notice:
         """Say that we wait for `wants`, holding `holding` GPUs and `cpus` CPU tokens; a new
         wait starts a new `since`."""
         if self.fd is None:
-            self.fd = leases.own_locked_file(self.lock_dir, self.name)  # None: try later
+            self.fd = leasedir.own_locked_file(self.lock_dir, self.name)  # None: try later
             if self.fd is None:
                 return  # a notice is advice: a bad file must not stop the sweep
             self.said = {"sweep": self.sweep_id, "since": time.time()}
@@ -227,7 +227,7 @@ class Notice:
         """End the wait: remove the file while still holding it, so no reader sees it free."""
         if self.fd is None:
             return
-        folder = leases.own_folder(self.lock_dir)
+        folder = leasedir.own_folder(self.lock_dir)
         if folder is not None:
             try:
                 os.unlink(folder / self.name)

@@ -11,7 +11,7 @@ import socket
 from typing import NamedTuple
 
 from launcher.errors import UserError
-from launcher.machine import cpus, gpus, leases, memory, nvml
+from launcher.machine import cpus, gpus, leasedir, memory, nvml
 
 
 class Needs(NamedTuple):
@@ -39,7 +39,7 @@ def check_devices(needs: Needs) -> str | None:
     """Return a note when jobs will run on the CPU for want of GPUs; raise if they cannot."""
     if needs.gpus == 0:
         return None
-    room = leases.slots_per_gpu(leases.lock_dir(create=False))
+    room = leasedir.slots_per_gpu(leasedir.lock_dir(create=False))
     if room is not None and needs.policy.jobs_per_gpu > room and \
             not needs.policy.pack_by_memory:  # auto takes the slots there are
         raise UserError(f"resources.jobs_per_gpu is {needs.policy.jobs_per_gpu}, but this "

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from launcher.machine import foreign
 
-META_DIR = "meta"  # leases.META_DIR (leases imports this module)
+META_DIR = "meta"  # leasedir.META_DIR (leasedir imports this module)
 
 
 class SlotState(NamedTuple):

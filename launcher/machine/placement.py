@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.machine import cpus, fairshare, gpus, holders, house, leases, memory, nvml, ports
+from launcher.machine import (
+    cpus,
+    fairshare,
+    gpus,
+    holders,
+    house,
+    leasedir,
+    leases,
+    memory,
+    nvml,
+    ports,
+)
 from launcher.machine.feasible import Needs, check_devices
 from launcher.machine.users import current_user
 
@@ -104,8 +115,8 @@ class Placer:
         self.cpu_budget = min(needs.cpu_budget, cpus.machine_cpus())  # a plan made elsewhere
         self.cpus_per_job = min(needs.cpus, self.cpu_budget)
         self.want = needs.gpus
-        self.lock_dir = leases.lock_dir()
-        self.policy = memory.fit_slots(needs.policy, leases.slots_per_gpu(self.lock_dir))
+        self.lock_dir = leasedir.lock_dir()
+        self.policy = memory.fit_slots(needs.policy, leasedir.slots_per_gpu(self.lock_dir))
         self.policy_now = self.policy  # with the GPUs the house rules reserve now
         self.snapshots: list[nvml.Snapshot] = []
         self.looked_at = 0.0

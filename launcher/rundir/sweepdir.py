@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from launcher.errors import UserError
 from launcher.machine import foreign
-from launcher.machine.leases import claim_sweep_id
+from launcher.machine.leasedir import claim_sweep_id
 from launcher.machine.users import current_user
 from launcher.rundir.layout import JOB_ID_CHARS, NAME_CHARS, JobPaths, SweepPaths, runs_dir
 from launcher.rundir.store import atomic_write_json, read_json, read_jsonl

@@ -18,7 +18,7 @@ import textwrap
 import pytest
 from tenants import setup_leases, shared_overlaps, wait_for
 
-from launcher.machine import fairshare, leases
+from launcher.machine import fairshare, leasedir, leases
 from launcher.machine.cpus import machine_cpus
 
 pytestmark = pytest.mark.skipif(machine_cpus() < 2, reason="two users' jobs side by side "
@@ -151,8 +151,8 @@ def test_files_a_cotenant_plants_cost_a_gpu_and_never_a_supervisor_or_a_status(s
     # GPU UUIDs are public.
     plant = bob.sh(textwrap.dedent(f"""
         set -e
-        mkdir -m 1777 {lock_dir} {lock_dir}/{leases.META_DIR}
-        mkdir {lock_dir}/{leases.META_DIR}/{bob.uid}
+        mkdir -m 1777 {lock_dir} {lock_dir}/{leasedir.META_DIR}
+        mkdir {lock_dir}/{leasedir.META_DIR}/{bob.uid}
         echo '{{"jobs_per_gpu": "zzz"}}' > {leases.card_path(lock_dir, UUIDS[0])}
         chmod 600 {leases.card_path(lock_dir, UUIDS[0])}
         mkfifo {leases.card_path(lock_dir, UUIDS[1])}
@@ -161,7 +161,7 @@ def test_files_a_cotenant_plants_cost_a_gpu_and_never_a_supervisor_or_a_status(s
     """))
     assert plant.returncode == 0, plant.stderr
     # ... holds GPU 2 as an exclusive job would, saying anything, in escape codes too ...
-    meta = lock_dir / leases.META_DIR / str(bob.uid)
+    meta = lock_dir / leasedir.META_DIR / str(bob.uid)
     said = json.dumps({"user": ["x"], "job": 5, "sweep": f"s{ESCAPES}", "pid": -1,
                        "start": "yesterday", "host": ESCAPES, "jobs_per_gpu": "zzz"})
     notice = json.dumps({"sweep": "fake", "since": "x", "holding": "x", "wants": "all"})
@@ -217,7 +217,7 @@ def test_a_cotenants_notices_cannot_pass_as_anothers_nor_delay_a_sweep_for_long(
     first = bob.start(bob.sweep_file("first", {"seed": [0]}, ONE_GPU_ONE_CPU))
     bob.wait_ended(first)
     lock_dir = bob.lock_dir
-    meta = lock_dir / leases.META_DIR
+    meta = lock_dir / leasedir.META_DIR
     # Bob squats the folder that Alice's uid names, and writes notices there and in his own
     # folder claiming to be hers; each one valid in form, waiting for GPUs, holding none.
     squat = bob.sh(f"mkdir -m 755 {meta}/{alice.uid}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.machine import cpus, gpus, holders, leases, nvml
+from launcher.machine import cpus, gpus, holders, leasedir, leases, nvml
 from launcher.machine.users import current_user
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvml"
@@ -27,7 +27,7 @@ ME = current_user()
 @pytest.fixture
 def lock_dir(lock_dir) -> Path:
     """The shared fixture's lease directory, made (mode 1777) as a supervisor makes it."""
-    return leases.lock_dir()
+    return leasedir.lock_dir()
 
 
 def held(lock_dir: Path, name: str) -> holders.SlotState:
@@ -39,7 +39,7 @@ def test_lock_dir_is_1777_whatever_the_umask_and_slot_files_are_never_written(tm
     monkeypatch.setenv("LAUNCH_LOCK_DIR", str(tmp_path / "d"))
     old = os.umask(0o077)
     try:
-        path = leases.lock_dir()
+        path = leasedir.lock_dir()
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.lstat(path).st_mode) == 0o1777
@@ -148,8 +148,8 @@ def test_symlinked_lock_dir_is_refused(tmp_path, monkeypatch):
     (tmp_path / "elsewhere").mkdir()
     os.symlink(tmp_path / "elsewhere", tmp_path / "linked")
     monkeypatch.setenv("LAUNCH_LOCK_DIR", str(tmp_path / "linked"))
-    with pytest.raises(leases.LeaseError, match="not a plain directory"):
-        leases.lock_dir()
+    with pytest.raises(leasedir.LeaseError, match="not a plain directory"):
+        leasedir.lock_dir()
 
 
 @pytest.mark.parametrize("said", [

@@ -34,7 +34,7 @@ from test_executor import (
 
 from launcher import contract
 from launcher.cli import main
-from launcher.machine import memory, nvml, ports
+from launcher.machine import leasedir, memory, nvml, ports
 from launcher.machine.gpus import GpuPolicy, pick_gpus
 from launcher.machine.leases import GpuLease
 from launcher.machine.users import current_user
@@ -496,9 +496,7 @@ def leases_try(directory: Path, port: int):
 
 
 def test_a_port_something_listens_on_is_passed_over(lock_dir, monkeypatch):
-    from launcher.machine import leases
-
-    lock_dir = leases.lock_dir()  # made, 1777, as a supervisor makes it
+    lock_dir = leasedir.lock_dir()  # made, 1777, as a supervisor makes it
     server = listening()
     taken = server.getsockname()[1]
     try:
@@ -519,12 +517,11 @@ def test_a_port_something_listens_on_is_passed_over(lock_dir, monkeypatch):
 @pytest.mark.skipif(os.geteuid() != 0, reason="launch setup runs as root")
 def test_port_leases_in_a_protected_directory_use_the_files_setup_made(lock_dir, monkeypatch):
     from launcher.commands import setup
-    from launcher.machine import leases
 
     monkeypatch.setenv(ports.PORTS_ENV, "40100-40103")
     names = [n for n in ports.slot_names() if n != "port.40100"]  # one the admin lacks
     setup.make_protected(lock_dir, names)
-    assert leases.protected(lock_dir)
+    assert leasedir.protected(lock_dir)
     lease = ports.acquire_port({"job": "a"}, lock_dir)
     if lease is None:
         pytest.skip("ports 40101-40103 are all in use on this machine")

@@ -11,7 +11,7 @@ from snapshots import NVML_FIXTURES
 
 from launcher.cli import main
 from launcher.commands import setup
-from launcher.machine import cpus, leases, nvml, ports
+from launcher.machine import cpus, leasedir, leases, nvml, ports
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="launch setup runs as root")
 
@@ -20,12 +20,12 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="launch setup runs as roo
 def test_setup_protects_the_directory_and_every_slot_and_is_idempotent(lock_dir, tmp_path,
                                                                        monkeypatch, capsys):
     monkeypatch.setenv(nvml.SNAPSHOT_ENV, str(NVML_FIXTURES / "mig.json"))
-    held = leases.try_lock_slot(leases.lock_dir() / "cpu.0", {"sweep": "before"})  # running
+    held = leases.try_lock_slot(leasedir.lock_dir() / "cpu.0", {"sweep": "before"})  # running
     os.mkfifo(lock_dir / "gpu.planted")
     tmpfiles = tmp_path / "launch.conf"
     assert main(["setup", "--slots-per-gpu", "2", "--tmpfiles", str(tmpfiles)]) == 0
     assert "protected" in capsys.readouterr().out
-    assert leases.protected(lock_dir)
+    assert leasedir.protected(lock_dir)
     st = os.lstat(lock_dir)
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
     for shared in ("meta", "sweeps"):
