@@ -31,6 +31,9 @@ way to again; after PASS_LIMIT such windows in a row its user's notices are igno
 one of them takes its turn. So a notice, true or fake, can delay a sweep by at most YIELD_S
 once per freed GPU, and a user whose notices never take anything by at most PASS_LIMIT
 windows in all.
+
+Waiter and Notice are a notice as read and as posted, Turns one window's decisions, and
+SweepTurns one sweep's side of it all, as its Placer (placement.py) uses it.
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from launcher.machine import foreign, holders, leasedir
+from launcher.machine import foreign, holders, house, leasedir
 
 PREFIX = "wait."
 NOTICE_AFTER_S = 1.0  # a sweep posts its notice once it has waited this long
@@ -235,3 +238,91 @@ class Notice:
                 pass
         os.close(self.fd)
         self.fd = None
+
+
+class SweepTurns:
+    """One sweep's side of the turns: its wait notice, its windows for GPUs and for CPUs, and
+    the slot files its last ended job gave back. `held()` says how many GPUs and CPU tokens
+    the sweep's running jobs hold (placement.Placer knows)."""
+
+    def __init__(self, lock_dir: Path, sweep_id: str, user: str,
+                 held: Callable[[], tuple[int, int]]) -> None:
+        self.lock_dir = Path(lock_dir)
+        self.sweep_id = sweep_id
+        self.held = held
+        self.notice = Notice(self.lock_dir, sweep_id, user)
+        self.windows = {GPUS: Turns(GPUS, lambda w: self._took(w, "gpu.")),
+                        CPUS: Turns(CPUS, lambda w: self._took(w, "cpu."))}
+        self.wait_since: float | None = None  # monotonic; None: not waiting
+        self.freed: tuple[Path, ...] = ()
+
+    def released(self, freed: Sequence[Path], gpus: bool, cpus: bool) -> None:
+        """Note what a job of ours gave back as it ended; a window opens for each kind of
+        which we now hold fewer."""
+        self.freed = tuple(freed)
+        now = time.monotonic()
+        for kind, fewer in ((GPUS, gpus), (CPUS, cpus)):
+            if fewer:
+                self.windows[kind].freed(now)
+
+    def freed_holders(self, prefix: str) -> list[dict]:
+        """Return the lease metadata of whoever holds a slot file our last job gave back."""
+        names = [p.name for p in self.freed if p.name.startswith(prefix)]
+        return [slot.meta for slot in holders.read_slots(self.lock_dir, names) if slot.held]
+
+    def _took(self, waiter: Waiter, prefix: str) -> bool:
+        """Return whether the waiter's sweep now holds a slot file our last job gave back."""
+        return any(meta.get("sweep") == waiter.sweep and meta.get("user") == waiter.user
+                   for meta in self.freed_holders(prefix))
+
+    def waits(self, wants: str) -> None:
+        """Post our wait notice once the wait has lasted a moment; most end within one job."""
+        now = time.monotonic()
+        if self.wait_since is None:
+            self.wait_since = now
+        if now - self.wait_since >= NOTICE_AFTER_S:
+            self.notice.post(*self.held(), wants)
+
+    def done_waiting(self) -> None:
+        self.wait_since = None
+        self.notice.withdraw()
+
+    def granted(self) -> None:
+        """A job of ours got what it needs: the wait is over, and what we freed is not ours
+        to leave any more."""
+        self.done_waiting()
+        for turns in self.windows.values():
+            turns.close()
+
+    def rival(self, kind: str, holding: int) -> Waiter | None:
+        """Return the sweep to leave what we just freed of `kind` to, or None to take it."""
+        turns = self.windows[kind]
+        now = time.monotonic()
+        if not turns.window_open(now):
+            return None  # the common case costs no look at the lease directory
+        if self.freed_holders("cpu." if kind == CPUS else "gpu."):
+            turns.close()  # what we freed is held again, by the waiter or whoever came first
+            return None
+        waiting = waiters(self.lock_dir, but=self.sweep_id)
+        me = os.getuid()
+        totals: dict[int, house.Held] = {}
+        if any(w.uid is not None and w.uid != me for w in waiting):
+            # Between users, a user's GPUs over all their sweeps count (machine/house.py).
+            locks = holders.HeldLocks()
+            for uid in {w.uid for w in waiting if w.uid is not None} | {me}:
+                totals[uid] = house.held_by(self.lock_dir, uid, locks)
+
+        def user_held(uid: int) -> int:
+            held = totals.get(uid, house.Held(0, 0))
+            return held.cpus if kind == CPUS else held.gpus
+
+        rival = turns.rival(waiting, holding, now, user_held if totals else None, me)
+        if rival is not None:
+            # We still want what we leave, so we wait from now on, and say so at once: when
+            # the rival's job ends, it leaves the GPU back to us (a rival only gives way
+            # after freeing something itself, so our notice never makes it leave this one).
+            # Posted a poll later, the notice could come after a short job of the rival's
+            # had ended and been followed by its next.
+            self.wait_since = now - NOTICE_AFTER_S
+            self.waits(kind)
+        return rival

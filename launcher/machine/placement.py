@@ -19,7 +19,6 @@ from launcher.machine import (
     cpus,
     fairshare,
     gpus,
-    holders,
     house,
     leasedir,
     leases,
@@ -126,12 +125,8 @@ class Placer:
         self.reason_policy: gpus.GpuPolicy | None = None  # the policy the reason is for
         if self.want and check_devices(needs):
             self.want = 0  # no driver and device: auto -> run on the CPU
-        self.notice = fairshare.Notice(self.lock_dir, sweep_id, self.user)
-        self.turns = fairshare.Turns(fairshare.GPUS, self.took_gpus)
-        self.cpu_turns = fairshare.Turns(fairshare.CPUS, self.took_cpus)
-        self.wait_since: float | None = None  # monotonic; None: not waiting
+        self.turns = fairshare.SweepTurns(self.lock_dir, sweep_id, self.user, self.held)
         self.own: dict[str, tuple[Path, ...]] = {}  # job -> slot files its leases are on
-        self.freed: tuple[Path, ...] = ()  # the slot files our last ended job gave back
         self.unusable: dict[str, str] = {}  # GPU uuid -> why its lease files are no leases
 
     def refresh(self) -> None:
@@ -195,7 +190,7 @@ class Placer:
 
     def close(self) -> None:
         """Withdraw our wait notice: the sweep has nothing left to place."""
-        self.notice.withdraw()
+        self.turns.done_waiting()
 
     def owned_slots(self) -> set[Path]:
         """Return the slot files our running jobs hold: certain to be taken, never tried."""
@@ -210,86 +205,26 @@ class Placer:
         """Return how many CPU tokens our running jobs hold."""
         return sum(1 for p in self.owned_slots() if p.name.startswith("cpu."))
 
+    def held(self) -> tuple[int, int]:
+        """Return (GPUs, CPU tokens) our running jobs hold: what our wait notice says."""
+        return self.gpus_held(), self.cpus_held()
+
     def released(self, job_id: str) -> None:
         """Note that a job's leases are gone (it ended); what it freed opens a turn."""
-        gpus_before, cpus_before = self.gpus_held(), self.cpus_held()
-        self.freed = self.own.pop(job_id, ())
-        now = time.monotonic()
-        if self.gpus_held() < gpus_before:
-            self.turns.freed(now)
-        if self.cpus_held() < cpus_before:
-            self.cpu_turns.freed(now)
-
-    def freed_holders(self, prefix: str) -> list[dict]:
-        """Return the lease metadata of whoever holds a slot file our last job gave back."""
-        names = [p.name for p in self.freed if p.name.startswith(prefix)]
-        return [slot.meta for slot in holders.read_slots(self.lock_dir, names) if slot.held]
-
-    def _took(self, waiter: fairshare.Waiter, prefix: str) -> bool:
-        """Return whether the waiter's sweep now holds a slot file our last job gave back."""
-        return any(meta.get("sweep") == waiter.sweep and meta.get("user") == waiter.user
-                   for meta in self.freed_holders(prefix))
-
-    def took_gpus(self, waiter: fairshare.Waiter) -> bool:
-        return self._took(waiter, "gpu.")
-
-    def took_cpus(self, waiter: fairshare.Waiter) -> bool:
-        return self._took(waiter, "cpu.")
-
-    def waits(self, wants: str) -> None:
-        """Post our wait notice once the wait has lasted a moment; most end within one job."""
-        now = time.monotonic()
-        if self.wait_since is None:
-            self.wait_since = now
-        if now - self.wait_since >= fairshare.NOTICE_AFTER_S:
-            self.notice.post(self.gpus_held(), self.cpus_held(), wants)
-
-    def done_waiting(self) -> None:
-        self.wait_since = None
-        self.notice.withdraw()
-
-    def rival(self, turns: fairshare.Turns, holding: int) -> fairshare.Waiter | None:
-        """Return the sweep to leave what we just freed to (launcher/machine/fairshare.py)."""
-        now = time.monotonic()
-        if not turns.window_open(now):
-            return None  # the common case costs no look at the lease directory
-        if self.freed_holders("cpu." if turns.kind == fairshare.CPUS else "gpu."):
-            turns.close()  # what we freed is held again, by the waiter or whoever came first
-            return None
-        waiting = fairshare.waiters(self.lock_dir, but=self.sweep_id)
-        me = os.getuid()
-        totals: dict[int, house.Held] = {}
-        if any(w.uid is not None and w.uid != me for w in waiting):
-            # Between users, a user's GPUs over all their sweeps count (machine/house.py).
-            locks = holders.HeldLocks()
-            for uid in {w.uid for w in waiting if w.uid is not None} | {me}:
-                totals[uid] = house.held_by(self.lock_dir, uid, locks)
-        kind = turns.kind
-
-        def user_held(uid: int) -> int:
-            held = totals.get(uid, house.Held(0, 0))
-            return held.cpus if kind == fairshare.CPUS else held.gpus
-
-        rival = turns.rival(waiting, holding, now, user_held if totals else None, me)
-        if rival is not None:
-            # We still want what we leave, so we wait from now on, and say so at once: when
-            # the rival's job ends, it leaves the GPU back to us (a rival only gives way
-            # after freeing something itself, so our notice never makes it leave this one).
-            # Posted a poll later, the notice could come after a short job of the rival's
-            # had ended and been followed by its next.
-            self.wait_since = now - fairshare.NOTICE_AFTER_S
-            self.waits(turns.kind)
-        return rival
+        gpus_before, cpus_before = self.held()
+        freed = self.own.pop(job_id, ())
+        gpus_after, cpus_after = self.held()
+        self.turns.released(freed, gpus_after < gpus_before, cpus_after < cpus_before)
 
     def try_grant(self, job_id: str, spec: Mapping[str, Any],
                   need: memory.Need | None = None) -> Grant | str:
         """Return a grant under the house rules in force now (machine/house.py), or why not."""
         caps = self.house() if self.house is not None else house.NO_RULES
         if isinstance(caps, str):
-            self.done_waiting()
+            self.turns.done_waiting()
             return f"the house rules file is broken, so no job starts until it is fixed: {caps}"
         if caps.drain:
-            self.done_waiting()
+            self.turns.done_waiting()
             return f"the box is draining{caps.source('drain')}: no new job starts"
         budget = self.cpu_budget
         if caps.cpu_budget is not None:
@@ -310,7 +245,7 @@ class Placer:
             held = house.held_by(self.lock_dir, os.getuid())
             why = house.cap_reason(caps, held, self.want, self.cpus_per_job)
             if why:
-                self.done_waiting()  # our own cap: nobody should give way to us
+                self.turns.done_waiting()  # our own cap: nobody should give way to us
                 return why
             grant = self.take(job_id, spec, budget, need)
             if isinstance(grant, Grant) and any(lease.meta_fd is None for lease in grant.holds):
@@ -334,7 +269,7 @@ class Placer:
         indices: tuple[int, ...] = ()
         ours = self.owned_slots()
         if self.want:
-            rival = self.rival(self.turns, self.gpus_held())
+            rival = self.turns.rival(fairshare.GPUS, self.gpus_held())
             if rival is not None:
                 return (f"leaving a freed GPU to sweep {rival.sweep} of {rival.user}, which "
                         f"waits holding {rival.holding} (this sweep holds {self.gpus_held()})")
@@ -349,12 +284,12 @@ class Placer:
                                           meta, self.lock_dir, skip=ours,
                                           unusable=self.unusable)
             if got is None:
-                self.waits(fairshare.GPUS)
+                self.turns.waits(fairshare.GPUS)
                 return self.wait_reason(policy)
             gpu_leases = got
             by_uuid = {u.uuid: u.gpu_index for u in choice.candidates}
             indices = tuple(by_uuid[lease.key] for lease in got)
-        rival = self.rival(self.cpu_turns, self.cpus_held())
+        rival = self.turns.rival(fairshare.CPUS, self.cpus_held())
         cpu_leases = None if rival else cpus.acquire_cpus(self.cpus_per_job, budget, meta,
                                                           self.lock_dir, skip=ours)
         if cpu_leases is None:
@@ -363,7 +298,7 @@ class Placer:
             if rival:
                 return (f"leaving freed CPUs to sweep {rival.sweep} of {rival.user}, which "
                         f"waits holding {rival.cpus} (this sweep holds {self.cpus_held()})")
-            self.waits(fairshare.CPUS)
+            self.turns.waits(fairshare.CPUS)
             use = cpus.cpus_in_use(budget, self.lock_dir)
             budget = min(budget, cpus.machine_cpus())
             # Who holds them, as a GPU's reason names its users: "held by alice 2, bob 1".
@@ -376,9 +311,7 @@ class Placer:
                 lease.release()
             span = ports.port_range()
             return f"no free rendezvous port in {span[0]}-{span[-1]} (all leased or in use)"
-        self.done_waiting()
-        self.turns.close()  # granted: what we freed is no longer ours to leave
-        self.cpu_turns.close()
+        self.turns.granted()
         share = cpus.cpu_share(self.cpus_per_job, bool(gpu_leases), spec)
         grant = Grant(gpu_leases, cpu_leases, indices, share, port)
         self.own[job_id] = tuple(lease.path for lease in grant.holds)

@@ -174,7 +174,8 @@ def test_a_window_closes_once_anybody_holds_what_was_freed(lab, lock_dir, monkey
     c1 = third.grant("c1", {})  # a sweep that did not wait takes the GPU first
     assert isinstance(c1, Grant)
     assert "need 1 GPU, 0 free" in first.grant("a2", {})
-    assert not first.turns.window_open(time.monotonic())  # nothing of ours is left to leave
+    # Nothing of ours is left to leave.
+    assert not first.turns.windows[fairshare.GPUS].window_open(time.monotonic())
     c1.release()
     for placer in (first, later, third):
         placer.close()
