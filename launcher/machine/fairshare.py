@@ -128,10 +128,17 @@ class Turns:
         self.freed_at = now
         self.freed_wall = time.time() if wall is None else wall
 
-    def close(self) -> None:
-        """End the window: what we freed is held again (by anybody), or we were granted."""
+    def close(self, judge: bool = True) -> None:
+        """End the window: what we freed is held again (by anybody), or we were granted.
+
+        judge=False: somebody else holds it, so a waiter we gave way to that did not take it
+        came too late and let nothing pass; it is neither blamed nor forgiven.
+        """
         if self.freed_at is not None:
-            self._settle()
+            if judge or self.gave_way_to is None or self.took(self.gave_way_to):
+                self._settle()
+            else:
+                self.gave_way_to = None
             self.freed_at = None
 
     def _settle(self, wait_ended: bool = False) -> None:
@@ -255,6 +262,9 @@ class SweepTurns:
                         CPUS: Turns(CPUS, lambda w: self._took(w, "cpu."))}
         self.wait_since: float | None = None  # monotonic; None: not waiting
         self.freed: tuple[Path, ...] = ()
+        self.deferred_at: float | None = None  # monotonic: when this wait first let one ahead
+        self.deferred_to: Waiter | None = None
+        self.line_strikes: dict[str, int] = {}  # user -> waits let ahead that took nothing
 
     def released(self, freed: Sequence[Path], gpus: bool, cpus: bool) -> None:
         """Note what a job of ours gave back as it ended; a window opens for each kind of
@@ -291,8 +301,24 @@ class SweepTurns:
         """A job of ours got what it needs: the wait is over, and what we freed is not ours
         to leave any more."""
         self.done_waiting()
+        self.deferred_at = self.deferred_to = None
         for turns in self.windows.values():
             turns.close()
+
+    def user_totals(self, waiting: list[Waiter], kind: str) -> Callable[[int], int] | None:
+        """Return what each user of `waiting` and ours holds in all (by uid), read from the
+        users' own lease metadata (machine/house.py); None when only our own user waits."""
+        me = os.getuid()
+        if not any(w.uid is not None and w.uid != me for w in waiting):
+            return None
+        locks = holders.HeldLocks()
+        totals = {uid: house.held_by(self.lock_dir, uid, locks)
+                  for uid in {w.uid for w in waiting if w.uid is not None} | {me}}
+
+        def user_held(uid: int) -> int:
+            held = totals.get(uid, house.Held(0, 0))
+            return held.cpus if kind == CPUS else held.gpus
+        return user_held
 
     def rival(self, kind: str, holding: int) -> Waiter | None:
         """Return the sweep to leave what we just freed of `kind` to, or None to take it."""
@@ -301,22 +327,10 @@ class SweepTurns:
         if not turns.window_open(now):
             return None  # the common case costs no look at the lease directory
         if self.freed_holders("cpu." if kind == CPUS else "gpu."):
-            turns.close()  # what we freed is held again, by the waiter or whoever came first
+            turns.close(judge=False)  # held again, by the waiter or whoever came first
             return None
         waiting = waiters(self.lock_dir, but=self.sweep_id)
-        me = os.getuid()
-        totals: dict[int, house.Held] = {}
-        if any(w.uid is not None and w.uid != me for w in waiting):
-            # Between users, a user's GPUs over all their sweeps count (machine/house.py).
-            locks = holders.HeldLocks()
-            for uid in {w.uid for w in waiting if w.uid is not None} | {me}:
-                totals[uid] = house.held_by(self.lock_dir, uid, locks)
-
-        def user_held(uid: int) -> int:
-            held = totals.get(uid, house.Held(0, 0))
-            return held.cpus if kind == CPUS else held.gpus
-
-        rival = turns.rival(waiting, holding, now, user_held if totals else None, me)
+        rival = turns.rival(waiting, holding, now, self.user_totals(waiting, kind), os.getuid())
         if rival is not None:
             # We still want what we leave, so we wait from now on, and say so at once: when
             # the rival's job ends, it leaves the GPU back to us (a rival only gives way
@@ -326,3 +340,43 @@ class SweepTurns:
             self.wait_since = now - NOTICE_AFTER_S
             self.waits(kind)
         return rival
+
+    def ahead(self, holding: int, taking: int) -> Waiter | None:
+        """Return a sweep to let take the `taking` GPUs we just got hold of first, or None to
+        keep them.
+
+        For GPUs that came free without a job of ours freeing them (another user's sweep
+        ended, or a job of another tool did): a waiting sweep goes first if its user holds
+        fewer GPUs in all than ours, or, of the same standing by user, the sweep holds fewer
+        than ours. Equals do not: first come, first served (the order of waits would not do,
+        as a sweep that gives a GPU way waits from then on, and would be let go first with
+        the GPU it gives away). Not while our own window is open: then `rival` decides. One
+        wait of ours lets others go first for at most YIELD_S in all, and a user whose waits
+        let that pass without taking anything PASS_LIMIT times is not let ahead again.
+        """
+        now = time.monotonic()
+        if self.windows[GPUS].freed_at is not None:
+            return None
+        if self.deferred_at is not None and now - self.deferred_at >= YIELD_S:
+            passed, self.deferred_to = self.deferred_to, None
+            if passed is not None and (passed.sweep, passed.since) in {
+                    (w.sweep, w.since) for w in waiters(self.lock_dir, but=self.sweep_id)}:
+                self.line_strikes[passed.user] = self.line_strikes.get(passed.user, 0) + 1
+            return None
+        waiting = [w for w in waiters(self.lock_dir, but=self.sweep_id) if w.wants == GPUS
+                   and self.line_strikes.get(w.user, 0) < PASS_LIMIT]
+        if not waiting:
+            return None
+        user_held = self.user_totals(waiting, GPUS) or (lambda uid: 0)
+        me = os.getuid()
+
+        def standing(w: Waiter) -> tuple[int, int]:
+            return user_held(w.uid if w.uid is not None else me), w.held(GPUS)
+
+        first = min(waiting, key=lambda w: (standing(w), w.since))
+        # Our user's total counts the leases we just took; the line is as it was before.
+        if standing(first) >= (max(user_held(me) - taking, 0), holding):
+            return None
+        self.deferred_at = self.deferred_at or now
+        self.deferred_to = first
+        return first

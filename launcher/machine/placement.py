@@ -283,6 +283,14 @@ class Placer:
                 got = leases.acquire_gpus(choice.uuids, self.want, policy.jobs_per_gpu,
                                           meta, self.lock_dir, skip=ours,
                                           unusable=self.unusable)
+            ahead = self.turns.ahead(self.gpus_held(), len(got)) if got is not None else None
+            if ahead is not None:
+                for lease in got:
+                    lease.release()
+                self.turns.waits(fairshare.GPUS)
+                return (f"leaving a free GPU to sweep {ahead.sweep} of {ahead.user}, first in "
+                        f"line: it waits holding {ahead.holding} (this sweep holds "
+                        f"{self.gpus_held()})")
             if got is None:
                 self.turns.waits(fairshare.GPUS)
                 return self.wait_reason(policy)

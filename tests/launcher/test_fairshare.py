@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from launcher.config.sweepfile import Resources
-from launcher.machine import fairshare
+from launcher.machine import fairshare, leases
 from launcher.machine.fairshare import Waiter
 from launcher.machine.placement import Grant, Placer
 from launcher.machine.users import current_user
@@ -164,21 +164,70 @@ def test_two_sweeps_that_freed_one_gpu_in_turn_never_give_it_way_to_each_other(
 def test_a_window_closes_once_anybody_holds_what_was_freed(lab, lock_dir, monkeypatch):
     monkeypatch.setattr(fairshare, "NOTICE_AFTER_S", 0.0)
     res = Resources(gpus_per_job=1, include_gpus=(0,), cpu_budget=4, cpus_per_job=1)
-    first, later, third = (Placer(f"{name}-1", res.needs()) for name in ("first", "later",
-                                                                          "third"))
+    first, later = Placer("first-1", res.needs()), Placer("later-1", res.needs())
     a1 = first.grant("a1", {})
     assert "need 1 GPU, 0 free" in later.grant("b1", {})
     a1.release()
     first.released("a1")
     assert "leaving a freed GPU to sweep later-1" in first.grant("a2", {})
-    c1 = third.grant("c1", {})  # a sweep that did not wait takes the GPU first
-    assert isinstance(c1, Grant)
+    # Another tool's job takes the GPU before the waiting sweep looks again.
+    other = [leases.try_lock_slot(path, {"sweep": "other-tool"})
+             for path in first.turns.freed if path.name.startswith("gpu.")]
     assert "need 1 GPU, 0 free" in first.grant("a2", {})
-    # Nothing of ours is left to leave.
-    assert not first.turns.windows[fairshare.GPUS].window_open(time.monotonic())
-    c1.release()
-    for placer in (first, later, third):
-        placer.close()
+    gpus = first.turns.windows[fairshare.GPUS]
+    assert not gpus.window_open(time.monotonic())  # nothing of ours is left to leave
+    assert gpus.strikes == {} and not gpus.passed_up  # the waiter came too late: no blame
+    for lease in other:
+        lease.release()
+    first.close()
+    later.close()
+
+
+def test_a_gpu_nobody_waiting_freed_goes_to_the_first_in_line(lab, lock_dir, monkeypatch):
+    # A sweep that ends its last job gives nothing way: it places nothing more. The GPU it
+    # leaves goes to the waiting sweep that holds the fewest, not to whoever looks first.
+    monkeypatch.setattr(fairshare, "NOTICE_AFTER_S", 0.0)
+    res = Resources(gpus_per_job=1, include_gpus=(0, 1), cpu_budget=4, cpus_per_job=1)
+    rich, poor, ending = (Placer(f"{name}-1", res.needs()) for name in ("rich", "poor",
+                                                                         "ending"))
+    r1, e1 = rich.grant("r1", {}), ending.grant("e1", {})
+    assert isinstance(r1, Grant) and isinstance(e1, Grant)
+    assert "need 1 GPU, 0 free" in poor.grant("p1", {})  # holding none, it waits
+    assert "need 1 GPU, 0 free" in rich.grant("r2", {})  # holding one, it waits too
+    e1.release()
+    ending.released("e1")
+    ending.close()  # its sweep is done
+    said = rich.grant("r2", {})  # the rich sweep looks first, and lets the poor one go
+    assert "leaving a free GPU to sweep poor-1" in said and "first in line" in said
+    p1 = poor.grant("p1", {})
+    assert isinstance(p1, Grant)
+    assert "need 1 GPU, 0 free" in rich.grant("r2", {})
+    p1.release()
+    poor.released("p1")
+    poor.close()
+    assert isinstance(rich.grant("r2", {}), Grant)  # nobody is ahead of it now
+    rich.close()
+
+
+def test_a_wait_lets_others_ahead_for_yield_s_at_most(lab, lock_dir, monkeypatch):
+    monkeypatch.setattr(fairshare, "NOTICE_AFTER_S", 0.0)
+    clock = [1000.0]
+    monkeypatch.setattr(fairshare.time, "monotonic", lambda: clock[0])
+    res = Resources(gpus_per_job=1, include_gpus=(0, 1), cpu_budget=4, cpus_per_job=1)
+    us = Placer("us-1", res.needs())
+    u1 = us.grant("u1", {})
+    assert isinstance(u1, Grant)
+    them = fairshare.Notice(lock_dir, "them-1", "x")
+    them.post(holding=0)  # a sweep that holds none, waits, and never takes anything
+    assert "first in line" in us.grant("u2", {})
+    clock[0] += fairshare.YIELD_S - 0.1
+    assert "first in line" in us.grant("u2", {})
+    clock[0] += 0.2
+    assert isinstance(us.grant("u2", {}), Grant)  # our wait let it ahead long enough
+    assert us.turns.line_strikes == {current_user(): 1}
+    u1.release()
+    us.close()
+    them.withdraw()
 
 
 def test_a_waiter_that_took_its_turn_is_trusted_again():
