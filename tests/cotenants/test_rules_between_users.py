@@ -100,3 +100,45 @@ def test_two_users_on_one_gpu_take_turns_job_by_job(shared_box):
         assert {j.state for j in tenant.wait_ended(sweep).jobs} == {"finished"}
     # The GPU went from one user to the other at every job's end.
     assert all(a != b for a, b in zip(order, order[1:], strict=False)), " ".join(order)
+
+
+def test_a_gpu_left_by_a_finished_sweep_goes_to_the_user_who_holds_fewer(shared_box):
+    # A sweep whose last job ends places nothing more, so it gives nothing way: the GPU it
+    # leaves goes to the waiting sweep first in line, whoever looks first.
+    alice, bob = shared_box
+    two_cards = {**TWO_CPUS, "include_gpus": [0, 1]}
+
+    def start(tenant, name: str, seeds: list[int]) -> tuple[str, object]:
+        gates = tenant.home / f"gates-{name}"  # a gate per job (fake_job.py)
+        gates.mkdir(mode=0o755)
+        os.chown(gates, tenant.uid, tenant.gid)
+        path = tenant.sweep_file(name, {"seed": seeds}, two_cards, seconds=0, gate=str(gates))
+        return tenant.start(path), gates
+
+    def running(tenant, sweep: str) -> list[str]:
+        return [j.job_id for j in tenant.view(sweep).jobs if j.state == "running"]
+
+    def noticed(sweep: str) -> bool:
+        return any(alice.lock_dir.glob(f"meta/*/wait.{sweep}"))
+
+    last, last_gates = start(bob, "last", [0])  # Bob's sweep of one job: it ends, and is done
+    (last_job,) = wait_for("Bob's one job running", lambda: running(bob, last))
+    hers, her_gates = start(alice, "hers", [0, 1, 2])
+    wait_for("Alice's first job running and her next waiting",
+             lambda: running(alice, hers) and noticed(hers))
+    his, his_gates = start(bob, "his", [0, 1])
+    wait_for("Bob's second sweep waiting", lambda: noticed(his))
+    # Alice holds one GPU, Bob, once his one job ends, none: the GPU it leaves is Bob's turn.
+    (last_gates / last_job).touch()
+
+    def taken() -> str | None:
+        if running(bob, his):
+            return "bob"
+        return "alice" if len(running(alice, hers)) == 2 else None
+
+    assert wait_for("the GPU of Bob's ended job taken again", taken) == "bob"
+    for tenant, sweep, gates in ((alice, hers, her_gates), (bob, his, his_gates)):
+        for job in tenant.view(sweep).jobs:
+            (gates / job.job_id).touch()
+    for tenant, sweep in ((alice, hers), (bob, his), (bob, last)):
+        assert {j.state for j in tenant.wait_ended(sweep).jobs} == {"finished"}
