@@ -95,6 +95,11 @@ class Job:
     oom_at_step: int | None = None  # TEST_OOM_ENV
     stepping: bool = False  # in optimizer.step(): the weights may be half updated
 
+    def may_run_out_of_memory(self) -> bool:
+        """Return whether a step can raise torch.OutOfMemoryError: on CUDA (the CPU's
+        allocator raises other errors), or when TEST_OOM_ENV asks for one."""
+        return self.device.type == "cuda" or self.oom_at_step is not None
+
 
 @dataclass
 class Progress:
@@ -224,8 +229,11 @@ def _train_epoch(job: Job, p: Progress, stop: dict, out_dir: Path, log) -> None:
                              epochs=spec["epochs"], batches=job.batches_per_epoch, batch=p.batch,
                              seen=p.seen, log=log, elapsed_s=p.elapsed_s,
                              scalars=job.board.add if job.board else None)
+    # What a checkpoint of the last finished step holds, taken before each step where a step
+    # can run out of memory: 65 us a batch on the CPU, where none can (bench/train_overhead.py).
+    oom = job.may_run_out_of_memory()
     for x, y in loader.batches(order, params, spec["batch_size"], p.batch, generator=gen):
-        before = _random_state(job)  # what a checkpoint of the last finished step holds
+        before = _random_state(job) if oom else None
         failed = None
         try:
             loss, out = _step(job, x, y, p.step)
@@ -304,7 +312,8 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _out_of_memory(job: Job, p: Progress, out_dir: Path, before: dict, what: str) -> None:
+def _out_of_memory(job: Job, p: Progress, out_dir: Path, before: dict | None,
+                   what: str) -> None:
     """Write the checkpoint of the last finished step and raise OutOfMemory.
 
     A step that failed before the optimizer touched the weights left them as the last step
@@ -316,6 +325,8 @@ def _out_of_memory(job: Job, p: Progress, out_dir: Path, before: dict, what: str
         torch.cuda.empty_cache()  # what the failed step held, for the checkpoint's copies
     if job.stepping:
         raise OutOfMemory(f"{what}; in the optimizer's step, so the last checkpoint stays")
+    if before is None:  # not foreseen (Job.may_run_out_of_memory): no state to resume from
+        raise OutOfMemory(f"{what}; the last checkpoint stays")
     _save(job, p, out_dir, before)
     raise OutOfMemory(f"{what}; checkpoint at epoch {p.epoch + 1} batch {p.batch} "
                       f"(step {p.step}) written")
