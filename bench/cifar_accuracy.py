@@ -14,6 +14,10 @@ a number.
     it learns (train loss below ln 10, test accuracy three standard errors above chance).
     --points all runs every point of the file instead, its variants (repeat, grad_noise,
     stochastic_depth) included.
+(c) --recipe-epochs N: the chosen points with the file's own schedule, unsqueezed (its 22
+    epochs, the one-cycle warm-up over the first 21%, its 10% validation split), on --subset
+    training images, stopped once N epochs' metrics lines are written: what a user watching
+    the first epochs of a real sweep sees, epoch by epoch (train loss, validation accuracy).
 
 Needs CIFAR-10 (cifar-10-batches-py) under $LAUNCH_DATA (default ~/.cache/launch/data); without
 it prints "skipped" and exits 0.
@@ -21,6 +25,8 @@ it prints "skipped" and exits 0.
     OMP_NUM_THREADS=1 .venv/bin/python bench/cifar_accuracy.py [--part a|b|both]
         [--epochs 2] [--workers 2] [--subset 10000] [--test 2000] [--models alexnet,...]
         [--points all|0,5] [--override KEY=JSON ...]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/cifar_accuracy.py --part c --recipe-epochs 5
+        --points 1 [--subset 10000]
 """
 
 from __future__ import annotations
@@ -142,6 +148,38 @@ def run_job(spec: dict, out: Path, env: dict) -> dict:
             "wall_s": wall_s}
 
 
+def run_job_epochs(spec: dict, out: Path, env: dict, epochs: int) -> list[dict]:
+    """Returns the first `epochs` metrics lines of `python -m jobs` on spec, then stops it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f"{out.name}.json"
+    path.write_text(json.dumps(spec))
+    metrics = out / METRICS_FILE
+    with open(out.parent / f"{out.name}.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "jobs", str(path), "--out", str(out)],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        lines: list[dict] = []
+        try:
+            running = True
+            while running and len(lines) < epochs:
+                running = proc.poll() is None  # one more read after it ended
+                time.sleep(1 if running else 0)  # a bench, not a test: an epoch takes minutes
+                text = metrics.read_text() if metrics.exists() else ""
+                done = [json.loads(ln) for ln in text.splitlines() if ln.endswith("}")]
+                for line in done[len(lines):]:
+                    print(f"  epoch {line['epoch']}/{line['epochs']}: train_loss "
+                          f"{line['train_loss']:.3f} train_acc {line['train_accuracy']:.3f} "
+                          f"val_acc {line['val_accuracy']:.3f} lr {line.get('lr', 0):.5f} "
+                          f"{line['images_per_s']:.0f} images/s", flush=True)
+                lines = done
+        finally:
+            if len(lines) < spec["epochs"]:
+                proc.terminate()  # the rest of the schedule is not what this measures
+            proc.wait()  # or, run to its end, it tests and writes its result
+    if len(lines) < epochs:
+        raise SystemExit(f"job ended after {len(lines)} epochs: see {out.parent}/{out.name}.log")
+    return lines[:epochs]
+
+
 def job_env(workers: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), LAUNCH_NUM_WORKERS=str(workers))
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -219,9 +257,38 @@ def part_b(root: Path, args, tmp: Path) -> None:
               f"(train loss < ln 10, test accuracy > {chance:.3f})", flush=True)
 
 
+def part_c(root: Path, args, tmp: Path) -> None:
+    job = cifar_yaml_points()[0]
+    print(f"(c) configs/cifar.yaml's own schedule ({job['epochs']} epochs), its first "
+          f"{args.recipe_epochs} on {args.subset} training images", flush=True)
+    # The validation split is 10% of all 50,000 training images, whatever the subset.
+    chance = 0.1 + 3 * math.sqrt(0.1 * 0.9 / (job.get("val_size", 0.1) * 50000))
+    for i, point in enumerate(chosen_points(args)):
+        point = dict(point)
+        spec = {**job, **point, "data_root": str(root), "download": False,
+                "device": "cpu", "max_train_samples": args.subset}
+        for item in args.override:
+            key, value = item.split("=", 1)
+            spec[key] = point[key] = json.loads(value)  # the label says what ran
+        print(f"{point_name(point)}:", flush=True)
+        lines = run_job_epochs(spec, tmp / f"recipe{i}", job_env(args.workers),
+                               args.recipe_epochs)
+        learned = next((ln["epoch"] for ln in lines if ln["train_loss"] < math.log(10)
+                        and ln["val_accuracy"] > chance), None)
+        print(f"{point_name(point)}: " + (f"learns from epoch {learned}" if learned else
+              f"DOES NOT LEARN in {args.recipe_epochs} epochs") +
+              f" (train loss < ln 10, validation accuracy > {chance:.3f})", flush=True)
+        result = tmp / f"recipe{i}" / RESULT_FILE
+        if result.exists():
+            test = json.loads(result.read_text())["test_accuracy"]
+            print(f"{point_name(point)}: all {job['epochs']} epochs run: test accuracy "
+                  f"{test:.4f}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("a", "b", "both"), default="both")
+    parser.add_argument("--part", choices=("a", "b", "c", "both"), default="both",
+                        help="both: (a) and (b); (c) runs only when asked")
     parser.add_argument("--epochs", type=int, default=2, help="(a): the tutorial's 2")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, both sides")
     parser.add_argument("--subset", type=int, default=10000, help="(b): training images")
@@ -232,6 +299,8 @@ def main() -> int:
                         "included; instead of --models")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                         help="(b): a spec key set for every family, e.g. batch_size=64")
+    parser.add_argument("--recipe-epochs", type=int, default=5,
+                        help="(c): epochs of the file's own schedule to run before stopping")
     args = parser.parse_args()
     root = data_root(None)
     missing = [name for name in TRAIN_FILES + TEST_FILES if not (root / FOLDER / name).exists()]
@@ -244,6 +313,8 @@ def main() -> int:
             part_a(root, args, Path(tmp))
         if args.part in ("b", "both"):
             part_b(root, args, Path(tmp))
+        if args.part == "c":
+            part_c(root, args, Path(tmp))
     return 0
 
 
