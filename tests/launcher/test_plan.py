@@ -211,7 +211,7 @@ def test_cifar_config_holds_the_tutorials_experiments(tmp_path, monkeypatch):
     # The spec's default eta 0.3 diverges at this lr on the real data (bench/RESULTS.md).
     annealed = [p.spec["grad_noise"] for p in plans
                 if p.spec["grad_noise"] and p.spec["grad_noise"]["mode"] == "annealed"]
-    assert annealed and {g["eta"] for g in annealed} == {0.01}
+    assert annealed and {g["eta"] for g in annealed} == {0.01, 0.001}  # 0.001: inception
     assert {p.spec["model"] for p in plans if p.spec["stochastic_depth"]} == {"resnet9"}
     assert os.listdir(tmp_path) == []
 
